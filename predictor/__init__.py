@@ -1,0 +1,1 @@
+"""Featurisers, model graphs, inference engines, bundle format, EIE emulation."""

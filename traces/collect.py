@@ -1,0 +1,515 @@
+"""``mittd collect``: a labelled trace from a real device, measured with fio.
+
+fio runs the workload (a workload spec, or a recorded trace replayed as a fio
+iolog) with direct IO by default, so latencies are the device's and not the
+page cache's. Each job writes two logs:
+
+- its per-IO latency log (``write_lat_log``, ``log_avg_msec=0``,
+  ``log_offset=1``, ``log_unix_epoch=1``): latency in ns, but completion times
+  only to the millisecond;
+- its version-3 iolog (``write_iolog``): every IO in issue order with its issue
+  time in microseconds.
+
+The two are joined IO by IO on (op, offset, size, occurrence), which gives each
+IO a microsecond issue time and a nanosecond latency; the iolog's clock is put
+on the Unix epoch by the median gap between the two logs. Pending-request
+features (predictor/) need that precision: at SSD speeds many IOs start and end
+within one millisecond.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from mittd.traces.errors import BadLines, TraceError
+from mittd.traces.fio_iolog import read_iolog, write_iolog
+from mittd.traces.formats.base import ReadOptions
+from mittd.traces.formats.fio_log import FioLogFormat
+from mittd.traces.registry import open_trace
+from mittd.traces.schema import (
+    OP_OTHER,
+    OP_WRITE,
+    SCHEMA,
+    TraceWriter,
+    build_metadata,
+    make_batch,
+)
+
+ALIGN = 4096  # replayed offsets and sizes are aligned to this for O_DIRECT
+RW_MODES = ("read", "write", "randread", "randwrite", "rw", "readwrite", "randrw", "trim",
+            "randtrim", "trimwrite")
+# Options mittd sets itself; a --job spec may not override them.
+RESERVED = {"filename", "directory", "write_lat_log", "write_iolog", "read_iolog",
+            "log_avg_msec", "log_offset", "log_unix_epoch", "numjobs", "write_bw_log",
+            "write_iops_log", "per_job_logs", "log_prio"}
+
+
+@dataclass
+class CollectSpec:
+    """Everything ``mittd collect`` needs to know, validated before fio starts."""
+
+    target: Path
+    output: Path
+    size: int | None = None
+    runtime_s: float | None = 30.0
+    jobs: list[dict[str, str]] = field(default_factory=lambda: [{}])
+    rw: str = "randrw"
+    rwmixread: int = 70
+    bs: str = "4k"
+    iodepth: int = 16
+    ioengine: str = "libaio"
+    direct: bool = True
+    allow_write: bool = False
+    replay: Path | None = None
+    replay_format: str = "auto"
+    replay_speed: float = 1.0
+    device: str | None = None
+    fio: str = "fio"
+    keep_logs: Path | None = None
+    force: bool = False
+
+
+@dataclass
+class Target:
+    path: Path
+    kind: str  # "file" or "block"
+    size: int
+    exists: bool
+
+
+# -- checks --------------------------------------------------------------------
+
+def find_fio(fio: str) -> tuple[str, str]:
+    """Path and version of the fio binary, or a one-line error saying how to get it."""
+    path = shutil.which(fio)
+    if path is None:
+        raise TraceError(
+            f"fio not found ({fio!r} is not on PATH): install it (Debian/Ubuntu: "
+            "apt-get install fio) or pass --fio /path/to/fio"
+        )
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise TraceError(f"{path}: cannot run fio: {e}") from None
+    version = out.stdout.strip()
+    m = re.match(r"fio-(\d+)\.(\d+)", version)
+    if not m or (int(m.group(1)), int(m.group(2))) < (3, 31):
+        raise TraceError(
+            f"{path}: {version or 'unknown version'}; mittd collect needs fio >= 3.31 "
+            "(for version-3 iologs with issue timestamps)"
+        )
+    return path, version
+
+
+def _block_size(path: Path) -> int:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.lseek(fd, 0, os.SEEK_END)
+    finally:
+        os.close(fd)
+
+
+def check_target(spec: CollectSpec, writes: bool) -> Target:
+    """Refuse targets that are missing, unsafe or unusable, with the reason."""
+    p = spec.target
+    if p.exists():
+        st = p.stat()
+        if stat.S_ISDIR(st.st_mode):
+            raise TraceError(f"{p}: is a directory; give a file or a block device")
+        if stat.S_ISBLK(st.st_mode):
+            if writes and not spec.allow_write:
+                raise TraceError(
+                    f"{p}: is a block device and this workload writes; writing destroys "
+                    "its data, so pass --allow-write if that is really intended"
+                )
+            try:
+                size = _block_size(p)
+            except OSError as e:
+                raise TraceError(f"{p}: cannot open block device: {e.strerror}") from None
+            return Target(p, "block", size, True)
+        if not stat.S_ISREG(st.st_mode):
+            raise TraceError(f"{p}: is neither a regular file nor a block device")
+        if not os.access(p, os.R_OK | (os.W_OK if writes else 0)):
+            raise TraceError(f"{p}: permission denied")
+        size = spec.size or st.st_size
+        if size < ALIGN * 16:
+            raise TraceError(
+                f"{p}: file is {st.st_size} bytes; give --size (at least 64k) to lay it out"
+            )
+        return Target(p, "file", size, True)
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise TraceError(f"{p}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise TraceError(f"{p}: cannot create the file: directory {parent} is not writable")
+    if spec.size is None:
+        raise TraceError(f"{p}: does not exist; give --size to have fio create it")
+    return Target(p, "file", spec.size, False)
+
+
+def check_direct_io(target: Target) -> None:
+    """O_DIRECT is refused by some file systems (tmpfs); say so before fio does."""
+    probe = target.path if target.exists else target.path.parent
+    flags = os.O_RDONLY | getattr(os, "O_DIRECT", 0)
+    tmp: str | None = None
+    try:
+        if not target.exists:
+            fd_tmp, tmp = tempfile.mkstemp(dir=probe, prefix=".mittd-odirect-")
+            os.close(fd_tmp)
+            probe = Path(tmp)
+        fd = os.open(probe, flags)
+        os.close(fd)
+    except OSError as e:
+        raise TraceError(
+            f"{target.path}: the file system does not support direct IO ({e.strerror}); "
+            "use a disk-backed path, or --buffered (latencies then include the page cache)"
+        ) from None
+    finally:
+        if tmp:
+            os.unlink(tmp)
+
+
+def _parse_job(spec: str) -> dict[str, str]:
+    job: dict[str, str] = {}
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise TraceError(f"--job {spec!r}: expected fio options as key=value,key=value")
+        if key in RESERVED:
+            raise TraceError(f"--job {spec!r}: {key} is set by mittd collect and cannot be "
+                             "overridden")
+        job[key] = value.strip()
+    return job
+
+
+def parse_jobs(specs: list[str] | None) -> list[dict[str, str]]:
+    """fio option sets from ``--job`` arguments (one job each)."""
+    return [_parse_job(s) for s in specs] if specs else [{}]
+
+
+def _job_writes(spec: CollectSpec, job: dict[str, str]) -> bool:
+    rw = job.get("rw", job.get("readwrite", spec.rw))
+    if rw not in RW_MODES:
+        raise TraceError(f"rw={rw!r} is not a fio IO pattern; choose one of {', '.join(RW_MODES)}")
+    if rw in ("read", "randread"):
+        return False
+    if rw in ("rw", "readwrite", "randrw"):
+        return int(job.get("rwmixread", spec.rwmixread)) < 100
+    return True
+
+
+# -- fio job -------------------------------------------------------------------
+
+def _fio_path(p: Path) -> str:
+    return str(p).replace(":", "\\:")
+
+
+def build_jobfile(
+    spec: CollectSpec, target: Target, logdir: Path, iolog: Path | None, runtime_s: float | None
+) -> str:
+    """The fio job file: one section per job, each with its own logs."""
+    g = [
+        "[global]",
+        f"filename={_fio_path(target.path)}",
+        f"ioengine={spec.ioengine}",
+        f"direct={int(spec.direct)}",
+        "log_avg_msec=0",
+        "log_offset=1",
+        "log_unix_epoch=1",
+        "thread=0",
+    ]
+    if target.kind == "file":
+        g.append(f"size={target.size}")
+    if runtime_s:
+        g.append(f"runtime={runtime_s:g}s")
+    if iolog is None:
+        g += ["time_based=1", f"rw={spec.rw}", f"rwmixread={spec.rwmixread}",
+              f"bs={spec.bs}", "randrepeat=0", "norandommap=1"]
+    g.append(f"iodepth={spec.iodepth}")
+    sections = ["\n".join(g)]
+    jobs = [{}] if iolog is not None else spec.jobs
+    for i, job in enumerate(jobs, start=1):
+        lines = [f"[job{i}]"]
+        if iolog is not None:
+            lines += [f"read_iolog={iolog}", "replay_no_stall=0"]
+        lines += [f"{k}={v}" for k, v in job.items()]
+        lines += [f"write_lat_log={logdir / f'job{i}'}", f"write_iolog={logdir / f'job{i}.iolog'}"]
+        sections.append("\n".join(lines))
+    return "\n\n".join(sections) + "\n"
+
+
+def run_fio(
+    fio: str, jobfile: Path, logdir: Path, expected_s: float | None, readonly: bool,
+    tick: Callable[[float], None] | None = None,
+) -> dict[str, Any]:
+    """Run fio to completion; a failure becomes one line quoting fio's own error."""
+    cmd = [fio, str(jobfile), "--output-format=json", f"--output={logdir / 'fio.json'}",
+           "--eta=never"]
+    if readonly:
+        cmd.append("--readonly")
+    with open(logdir / "fio.stderr", "w+") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, cwd=logdir)
+        start = time.monotonic()
+        try:
+            while proc.poll() is None:
+                time.sleep(0.2)
+                if tick:
+                    tick(time.monotonic() - start)
+        except KeyboardInterrupt:
+            proc.terminate()
+            proc.wait()
+            raise
+        err.seek(0)
+        stderr = err.read()
+    if proc.returncode != 0:
+        lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+        errs = [ln for ln in lines if "error" in ln.lower() or "fio:" in ln] or lines
+        msg = errs[-1] if errs else f"exit status {proc.returncode}"
+        raise TraceError(f"fio failed: {msg}")
+    try:
+        return json.loads((logdir / "fio.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def layout_file(fio: str, target: Target, logdir: Path) -> None:
+    """Write the whole file once, so replayed reads hit real data on the device."""
+    jobfile = logdir / "layout.fio"
+    jobfile.write_text(
+        f"[layout]\nfilename={_fio_path(target.path)}\nsize={target.size}\n"
+        "create_only=1\nrw=write\nbs=1m\n"
+    )
+    proc = subprocess.run([fio, str(jobfile), "--eta=never"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise TraceError(f"fio failed laying out {target.path}: {proc.stderr.strip()[-300:]}")
+
+
+# -- replay ----------------------------------------------------------------------
+
+def replay_iolog(spec: CollectSpec, target: Target, path: Path) -> tuple[int, float, bool]:
+    """Turn a recorded trace into a fio iolog on ``target``; (IOs, seconds, writes)."""
+    assert spec.replay is not None
+    stream = open_trace(spec.replay, spec.replay_format, ReadOptions())
+    table = stream.table().sort_by("ts_issue_us")
+    op = table.column("op").combine_chunks().indices.to_numpy(zero_copy_only=False)
+    keep = op != OP_OTHER
+    if not keep.any():
+        raise TraceError(f"{spec.replay}: no reads or writes to replay")
+    ts = table.column("ts_issue_us").to_numpy()[keep]
+    ts = np.round((ts - ts[0]) / spec.replay_speed).astype(np.int64)
+    size = table.column("size").to_numpy()[keep]
+    size = np.clip((size + ALIGN - 1) // ALIGN * ALIGN, ALIGN, target.size // 2)
+    offset = table.column("offset").to_numpy()[keep]
+    span = np.maximum(target.size - size, ALIGN)
+    offset = (offset % span) // ALIGN * ALIGN
+    op = op[keep]
+    if spec.runtime_s:
+        inside = ts <= spec.runtime_s * 1e6
+        ts, op, offset, size = ts[inside], op[inside], offset[inside], size[inside]
+    write_iolog(path, str(target.path), ts, op, offset, size)
+    return len(ts), float(ts[-1]) / 1e6 if len(ts) else 0.0, bool((op == OP_WRITE).any())
+
+
+# -- join -------------------------------------------------------------------------
+
+def _occurrence(keys: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """For rows sorted by ``order``, how many earlier rows share the same key."""
+    k = keys[order]
+    start = np.r_[True, k[1:] != k[:-1]]
+    idx = np.arange(len(k))
+    first = np.maximum.accumulate(np.where(start, idx, 0))
+    occ = np.empty(len(k), dtype=np.int64)
+    occ[order] = idx - first
+    return occ
+
+
+def join_job_logs(lat_log: Path, iolog: Path, device: str) -> tuple[pa.RecordBatch, dict]:
+    """Pair one job's latency log with its iolog; returns the batch and join stats."""
+    bad = BadLines(str(lat_log))
+    lat_batches = list(FioLogFormat().read(lat_log, ReadOptions(device=device), bad))
+    lat = pa.Table.from_batches(lat_batches, schema=SCHEMA) if lat_batches else None
+    issued = read_iolog(iolog)
+    if lat is None or lat.num_rows == 0:
+        raise TraceError(f"{lat_log}: fio logged no IOs (is the runtime too short?)")
+    l_op = lat.column("op").combine_chunks().indices.to_numpy(zero_copy_only=False)
+    l_off = lat.column("offset").to_numpy()
+    l_size = lat.column("size").to_numpy()
+    l_lat = lat.column("latency_us").to_numpy()
+    # the reader's ts is completion_ms*1000 - latency; undo that for the completion time
+    l_done = lat.column("ts_issue_us").to_numpy() + np.round(l_lat).astype(np.int64)
+
+    def keys(op: np.ndarray, off: np.ndarray, size: np.ndarray) -> np.ndarray:
+        k = np.empty(len(op), dtype=[("op", "i1"), ("off", "i8"), ("size", "i8")])
+        k["op"], k["off"], k["size"] = op, off, size
+        return k
+
+    lk = keys(l_op, l_off, l_size)
+    ik = keys(issued["op"], issued["offset"], issued["size"])
+    l_occ = _occurrence(lk, np.argsort(lk, kind="stable"))  # completion order within key
+    i_occ = _occurrence(ik, np.argsort(ik, kind="stable"))  # issue order within key
+    left = pa.table({"op": l_op, "off": l_off, "size": l_size, "occ": l_occ,
+                     "li": np.arange(len(l_op))})
+    right = pa.table({"op": issued["op"], "off": issued["offset"], "size": issued["size"],
+                      "occ": i_occ, "ii": np.arange(len(i_occ))})
+    joined = left.join(right, keys=["op", "off", "size", "occ"], join_type="inner")
+    li = joined.column("li").to_numpy()
+    ii = joined.column("ii").to_numpy()
+    issue_us = issued["ts_us"][ii]
+    lat_us = l_lat[li]
+    gap = l_done[li] - (issue_us + lat_us)
+    # fio truncates completion times to the millisecond: the gap is the clock offset
+    # minus a uniform [0, 1000) µs, so the offset is its median plus 500 µs.
+    clock = float(np.median(gap)) + 500.0
+    inconsistent = int((np.abs(gap - (clock - 500.0)) > 1500.0).sum())
+    ts = np.round(issue_us + clock).astype(np.int64)
+    batch = make_batch(ts, lat_us, l_op[li], l_off[li], l_size[li], device)
+    stats = {
+        "latency_log": lat_log.name,
+        "iolog": iolog.name,
+        "completed": len(l_op),
+        "issued": len(i_occ),
+        "matched": len(li),
+        "clock_offset_us": clock,
+        "inconsistent": inconsistent,
+        "malformed_lines": bad.count,
+    }
+    return batch, stats
+
+
+def _fio_summary(report: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for job in report.get("jobs", []):
+        row: dict[str, Any] = {"job": job.get("jobname"), "error": job.get("error")}
+        for d in ("read", "write"):
+            s = job.get(d, {})
+            if s.get("total_ios"):
+                pct = s.get("lat_ns", {}).get("percentile") or s.get("clat_ns", {}).get(
+                    "percentile", {})
+                row[d] = {
+                    "ios": s["total_ios"],
+                    "iops": s.get("iops"),
+                    "lat_mean_us": s.get("lat_ns", {}).get("mean", 0) / 1000,
+                    "clat_p50_us": pct.get("50.000000", 0) / 1000 if pct else None,
+                    "clat_p99_us": pct.get("99.000000", 0) / 1000 if pct else None,
+                }
+        out.append(row)
+    return out
+
+
+# -- the whole collection ----------------------------------------------------------
+
+@dataclass
+class CollectResult:
+    ios: int
+    output: Path
+    join: list[dict[str, Any]]
+    fio_version: str
+
+
+def collect(
+    spec: CollectSpec, tick: Callable[[str, float, float], None] | None = None
+) -> CollectResult:
+    """Run the workload with fio and write the labelled canonical trace."""
+    if spec.output.suffix != ".parquet":
+        raise TraceError(f"{spec.output}: output must be a .parquet file")
+    if spec.output.exists() and not spec.force:
+        raise TraceError(f"{spec.output}: already exists (use --force to overwrite)")
+    if not spec.output.parent.is_dir():
+        raise TraceError(f"{spec.output.parent}: output directory does not exist")
+    if spec.replay_speed <= 0:
+        raise TraceError("--replay-speed must be > 0")
+    if spec.iodepth < 1:
+        raise TraceError("--iodepth must be >= 1")
+    fio, fio_version = find_fio(spec.fio)
+    writes = (
+        any(_job_writes(spec, job) for job in spec.jobs) if spec.replay is None else False
+    )
+    target = check_target(spec, writes)
+    if spec.direct:
+        check_direct_io(target)
+
+    with tempfile.TemporaryDirectory(prefix="mittd-collect-") as tmp:
+        logdir = spec.keep_logs or Path(tmp)
+        logdir.mkdir(parents=True, exist_ok=True)
+        logdir = logdir.resolve()
+        for old in logdir.glob("job*"):
+            old.unlink()
+        iolog = None
+        runtime = spec.runtime_s
+        replay_info: dict[str, Any] = {}
+        if spec.replay is not None:
+            iolog = logdir / "replay.iolog"
+            n, seconds, writes = replay_iolog(spec, target, iolog)
+            if writes and target.kind == "block" and not spec.allow_write:
+                raise TraceError(
+                    f"{target.path}: the replayed trace writes and the target is a block "
+                    "device; pass --allow-write if destroying its data is intended"
+                )
+            replay_info = {"trace": str(spec.replay), "ios": n, "seconds": seconds,
+                           "speed": spec.replay_speed}
+            runtime = None if spec.runtime_s is None else max(spec.runtime_s, seconds + 1)
+            if target.kind == "file" and (
+                not target.exists or target.path.stat().st_size < target.size
+            ):
+                layout_file(fio, target, logdir)
+        jobfile = logdir / "collect.fio"
+        jobfile.write_text(build_jobfile(spec, target, logdir, iolog, runtime))
+        expected = (runtime or replay_info.get("seconds") or 0.0)
+        report = run_fio(
+            fio, jobfile, logdir, expected, readonly=not writes,
+            tick=(lambda t: tick("fio", t, expected)) if tick else None,
+        )
+        device = spec.device or target.path.name
+        batches, joins = [], []
+        njobs = 1 if iolog is not None else len(spec.jobs)
+        for i in range(1, njobs + 1):
+            lat_logs = sorted(logdir.glob(f"job{i}_lat.*.log"))
+            if not lat_logs:
+                raise TraceError(f"fio wrote no latency log for job{i} (see {jobfile})")
+            batch, stats = join_job_logs(lat_logs[0], logdir / f"job{i}.iolog", device)
+            batches.append(batch)
+            joins.append(stats)
+        table = pa.Table.from_batches(batches, schema=SCHEMA).sort_by("ts_issue_us")
+        meta = build_metadata(
+            "fio", str(target.path),
+            collection={
+                "tool": "mittd collect",
+                "fio_version": fio_version,
+                "target": str(target.path),
+                "target_kind": target.kind,
+                "target_size": target.size,
+                "direct": spec.direct,
+                "ioengine": spec.ioengine,
+                "runtime_s": runtime,
+                "jobs": spec.jobs if iolog is None else [],
+                "defaults": {"rw": spec.rw, "rwmixread": spec.rwmixread, "bs": spec.bs,
+                             "iodepth": spec.iodepth},
+                "replay": replay_info,
+                "jobfile": jobfile.read_text(),
+                "join": joins,
+                "fio_summary": _fio_summary(report),
+                "host": {"kernel": platform.release(), "machine": platform.machine(),
+                         "cpus": os.cpu_count()},
+                "command": " ".join(sys.argv),
+            },
+        )
+        with TraceWriter(spec.output, meta) as writer:
+            for b in table.to_batches(max_chunksize=1 << 20):
+                writer.write(b)
+    return CollectResult(table.num_rows, spec.output, joins, fio_version)

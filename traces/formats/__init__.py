@@ -1,0 +1,1 @@
+"""One module per source trace format; ``base`` holds what they share."""
