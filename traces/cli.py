@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
+from tqdm import tqdm
+
 from mittd.traces.collect import RW_MODES, CollectSpec, collect, parse_jobs
 from mittd.traces.errors import TraceError
 from mittd.traces.formats.base import ReadOptions
@@ -17,7 +19,6 @@ from mittd.traces.registry import FORMAT_NAMES, FORMATS, TraceStream, open_trace
 from mittd.traces.schema import SCHEMA, TraceWriter, build_metadata
 from mittd.traces.stats import render, summarise
 from mittd.traces.units import parse_duration, parse_size
-from tqdm import tqdm
 
 FORMAT_HELP = (
     "source format; 'auto' (default) recognises it from the content: "

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
 from mittd.traces.errors import BadLines, TraceError
 from mittd.traces.fio_iolog import read_iolog, write_iolog
 from mittd.traces.formats.base import ReadOptions
@@ -221,13 +222,22 @@ def _fio_path(p: Path) -> str:
 
 
 def build_jobfile(
-    spec: CollectSpec, target: Target, logdir: Path, iolog: Path | None, runtime_s: float | None
+    spec: CollectSpec, target: Target, logdir: Path, iologs: list[Path],
+    runtime_s: float | None,
 ) -> str:
-    """The fio job file: one section per job, each with its own logs."""
+    """The fio job file: one section per job, each with its own logs.
+
+    A workload spec runs its jobs with the chosen (asynchronous) engine. A replay
+    runs one synchronous (psync) job per replay iolog: fio's paced replay reaps
+    asynchronous completions only when the queue is full, which inflates the
+    latencies it logs by the replay gaps, while a synchronous job times each IO
+    exactly.
+    """
+    replay = bool(iologs)
     g = [
         "[global]",
         f"filename={_fio_path(target.path)}",
-        f"ioengine={spec.ioengine}",
+        f"ioengine={'psync' if replay else spec.ioengine}",
         f"direct={int(spec.direct)}",
         "log_avg_msec=0",
         "log_offset=1",
@@ -238,18 +248,19 @@ def build_jobfile(
         g.append(f"size={target.size}")
     if runtime_s:
         g.append(f"runtime={runtime_s:g}s")
-    if iolog is None:
+    if not replay:
         g += ["time_based=1", f"rw={spec.rw}", f"rwmixread={spec.rwmixread}",
-              f"bs={spec.bs}", "randrepeat=0", "norandommap=1"]
-    g.append(f"iodepth={spec.iodepth}")
+              f"bs={spec.bs}", f"iodepth={spec.iodepth}", "randrepeat=0", "norandommap=1"]
     sections = ["\n".join(g)]
-    jobs = [{}] if iolog is not None else spec.jobs
+    jobs: list[dict[str, str]] = [{} for _ in iologs] if replay else spec.jobs
     for i, job in enumerate(jobs, start=1):
         lines = [f"[job{i}]"]
-        if iolog is not None:
-            lines += [f"read_iolog={iolog}", "replay_no_stall=0"]
+        if replay:
+            lines += [f"read_iolog={iologs[i - 1]}", "replay_no_stall=0"]
         lines += [f"{k}={v}" for k, v in job.items()]
-        lines += [f"write_lat_log={logdir / f'job{i}'}", f"write_iolog={logdir / f'job{i}.iolog'}"]
+        lines.append(f"write_lat_log={logdir / f'job{i}'}")
+        if not replay:  # fio refuses write_iolog beside read_iolog
+            lines.append(f"write_iolog={logdir / f'job{i}.iolog'}")
         sections.append("\n".join(lines))
     return "\n\n".join(sections) + "\n"
 
@@ -288,22 +299,29 @@ def run_fio(
         return {}
 
 
-def layout_file(fio: str, target: Target, logdir: Path) -> None:
-    """Write the whole file once, so replayed reads hit real data on the device."""
-    jobfile = logdir / "layout.fio"
-    jobfile.write_text(
-        f"[layout]\nfilename={_fio_path(target.path)}\nsize={target.size}\n"
-        "create_only=1\nrw=write\nbs=1m\n"
-    )
-    proc = subprocess.run([fio, str(jobfile), "--eta=never"], capture_output=True, text=True)
+def fill_file(fio: str, target: Target, direct: bool) -> None:
+    """Write the whole file once with real data.
+
+    fio lays out new files with fallocate, leaving unwritten extents that the
+    file system answers with zeros without touching the device: reads of them
+    would be labelled with latencies of a few microseconds that no device gave.
+    """
+    cmd = [fio, "--name=fill", f"--filename={_fio_path(target.path)}", f"--size={target.size}",
+           "--rw=write", "--bs=1m", "--iodepth=4", "--ioengine=libaio", f"--direct={int(direct)}",
+           "--fallocate=none", "--eta=never", "--output-format=terse"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise TraceError(f"fio failed laying out {target.path}: {proc.stderr.strip()[-300:]}")
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()] or ["unknown error"]
+        raise TraceError(f"fio failed writing {target.path}: {lines[-1].strip()}")
 
 
 # -- replay ----------------------------------------------------------------------
 
-def replay_iolog(spec: CollectSpec, target: Target, path: Path) -> tuple[int, float, bool]:
-    """Turn a recorded trace into a fio iolog on ``target``; (IOs, seconds, writes)."""
+def replay_iologs(
+    spec: CollectSpec, target: Target, logdir: Path
+) -> tuple[list[Path], int, float, bool]:
+    """Turn a recorded trace into fio iologs on ``target``, dealt round-robin over
+    ``spec.iodepth`` synchronous jobs; returns (iologs, IOs, seconds, writes)."""
     assert spec.replay is not None
     stream = open_trace(spec.replay, spec.replay_format, ReadOptions())
     table = stream.table().sort_by("ts_issue_us")
@@ -322,8 +340,14 @@ def replay_iolog(spec: CollectSpec, target: Target, path: Path) -> tuple[int, fl
     if spec.runtime_s:
         inside = ts <= spec.runtime_s * 1e6
         ts, op, offset, size = ts[inside], op[inside], offset[inside], size[inside]
-    write_iolog(path, str(target.path), ts, op, offset, size)
-    return len(ts), float(ts[-1]) / 1e6 if len(ts) else 0.0, bool((op == OP_WRITE).any())
+    n_jobs = max(1, min(spec.iodepth, len(ts)))
+    paths = []
+    for j in range(n_jobs):
+        path = logdir / f"replay.{j + 1}.iolog"
+        sl = slice(j, None, n_jobs)
+        write_iolog(path, str(target.path), ts[sl], op[sl], offset[sl], size[sl])
+        paths.append(path)
+    return paths, len(ts), float(ts[-1]) / 1e6, bool((op == OP_WRITE).any())
 
 
 # -- join -------------------------------------------------------------------------
@@ -339,8 +363,17 @@ def _occurrence(keys: np.ndarray, order: np.ndarray) -> np.ndarray:
     return occ
 
 
-def join_job_logs(lat_log: Path, iolog: Path, device: str) -> tuple[pa.RecordBatch, dict]:
-    """Pair one job's latency log with its iolog; returns the batch and join stats."""
+def join_job_logs(
+    lat_log: Path, iolog: Path, device: str, replayed: bool = False
+) -> tuple[pa.RecordBatch, dict]:
+    """Pair one job's latency log with its iolog; returns the batch and join stats.
+
+    ``iolog`` is what fio issued (``write_iolog``), or, for a replay, the iolog
+    fio replayed: fio cannot write one while reading another, so the issue times
+    are then the intended replay times, clamped into the millisecond window that
+    the latency log allows (an IO that fio issued late, because the device fell
+    behind, gets the earliest time consistent with its completion).
+    """
     bad = BadLines(str(lat_log))
     lat_batches = list(FioLogFormat().read(lat_log, ReadOptions(device=device), bad))
     lat = pa.Table.from_batches(lat_batches, schema=SCHEMA) if lat_batches else None
@@ -377,7 +410,11 @@ def join_job_logs(lat_log: Path, iolog: Path, device: str) -> tuple[pa.RecordBat
     # minus a uniform [0, 1000) µs, so the offset is its median plus 500 µs.
     clock = float(np.median(gap)) + 500.0
     inconsistent = int((np.abs(gap - (clock - 500.0)) > 1500.0).sum())
-    ts = np.round(issue_us + clock).astype(np.int64)
+    ts = issue_us + clock
+    if replayed:
+        earliest = l_done[li] - lat_us  # completion ms (truncated) minus latency
+        ts = np.clip(ts, earliest, earliest + 1000.0)
+    ts = np.round(ts).astype(np.int64)
     batch = make_batch(ts, lat_us, l_op[li], l_off[li], l_size[li], device)
     stats = {
         "latency_log": lat_log.name,
@@ -386,7 +423,8 @@ def join_job_logs(lat_log: Path, iolog: Path, device: str) -> tuple[pa.RecordBat
         "issued": len(i_occ),
         "matched": len(li),
         "clock_offset_us": clock,
-        "inconsistent": inconsistent,
+        "inconsistent": inconsistent,  # > 1.5 ms off; in a replay: issued late
+        "issue_times": "replay schedule" if replayed else "fio write_iolog",
         "malformed_lines": bad.count,
     }
     return batch, stats
@@ -448,41 +486,45 @@ def collect(
         logdir = spec.keep_logs or Path(tmp)
         logdir.mkdir(parents=True, exist_ok=True)
         logdir = logdir.resolve()
-        for old in logdir.glob("job*"):
+        for old in [*logdir.glob("job*"), *logdir.glob("replay.*.iolog")]:
             old.unlink()
-        iolog = None
+        iologs: list[Path] = []
         runtime = spec.runtime_s
         replay_info: dict[str, Any] = {}
         if spec.replay is not None:
-            iolog = logdir / "replay.iolog"
-            n, seconds, writes = replay_iolog(spec, target, iolog)
+            iologs, n, seconds, writes = replay_iologs(spec, target, logdir)
             if writes and target.kind == "block" and not spec.allow_write:
                 raise TraceError(
                     f"{target.path}: the replayed trace writes and the target is a block "
                     "device; pass --allow-write if destroying its data is intended"
                 )
             replay_info = {"trace": str(spec.replay), "ios": n, "seconds": seconds,
-                           "speed": spec.replay_speed}
+                           "speed": spec.replay_speed, "jobs": len(iologs)}
             runtime = None if spec.runtime_s is None else max(spec.runtime_s, seconds + 1)
-            if target.kind == "file" and (
-                not target.exists or target.path.stat().st_size < target.size
-            ):
-                layout_file(fio, target, logdir)
+        filled = False
+        if target.kind == "file" and (
+            not target.exists or target.path.stat().st_size < target.size
+        ):
+            if tick:
+                tick("writing the target file", 0.0, 0.0)
+            fill_file(fio, target, spec.direct)
+            filled = True
         jobfile = logdir / "collect.fio"
-        jobfile.write_text(build_jobfile(spec, target, logdir, iolog, runtime))
-        expected = (runtime or replay_info.get("seconds") or 0.0)
+        jobfile.write_text(build_jobfile(spec, target, logdir, iologs, runtime))
+        expected = (replay_info.get("seconds") or runtime or 0.0)
         report = run_fio(
             fio, jobfile, logdir, expected, readonly=not writes,
             tick=(lambda t: tick("fio", t, expected)) if tick else None,
         )
         device = spec.device or target.path.name
         batches, joins = [], []
-        njobs = 1 if iolog is not None else len(spec.jobs)
+        njobs = len(iologs) or len(spec.jobs)
         for i in range(1, njobs + 1):
             lat_logs = sorted(logdir.glob(f"job{i}_lat.*.log"))
             if not lat_logs:
                 raise TraceError(f"fio wrote no latency log for job{i} (see {jobfile})")
-            batch, stats = join_job_logs(lat_logs[0], logdir / f"job{i}.iolog", device)
+            issued = iologs[i - 1] if iologs else logdir / f"job{i}.iolog"
+            batch, stats = join_job_logs(lat_logs[0], issued, device, bool(iologs))
             batches.append(batch)
             joins.append(stats)
         table = pa.Table.from_batches(batches, schema=SCHEMA).sort_by("ts_issue_us")
@@ -497,7 +539,8 @@ def collect(
                 "direct": spec.direct,
                 "ioengine": spec.ioengine,
                 "runtime_s": runtime,
-                "jobs": spec.jobs if iolog is None else [],
+                "jobs": [] if iologs else spec.jobs,
+                "filled_target": filled,
                 "defaults": {"rw": spec.rw, "rwmixread": spec.rwmixread, "bs": spec.bs,
                              "iodepth": spec.iodepth},
                 "replay": replay_info,

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+
 from mittd.traces.errors import TraceError
 from mittd.traces.schema import OP_READ, OP_WRITE
 
@@ -62,13 +63,19 @@ def write_iolog(
     path: Path, target: str, ts_us: np.ndarray, op: np.ndarray, offset: np.ndarray,
     size: np.ndarray,
 ) -> None:
-    """Write a v3 iolog that replays the given IOs on ``target`` at their times."""
+    """Write a v3 iolog that replays the given IOs on ``target`` at their times.
+
+    Every timestamp is shifted by 1 µs: fio measures each delay from the previous
+    line's timestamp but treats a previous timestamp of 0 as "no delay", which
+    would start the first IO at once instead of at its time.
+    """
     if any(c.isspace() for c in target):
         raise TraceError(f"{target}: fio iologs cannot name a path containing whitespace")
     action = np.where(op == OP_READ, "read", "write")
-    end = int(ts_us[-1]) if len(ts_us) else 0
+    ts_us = np.asarray(ts_us, dtype=np.int64) + 1
+    end = int(ts_us[-1]) if len(ts_us) else 1
     with open(path, "w") as f:
-        f.write(f"{HEADER}\n0 {target} add\n0 {target} open\n")
+        f.write(f"{HEADER}\n1 {target} add\n1 {target} open\n")
         lines = np.char.add(
             np.char.add(np.char.add(ts_us.astype(str), f" {target} "), action),
             np.char.add(np.char.add(" ", offset.astype(str)), np.char.add(" ", size.astype(str))),

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+
 from mittd.traces.errors import BadLines, TraceError
 from mittd.traces.formats.base import ReadOptions, TraceFormat
 from mittd.traces.formats.blkparse import BlkparseFormat
@@ -36,6 +37,7 @@ FORMATS: dict[str, TraceFormat] = {
     )
 }
 FORMAT_NAMES: tuple[str, ...] = ("auto", *FORMATS)
+MIN_SNIFF_SCORE = 0.34
 
 
 def detect_format(path: str | Path) -> TraceFormat:
@@ -53,9 +55,12 @@ def detect_format(path: str | Path) -> TraceFormat:
     if len(head) >= (64 << 10) and len(lines) > 1:
         lines = lines[:-1]  # the last line of the head may be cut short
     lines = [ln for ln in lines if ln.strip()][:50]
-    for fmt in FORMATS.values():
-        if fmt.sniff(lines):
-            return fmt
+    # The best fit wins (ties go to the more distinctive format, earlier in FORMATS);
+    # a file where fewer than a third of the first lines fit any format is unknown.
+    scores = [(float(fmt.sniff(lines)), -i, fmt) for i, fmt in enumerate(FORMATS.values())]
+    score, _, best = max(scores, key=lambda s: s[:2])
+    if score >= MIN_SNIFF_SCORE:
+        return best
     first = lines[0] if lines else ""
     shown = first if len(first) <= 80 else first[:77] + "..."
     raise TraceError(

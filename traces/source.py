@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+
 from mittd.traces.errors import TraceError
 
 DEFAULT_BLOCK_BYTES = 8 << 20

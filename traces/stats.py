@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from mittd.traces.schema import OP_NAMES
 
 PERCENTILES: tuple[float, ...] = (50.0, 90.0, 99.0, 99.9)

@@ -12,6 +12,7 @@ touch the slow path, so throughput stays in the millions of records per second.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+
 from mittd.traces.errors import BadLines, TraceError
 from mittd.traces.source import DEFAULT_BLOCK_BYTES, Block, iter_blocks
 
@@ -45,8 +47,8 @@ class TraceFormat(ABC):
     example: str = ""
 
     @abstractmethod
-    def sniff(self, lines: Sequence[str]) -> bool:
-        """True when the first non-empty lines of a file look like this format."""
+    def sniff(self, lines: Sequence[str]) -> float:
+        """How well the first non-empty lines of a file fit this format, 0..1."""
 
     @abstractmethod
     def read(
@@ -122,27 +124,31 @@ class DelimitedFormat(TraceFormat):
         return first, names
 
     # -- sniffing -----------------------------------------------------------
-    def sniff(self, lines: Sequence[str]) -> bool:
+    def sniff(self, lines: Sequence[str]) -> float:
         body = [ln for ln in lines if ln.strip()]
         if body and self.is_header(body[0]):
-            return True
+            return 1.0
         body = body[:20]
         if not body:
-            return False
-        columns = self.layouts.get(len(self.split(body[0].strip())))
-        if columns is None:
-            return False
+            return 0.0
+        counts = Counter(len(self.split(ln.strip())) for ln in body)
+        known = [(c, n) for n, c in counts.items() if n in self.layouts]
+        if not known:
+            return 0.0
+        columns = self.layouts[max(known)[1]]
         rows = []
         for ln in body:
             try:
                 rows.append(self.parse_line(ln, columns))
             except ValueError:
                 continue
-        if len(rows) < max(1, int(0.8 * len(body))):
-            return False
+        if not rows:
+            return 0.0
         table = self._table_from_rows(rows, columns)
+        if not self.sniff_extra(table, body):
+            return 0.0
         first, _ = self.invalid_rows(table)
-        return bool((first < 0).mean() >= 0.8) and self.sniff_extra(table, body)
+        return float((first < 0).sum()) / len(body)
 
     def sniff_extra(self, table: pa.Table, lines: Sequence[str]) -> bool:
         """Hook for formats that need more than a clean parse to be told apart."""
@@ -178,43 +184,43 @@ class DelimitedFormat(TraceFormat):
         first, _ = self.invalid_rows(table)
         return table if not (first >= 0).any() else None
 
-    def _slow(
-        self, block: Block, columns: Sequence[Column], bad: BadLines
-    ) -> pa.Table:
+    def _slow(self, block: Block, columns: Sequence[Column], bad: BadLines) -> pa.Table:
+        lines = block.data.split(b"\n")
         rows: list[list[object]] = []
         line_nos: list[int] = []
-        for i, raw in enumerate(block.data.split(b"\n")):
+        problems: list[tuple[int, str]] = []  # (index in block, reason)
+        for i, raw in enumerate(lines):
             line = raw.decode("utf-8", errors="replace").rstrip("\r")
             if not line.strip():
                 continue
             try:
                 rows.append(self.parse_line(line, columns))
-                line_nos.append(block.first_line + i)
+                line_nos.append(i)
             except ValueError as e:
-                bad.add(block.first_line + i, line, str(e))
+                problems.append((i, str(e)))
         table = self._table_from_rows(rows, columns)
         first, names = self.invalid_rows(table)
-        if (first >= 0).any():
-            lines = block.data.split(b"\n")
-            for row in np.flatnonzero(first >= 0):
-                n = line_nos[row]
-                text = lines[n - block.first_line].decode("utf-8", errors="replace")
-                bad.add(n, text, names[first[row]])
-            table = table.filter(pa.array(first < 0))
-        return table
+        invalid = first >= 0
+        problems += [(line_nos[r], names[first[r]]) for r in np.flatnonzero(invalid)]
+        for i, reason in sorted(problems):  # in line order, so --strict stops at the first
+            bad.add(block.first_line + i, lines[i].decode("utf-8", errors="replace"), reason)
+        return table.filter(pa.array(~invalid)) if invalid.any() else table
 
     def _columns_for(self, block: Block, path: Path) -> Sequence[Column]:
-        for raw in block.data.split(b"\n"):
+        """The layout most of the first records follow (a stray bad line is not enough
+        to reject a file, a file with no record in any known layout is)."""
+        counts: Counter[int] = Counter()
+        for raw in block.data.split(b"\n")[:200]:
             line = raw.decode("utf-8", errors="replace").strip()
             if line and not self.is_header(line):
-                n = len(self.split(line))
-                if n not in self.layouts:
-                    raise TraceError(
-                        f"{path}: not a {self.title} file: first record has {n} fields "
-                        f"({self.layout_error(n)})"
-                    )
-                return self.layouts[n]
-        return next(iter(self.layouts.values()))
+                counts[len(self.split(line))] += 1
+        known = [(c, n) for n, c in counts.items() if n in self.layouts]
+        if known:
+            return self.layouts[max(known)[1]]
+        n = counts.most_common(1)[0][0] if counts else 0
+        raise TraceError(
+            f"{path}: not a {self.title} file: records have {n} fields ({self.layout_error(n)})"
+        )
 
     def read(
         self, path: Path, options: ReadOptions, bad: BadLines, progress: Progress = None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from mittd.traces.formats.base import (
     DelimitedFormat,
     ReadOptions,

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+
 from mittd.traces.errors import BadLines, TraceError
 from mittd.traces.formats.base import (
     DelimitedFormat,
@@ -52,12 +53,14 @@ _LOG_NAME = re.compile(r"^(?P<prefix>.*?)_(?P<kind>lat|clat|slat|bw|iops)(\.(?P<
 
 
 def log_kind(path: Path) -> tuple[str, str]:
-    """(prefix, kind) from fio's log file naming, ``<prefix>_<kind>.<job>.log``."""
+    """(prefix, kind) from fio's log file naming, ``<prefix>_<kind>.<job>.log``.
+
+    The prefix names the device: every job of a fio run logs under the same one.
+    """
     m = _LOG_NAME.match(path.name)
     if not m:
         return path.stem, "lat"
-    prefix = m["prefix"] + (f".{m['job']}" if m["job"] else "")
-    return prefix, m["kind"]
+    return m["prefix"], m["kind"]
 
 
 class FioLogFormat(DelimitedFormat):

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from mittd.traces.formats.base import (
     DelimitedFormat,
     ReadOptions,

@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pyarrow as pa
+
 from mittd.traces.errors import BadLines, TraceError
 from mittd.traces.formats.base import Progress, ReadOptions, TraceFormat
 from mittd.traces.schema import SCHEMA, constant_strings, iter_trace
@@ -16,8 +17,8 @@ class ParquetFormat(TraceFormat):
     title = "mittd canonical Parquet trace"
     example = "(binary: Parquet file with ts_issue_us, latency_us, op, offset, size, device)"
 
-    def sniff(self, lines: Sequence[str]) -> bool:
-        return False  # recognised by its magic bytes, see registry.detect_format
+    def sniff(self, lines: Sequence[str]) -> float:
+        return 0.0  # recognised by its magic bytes, see registry.detect_format
 
     def read(
         self, path: Path, options: ReadOptions, bad: BadLines, progress: Progress = None
