@@ -18,6 +18,11 @@ Columns
 
 Provenance (source format, source file, collection parameters) is kept as JSON
 in the Parquet schema metadata under the key ``mittd.trace``.
+
+Row order is the source's: issue order for most formats, completion order for
+fio latency logs and blkparse. ``mittd collect`` and ``mittd trace convert
+--sort`` write traces sorted by ``ts_issue_us`` (metadata ``reader.sorted_by_issue``);
+consumers that need issue order sort on load.
 """
 
 from __future__ import annotations

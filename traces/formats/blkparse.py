@@ -1,38 +1,31 @@
 """blkparse's default text output (``blktrace -d DEV -o - | blkparse -i -``).
 
-Each event is one line, ``%D %2c %8s %5T.%9t %5p %2a %3d`` then action fields::
+One event per line: ``%D %2c %8s %5T.%9t %5p %2a %3d`` then action fields::
 
     8,0    3        1     0.000000000   697  Q  WS 223490 + 8 [kjournald]
 
-device ``major,minor``, CPU, sequence, seconds.nanoseconds since the first
-event, pid, action, RWBS, and for most actions ``sector + nsectors [process]``
-(completions end in ``[error]``). blkparse may print ``Input file ... added``
-first and always prints per-CPU/device summaries last; both are skipped, as are
-all actions other than Q (queued), D (dispatched to the driver), C (completed)
-and the M/F (back/front merge) and R (requeue) events needed to pair them.
-Events without ``sector + nsectors`` (flushes without data, SCSI pass-through
-payloads) cannot be paired and are skipped too. Output of ``blkparse -f``
-custom formats is not supported.
+(device, CPU, sequence, seconds.nanoseconds since the first event, pid, action,
+RWBS, then mostly ``sector + nsectors [process]``; C ends in ``[error]``). Only
+Q (queued), D (dispatched to the driver) and C (completed) make rows; M/F
+(back/front merge) and R (requeue) steer the pairing; every other action, the
+``Input file ... added`` header and the trailing summary are skipped, as are
+events without ``sector + nsectors`` (data-less flushes, SCSI pass-through).
+``blkparse -f`` custom formats are not supported.
 
-Pairing. A row is one request: its completion C, keyed by
-``(device, sector, nsectors)``, is matched FIFO with the oldest outstanding D
-of the same key. The issue time is that D (time at the device is what mittd
-predicts); when the trace has no D for it (``-a queue -a complete`` captures,
-bio-based devices such as device-mapper), the oldest Q at the same start
-sector is used instead. Q is keyed by start sector only because merges grow a
-request after its first bio was queued: a back merge (M) adds a bio at the end
-(the C then covers more sectors than that Q), a front merge (F) moves the
-start, so its Q is re-keyed to the new start. Merged bios never get a C of
-their own and are dropped; a requeued request (R) is timed from its last D.
-Offset and size come from the C, the op from the issue event's RWBS.
-Completions of requests issued before the trace started are ignored.
+Pairing: a C, keyed by ``(device, sector, nsectors)``, takes the oldest
+outstanding D of that key (FIFO): device time is what mittd predicts, so issue
+time is the D. Without one (``-a queue -a complete`` captures, bio-based devices
+such as dm) the oldest Q at the same start sector is used. Q is keyed by start
+sector only, because merges grow a request after its first bio was queued; a
+front merge moves that Q to the new start. Merged bios never get their own C
+and are dropped; a requeued request is timed from its last D. Offset and size
+come from the C, the op from the issue event's RWBS.
 
-Memory is bounded by the requests outstanding at any moment (unpaired events
-are removed at D, merge or C), not by the file size; requests still
-outstanding at the end of the file are dropped. One batch is yielded per
-input block, holding the requests *completed* in that block, sorted by issue
-time within the batch: across batches rows come in completion order, so a
-request issued early but completed late appears in a later batch.
+Memory holds only outstanding requests (completions lost by blktrace would
+linger); requests still outstanding at the end of the file, and completions of
+requests issued before the trace began, are dropped. One batch per input block
+holds the requests *completed* in it, sorted by issue time: across batches,
+rows come in completion order.
 """
 
 from __future__ import annotations

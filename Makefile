@@ -1,0 +1,49 @@
+# mittd — the two set-up commands of the README:
+#   make demo   creates .venv, installs mittd, runs the main job
+#   make test   creates .venv, installs mittd with the train and dev extras, runs ruff and pytest
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DEMO   ?= out/demo
+
+.PHONY: demo test lint fio clean
+
+$(VENV)/.base: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
+	  || { echo "mittd needs Python >= 3.11 (found $$($(PYTHON) --version 2>&1)); set PYTHON=..."; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.dev: $(VENV)/.base
+	$(BIN)/pip install --quiet -e ".[train,dev]"
+	@touch $@
+
+# fio measures real IO for `mittd collect`; install it where we can (root with apt-get).
+fio:
+	@command -v fio >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing fio (apt-get)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fio) >/dev/null; \
+	  else \
+	    echo "fio is missing: install it (e.g. sudo apt-get install fio)"; exit 1; \
+	  fi; }
+
+demo: $(VENV)/.base fio
+	@mkdir -p $(DEMO)
+	$(BIN)/mittd trace info traces/samples/fio_mixed_30s.parquet
+	$(BIN)/mittd collect $(DEMO)/device.img --size 256M --runtime 10s --force \
+	  --job rw=randread,bs=4k,iodepth=8 --job rw=write,bs=1m,iodepth=2,rate=40m \
+	  -o $(DEMO)/trace.parquet
+	$(BIN)/mittd trace info $(DEMO)/trace.parquet
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+
+test: $(VENV)/.dev fio
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) out build *.egg-info .pytest_cache .ruff_cache .hypothesis
