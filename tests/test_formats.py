@@ -244,3 +244,19 @@ def test_batches_are_canonical(data: Path) -> None:
         for batch in open_trace(data / name).batches():
             assert isinstance(batch, pa.RecordBatch)
             assert batch.schema.equals(SCHEMA)
+
+
+@pytest.mark.parametrize(("name", "fmt"), SAMPLES.items())
+@pytest.mark.parametrize("garbage", ["x,y,z", "1, 2, 3, 4, 5, 6, 7, 8, 9", "\x00\x01\x02"])
+def test_every_reader_skips_and_numbers_a_malformed_line(
+    data: Path, tmp_path: Path, name: str, fmt: str, garbage: str
+) -> None:
+    lines = (data / name).read_text().splitlines()
+    at = 3 if fmt == "systor17" else 2  # after the header line where there is one
+    lines.insert(at - 1, garbage)
+    p = tmp_path / name
+    p.write_text("\n".join(lines) + "\n")
+    stream = open_trace(p, fmt)
+    assert stream.table().num_rows == open_trace(data / name, fmt).table().num_rows
+    assert stream.bad.count == 1
+    assert stream.bad.samples[0][0] == at
