@@ -210,7 +210,7 @@ class DelimitedFormat(TraceFormat):
         """The layout most of the first records follow (a stray bad line is not enough
         to reject a file, a file with no record in any known layout is)."""
         counts: Counter[int] = Counter()
-        for raw in block.data.split(b"\n")[:200]:
+        for raw in block.data[: 64 << 10].split(b"\n")[:200]:
             line = raw.decode("utf-8", errors="replace").strip()
             if line and not self.is_header(line):
                 counts[len(self.split(line))] += 1
