@@ -270,6 +270,18 @@ def map_ops(values: pa.ChunkedArray | pa.Array, reads: Sequence, writes: Sequenc
     return codes
 
 
+def device_names(
+    table: pa.Table, options: ReadOptions, prefix: str | pa.ChunkedArray, column: str,
+    sep: str = "",
+) -> str | pa.Array:
+    """The device column: ``options.device`` when given, else ``prefix + sep + column``."""
+    if options.device:
+        return options.device
+    return pc.binary_join_element_wise(
+        prefix, pc.cast(table.column(column), pa.string()), sep
+    ).combine_chunks()
+
+
 def non_negative(name: str) -> Callable[[pa.Table], pa.Array]:
     return lambda t: pc.greater_equal(t.column(name), 0)
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from mittd.traces.formats.base import (
     DelimitedFormat,
     ReadOptions,
     col,
+    device_names,
     map_ops,
     non_negative,
     one_of,
@@ -31,14 +31,6 @@ from mittd.traces.formats.base import (
 from mittd.traces.schema import make_batch
 
 SECTOR = 512
-
-
-def _device(table: pa.Table, column: str, prefix: str, options: ReadOptions) -> str | pa.Array:
-    if options.device:
-        return options.device
-    return pc.binary_join_element_wise(
-        prefix, pc.cast(table.column(column), pa.string()), ""
-    ).combine_chunks()
 
 
 class AlibabaFormat(DelimitedFormat):
@@ -67,7 +59,7 @@ class AlibabaFormat(DelimitedFormat):
             col(table, "timestamp"), np.full(n, np.nan),
             map_ops(table.column("opcode"), ["R", "r"], ["W", "w"]),
             col(table, "offset"), col(table, "length"),
-            _device(table, "device_id", "", options),
+            device_names(table, options, "", "device_id"),
         )
 
 
@@ -97,5 +89,5 @@ class TencentFormat(DelimitedFormat):
             col(table, "timestamp") * 1_000_000, np.full(n, np.nan),
             map_ops(table.column("iotype"), [0], [1]),
             col(table, "offset") * SECTOR, col(table, "size") * SECTOR,
-            _device(table, "volume", "vol", options),
+            device_names(table, options, "vol", "volume"),
         )

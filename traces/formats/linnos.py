@@ -18,12 +18,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from mittd.traces.formats.base import (
     DelimitedFormat,
     ReadOptions,
     col,
+    device_names,
     map_ops,
     non_negative,
     one_of,
@@ -64,9 +64,7 @@ class LinnosInputFormat(DelimitedFormat):
             np.round(col(table, "ts_ms") * 1000).astype(np.int64), np.full(n, np.nan),
             map_ops(table.column("op"), [1], [0]),
             col(table, "offset"), col(table, "size"),
-            options.device or pc.binary_join_element_wise(
-                "dev", pc.cast(table.column("dev"), pa.string()), ""
-            ).combine_chunks(),
+            device_names(table, options, "dev", "dev"),
         )
 
 

@@ -16,6 +16,7 @@ from mittd.traces.formats.base import (
     DelimitedFormat,
     ReadOptions,
     col,
+    device_names,
     map_ops,
     non_negative,
     one_of,
@@ -53,9 +54,7 @@ class MsrFormat(DelimitedFormat):
     def to_canonical(self, table: pa.Table, options: ReadOptions) -> pa.RecordBatch:
         ts = (col(table, "timestamp") - FILETIME_UNIX_EPOCH) // 10
         lat = col(table, "response").astype(np.float64) / 10.0
-        device: str | pa.Array = options.device or pc.binary_join_element_wise(
-            table.column("hostname"), pc.cast(table.column("disk"), pa.string()), "_"
-        ).combine_chunks()
+        device = device_names(table, options, table.column("hostname"), "disk", "_")
         return make_batch(
             ts, lat, map_ops(table.column("type"), ["Read"], ["Write"]),
             col(table, "offset"), col(table, "size"), device,

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from mittd.traces.formats.base import (
     DelimitedFormat,
     ReadOptions,
     col,
+    device_names,
     map_ops,
     non_negative,
     one_of,
@@ -50,9 +50,7 @@ class SystorFormat(DelimitedFormat):
     def to_canonical(self, table: pa.Table, options: ReadOptions) -> pa.RecordBatch:
         ts = np.round(col(table, "timestamp") * 1e6).astype(np.int64)
         lat = col(table, "response") * 1e6
-        device: str | pa.Array = options.device or pc.binary_join_element_wise(
-            "lun", pc.cast(table.column("lun"), pa.string()), ""
-        ).combine_chunks()
+        device = device_names(table, options, "lun", "lun")
         return make_batch(
             ts, lat, map_ops(table.column("iotype"), ["R", "r"], ["W", "w"]),
             col(table, "offset"), col(table, "size"), device,
