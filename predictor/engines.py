@@ -1,0 +1,349 @@
+"""Inference engines: interchangeable, exact implementations of one network.
+
+===========  ===============================================================
+engine       what it runs
+===========  ===============================================================
+dense        numpy/BLAS, one matrix product per layer (the plain baseline)
+csr          compiled CSR sparse rows for every layer
+blocksparse  compiled Scalpel SIMD-aware groups (seed 003 §3.3) for every layer
+csc          compiled sparse columns skipping zero inputs (EIE's dataflow)
+nodepruned   dead nodes compacted away (Scalpel §3.4), then compiled dense
+auto         node compaction, then per layer the storage measured fastest on
+             this machine (Scalpel's "optimised pruning": a layer not sparse
+             enough to win stays dense)
+===========  ===============================================================
+
+All engines compute the network of ``predictor.graph.forward`` (tests hold them
+to it). The compiled ones run the whole network in one call with no allocation
+(``predictor.kernels``); their ``input`` is a view the featuriser writes into.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from mittd.predictor import kernels as K
+from mittd.predictor.formats import KIND_BLOCK, KIND_CSC, KIND_CSR, KIND_DENSE, KIND_NAMES
+from mittd.predictor.graph import (
+    Graph,
+    GraphBuilder,
+    GraphError,
+    Params,
+    check_params,
+    decision_margin,
+)
+from mittd.predictor.plan import Plan, compact_nodes, compile_plan
+
+WeightMap = Mapping[str, tuple[np.ndarray, np.ndarray]]
+
+
+class Engine(ABC):
+    """One way of running a network; batch-1 (daemon) and batched paths."""
+
+    name = ""
+
+    def __init__(self, graph: Graph, params: WeightMap) -> None:
+        check_params(graph, params)
+        self.graph = graph
+
+    @property
+    @abstractmethod
+    def input(self) -> np.ndarray:
+        """Batch-1 input buffer (float32, input_dim): write features here, then run1."""
+
+    @abstractmethod
+    def run1(self) -> np.ndarray:
+        """Run on ``input``; returns the logits (a view, valid until the next call)."""
+
+    @abstractmethod
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Logits of a batch (n, input_dim) → (n, output_dim), float32."""
+
+    def logits1(self, x: np.ndarray) -> np.ndarray:
+        self.input[:] = x
+        return self.run1().copy()
+
+    def margin1(self) -> float:
+        """Run on ``input``; a score that exceeds logit(t) exactly when P(slow) > t."""
+        out = self.run1()
+        return float(out[1] - out[0]) if self.graph.head == "softmax" else float(out[0])
+
+    def margins(self, x: np.ndarray, k: int = 0) -> np.ndarray:
+        return decision_margin(self.graph, self.logits(x), k)
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": self.name}
+
+
+class DenseNumpyEngine(Engine):
+    """numpy/BLAS per layer, buffers preallocated; the baseline the others beat."""
+
+    name = "dense"
+
+    def __init__(self, graph: Graph, params: WeightMap) -> None:
+        super().__init__(graph, params)
+        self._w = {n: (np.ascontiguousarray(k, np.float32), np.asarray(b, np.float32))
+                   for n, (k, b) in params.items()}
+        widths = graph.shapes()
+        self._buf = {n.name: np.zeros(widths[n.name], np.float32) for n in graph.nodes}
+        self._steps = self._compile(self._buf)
+        self._batch: dict[int, tuple[dict[str, np.ndarray], list[Callable[[], None]]]] = {}
+
+    def _compile(self, buf: dict[str, np.ndarray]) -> list[Callable[[], None]]:
+        steps: list[Callable[[], None]] = []
+        for n in self.graph.nodes:
+            out = buf[n.name]
+            ins = [buf[i] for i in n.inputs]
+            if n.op == "input":
+                continue
+            if n.op == "slice":
+                s, w = n.attrs["start"], n.attrs["width"]
+                steps.append(lambda o=out, a=ins[0], s=s, w=w: np.copyto(o, a[..., s:s + w]))
+            elif n.op == "sum_slices":
+                s, w, c = n.attrs["start"], n.attrs["width"], n.attrs["count"]
+
+                def sum_slices(o=out, a=ins[0], s=s, w=w, c=c) -> None:
+                    np.copyto(o, a[..., s:s + w])
+                    for q in range(1, c):
+                        o += a[..., s + q * w:s + (q + 1) * w]
+                steps.append(sum_slices)
+            elif n.op == "dense":
+                k, b = self._w[n.name]
+
+                def dense(o=out, a=ins[0], k=k, b=b) -> None:
+                    np.dot(a, k, out=o)
+                    o += b
+                steps.append(dense)
+            elif n.op == "add":
+                steps.append(lambda o=out, a=ins[0], c=ins[1]: np.add(a, c, out=o))
+            elif n.op == "subtract":
+                steps.append(lambda o=out, a=ins[0], c=ins[1]: np.subtract(a, c, out=o))
+            elif n.op == "relu":
+                steps.append(lambda o=out, a=ins[0]: np.maximum(a, 0.0, out=o))
+            elif n.op == "concat":
+                def concat(o=out, parts=tuple(ins)) -> None:
+                    pos = 0
+                    for p in parts:
+                        w = p.shape[-1]
+                        o[..., pos:pos + w] = p
+                        pos += w
+                steps.append(concat)
+        return steps
+
+    @property
+    def input(self) -> np.ndarray:
+        return self._buf["input"]
+
+    def run1(self) -> np.ndarray:
+        for step in self._steps:
+            step()
+        return self._buf[self.graph.output]
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float32)
+        n = len(x)
+        if n not in self._batch:
+            widths = self.graph.shapes()
+            buf = {m.name: np.zeros((n, widths[m.name]), np.float32) for m in self.graph.nodes}
+            self._batch = {n: (buf, self._compile(buf))}
+        buf, steps = self._batch[n]
+        buf["input"][:] = x
+        for step in steps:
+            step()
+        return buf[self.graph.output].copy()
+
+
+class CompiledEngine(Engine):
+    """Runs a compiled plan with the numba kernels; ``kinds`` picks each layer's
+    storage format."""
+
+    name = "compiled"
+
+    def __init__(self, graph: Graph, params: WeightMap, kinds: Mapping[str, int],
+                 group: int = 8, removed: Mapping[str, int] | None = None) -> None:
+        super().__init__(graph, params)
+        self.group = group
+        self.plan: Plan = compile_plan(graph, params, kinds, group)
+        self._ints = self.plan.ints
+        self._arena = self.plan.arena
+        self._input = self.plan.input
+        self._output = self.plan.output
+        self._removed = dict(removed or {})
+        self._act: np.ndarray | None = None
+        K.run1(self._ints, self._arena)  # compile (or load from cache) now, not on a request
+
+    @property
+    def input(self) -> np.ndarray:
+        return self._input
+
+    def run1(self) -> np.ndarray:
+        K.run1(self._ints, self._arena)
+        return self._output
+
+    def margin1(self) -> float:
+        K.run1(self._ints, self._arena)
+        out = self._output
+        return float(out[1] - out[0]) if self.graph.head == "softmax" else float(out[0])
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float32)
+        if x.ndim != 2 or x.shape[1] != self.graph.input_dim:
+            raise GraphError(f"{self.graph.name}: batch must be (n, {self.graph.input_dim})")
+        n = len(x)
+        if self._act is None or self._act.shape[1] != n:
+            self._act = np.zeros((self.plan.act_size, n), np.float32)
+        act = self._act
+        i0 = self.plan.input_off
+        act[i0:i0 + self.graph.input_dim] = x.T
+        K.run_batch(self._ints, self._arena, act)
+        o0 = self.plan.output_off
+        return np.ascontiguousarray(act[o0:o0 + self.plan.output_dim].T)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "engine": self.name,
+            "layers": {
+                name: {"format": self.plan.kinds[name], "stored_weights": self.plan.stored[name],
+                       "nodes_removed": self._removed.get(name, 0)}
+                for name in self.plan.kinds
+            },
+        }
+
+
+def _uniform(graph: Graph, kind: int) -> dict[str, int]:
+    return {n.name: kind for n in graph.dense_nodes()}
+
+
+def _named(engine: CompiledEngine, name: str) -> CompiledEngine:
+    engine.name = name
+    return engine
+
+
+def make_csr(graph: Graph, params: WeightMap, **_: Any) -> Engine:
+    return _named(CompiledEngine(graph, params, _uniform(graph, KIND_CSR)), "csr")
+
+
+def make_csc(graph: Graph, params: WeightMap, **_: Any) -> Engine:
+    return _named(CompiledEngine(graph, params, _uniform(graph, KIND_CSC)), "csc")
+
+
+def make_blocksparse(graph: Graph, params: WeightMap, group: int = 8, **_: Any) -> Engine:
+    return _named(CompiledEngine(graph, params, _uniform(graph, KIND_BLOCK), group),
+                  "blocksparse")
+
+
+def make_nodepruned(graph: Graph, params: WeightMap, **_: Any) -> Engine:
+    g, p, removed = compact_nodes(graph, params)
+    return _named(CompiledEngine(g, p, _uniform(g, KIND_DENSE), removed=removed), "nodepruned")
+
+
+# -- auto: per-layer choice by measured speed ---------------------------------------
+
+CANDIDATES = (KIND_DENSE, KIND_CSR, KIND_BLOCK, KIND_CSC)
+
+
+def _time_layer(kernel: np.ndarray, bias: np.ndarray, kind: int, group: int,
+                inputs: np.ndarray, repeats: int) -> float:
+    n_in, n_out = kernel.shape
+    b = GraphBuilder("layer", n_in)
+    g = b.build(b.dense("input", n_out, name="l"), head="sigmoid")
+    plan = compile_plan(g, {"l": (kernel, bias)}, {"l": kind}, group)
+    ints, arena, view = plan.ints, plan.arena, plan.input
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter_ns()
+        for r in range(repeats):
+            view[:] = inputs[r % len(inputs)]
+            K.run1(ints, arena)
+        best = min(best, (time.perf_counter_ns() - t0) / repeats)
+    return best
+
+
+def layer_inputs(graph: Graph, params: WeightMap, sample: np.ndarray | None,
+                 n: int = 32, seed: int = 0) -> dict[str, np.ndarray]:
+    """Representative input vectors of every dense layer: the real activations of
+    ``sample`` inputs when given (activation sparsity matters to ``csc``), else of
+    random binary inputs (the LBA bits' kind)."""
+    from mittd.predictor.graph import forward_all
+
+    if sample is None:
+        rng = np.random.default_rng(seed)
+        sample = (rng.random((n, graph.input_dim)) < 0.3).astype(np.float32)
+    acts = forward_all(graph, params, sample[:n])
+    return {d.name: acts[d.inputs[0]].astype(np.float32) for d in graph.dense_nodes()}
+
+
+def choose_kinds(graph: Graph, params: WeightMap, sample: np.ndarray | None = None,
+                 group: int = 8, repeats: int = 300) -> tuple[dict[str, int], dict]:
+    """Time every candidate format on every layer; keep the fastest."""
+    inputs = layer_inputs(graph, params, sample)
+    choice: dict[str, int] = {}
+    timings: dict[str, dict[str, float]] = {}
+    for d in graph.dense_nodes():
+        kernel, bias = (np.asarray(a, np.float32) for a in params[d.name])
+        t = {KIND_NAMES[k]: _time_layer(kernel, bias, k, group, inputs[d.name], repeats)
+             for k in CANDIDATES}
+        timings[d.name] = t
+        choice[d.name] = min(CANDIDATES, key=lambda k: t[KIND_NAMES[k]])
+    return choice, timings
+
+
+def _time_plan(engine: CompiledEngine, inputs: np.ndarray, repeats: int = 300) -> float:
+    view = engine.input
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter_ns()
+        for r in range(repeats):
+            view[:] = inputs[r % len(inputs)]
+            K.run1(engine.plan.ints, engine.plan.arena)
+        best = min(best, (time.perf_counter_ns() - t0) / repeats)
+    return best
+
+
+def make_auto(graph: Graph, params: WeightMap, sample: np.ndarray | None = None,
+              group: int = 8, kinds: Mapping[str, str] | None = None, **_: Any) -> Engine:
+    """Node compaction, then the per-layer fastest formats; the whole network is
+    timed against the uniform plans too (per-layer timings of tiny layers are
+    noisy), and the fastest plan wins. ``kinds`` (layer → format name) skips the
+    measurement, e.g. when a bundle recorded the choice made on this machine."""
+    g, p, removed = compact_nodes(graph, params)
+    if kinds is not None:
+        by_name = {v: k for k, v in KIND_NAMES.items()}
+        chosen = {n: by_name[f] for n, f in kinds.items()}
+        return _named(CompiledEngine(g, p, chosen, group, removed=removed), "auto")
+    per_layer, timings = choose_kinds(g, p, sample, group)
+    plans = [per_layer] + [_uniform(g, k) for k in CANDIDATES]
+    if sample is None:
+        rng = np.random.default_rng(0)
+        sample = (rng.random((32, graph.input_dim)) < 0.3).astype(np.float32)
+    best: CompiledEngine | None = None
+    best_t = float("inf")
+    for kinds_ in plans:
+        e = CompiledEngine(g, p, kinds_, group, removed=removed)
+        t = _time_plan(e, np.asarray(sample[:32], np.float32))
+        if t < best_t:
+            best, best_t = e, t
+    assert best is not None
+    best.timings = {"layers_ns": timings, "network_ns": best_t}  # type: ignore[attr-defined]
+    return _named(best, "auto")
+
+
+ENGINES: dict[str, Callable[..., Engine]] = {
+    "dense": lambda g, p, **_: DenseNumpyEngine(g, p),
+    "csr": make_csr,
+    "blocksparse": make_blocksparse,
+    "csc": make_csc,
+    "nodepruned": make_nodepruned,
+    "auto": make_auto,
+}
+
+
+def make_engine(name: str, graph: Graph, params: WeightMap | Params, **opts: Any) -> Engine:
+    if name not in ENGINES:
+        raise GraphError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
+    return ENGINES[name](graph, params, **opts)

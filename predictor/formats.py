@@ -1,0 +1,94 @@
+"""Weight storage formats of one dense layer, as the compiled kernels read them.
+
+Kernels are stored transposed from Keras' (in, out) to output-major (out, in),
+since the kernels compute one output at a time.
+
+- ``dense``: the full (out, in) matrix, row-major.
+- ``csr``: compressed sparse rows — row pointers, column indices, values.
+- ``block``: Scalpel's SIMD-aware format (seed 003 §3.3, Fig. 8c): the non-zeros of a
+  row are kept in aligned groups of G contiguous weights (G = SIMD width: 8
+  float32 on AVX2), with one column index per group; a group is kept when any of
+  its weights is non-zero, and its zeros are stored, so a group is one SIMD load.
+- ``csc``: compressed sparse columns, for EIE-style computation that skips zero
+  input activations (a whole column of work per zero input).
+
+Every encoder returns (float values, int32 indices) ready to be appended to the
+plan's arenas, plus the count of stored weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+KIND_DENSE, KIND_CSR, KIND_BLOCK, KIND_CSC = 0, 1, 2, 3
+KIND_NAMES = {KIND_DENSE: "dense", KIND_CSR: "csr", KIND_BLOCK: "block", KIND_CSC: "csc"}
+KIND_BY_NAME = {v: k for k, v in KIND_NAMES.items()}
+
+
+@dataclass(frozen=True)
+class Encoded:
+    kind: int
+    values: np.ndarray  # float32
+    indices: np.ndarray  # int32
+    stored: int  # weights stored (incl. zeros inside blocks)
+
+
+def encode(kind: int, w_out_in: np.ndarray, group: int = 8) -> Encoded:
+    """Encode an (out, in) float32 matrix in the given storage kind."""
+    w = np.ascontiguousarray(w_out_in, dtype=np.float32)
+    n_out, n_in = w.shape
+    if kind == KIND_DENSE:
+        return Encoded(kind, w.ravel(), np.zeros(0, np.int32), w.size)
+    if kind == KIND_CSR:
+        nz = w != 0
+        indptr = np.zeros(n_out + 1, np.int64)
+        indptr[1:] = np.cumsum(nz.sum(axis=1))
+        cols = np.nonzero(nz)[1]
+        return Encoded(kind, w[nz], np.concatenate([indptr, cols]).astype(np.int32),
+                       int(nz.sum()))
+    if kind == KIND_CSC:
+        wt = np.ascontiguousarray(w.T)
+        nz = wt != 0
+        colptr = np.zeros(n_in + 1, np.int64)
+        colptr[1:] = np.cumsum(nz.sum(axis=1))
+        rows = np.nonzero(nz)[1]
+        return Encoded(kind, wt[nz], np.concatenate([colptr, rows]).astype(np.int32),
+                       int(nz.sum()))
+    if kind == KIND_BLOCK:
+        n_groups = -(-n_in // group)
+        padded = np.zeros((n_out, n_groups * group), np.float32)
+        padded[:, :n_in] = w
+        blocks = padded.reshape(n_out, n_groups, group)
+        keep = (blocks != 0).any(axis=2)
+        rowptr = np.zeros(n_out + 1, np.int64)
+        rowptr[1:] = np.cumsum(keep.sum(axis=1))
+        starts = np.nonzero(keep)[1] * group
+        values = blocks[keep].ravel()
+        return Encoded(kind, values, np.concatenate([rowptr, starts]).astype(np.int32),
+                       int(values.size))
+    raise ValueError(f"unknown storage kind {kind}")
+
+
+def decode(enc: Encoded, n_out: int, n_in: int, group: int = 8) -> np.ndarray:
+    """Back to the (out, in) matrix; used by tests to prove encodings are lossless."""
+    w = np.zeros((n_out, n_in), np.float32)
+    if enc.kind == KIND_DENSE:
+        return enc.values.reshape(n_out, n_in).copy()
+    if enc.kind == KIND_CSR:
+        ptr, cols = enc.indices[: n_out + 1], enc.indices[n_out + 1:]
+        for j in range(n_out):
+            w[j, cols[ptr[j]:ptr[j + 1]]] = enc.values[ptr[j]:ptr[j + 1]]
+        return w
+    if enc.kind == KIND_CSC:
+        ptr, rows = enc.indices[: n_in + 1], enc.indices[n_in + 1:]
+        for i in range(n_in):
+            w[rows[ptr[i]:ptr[i + 1]], i] = enc.values[ptr[i]:ptr[i + 1]]
+        return w
+    ptr, starts = enc.indices[: n_out + 1], enc.indices[n_out + 1:]
+    wide = np.zeros((n_out, n_in + group), np.float32)
+    for j in range(n_out):
+        for g in range(ptr[j], ptr[j + 1]):
+            wide[j, starts[g]:starts[g] + group] = enc.values[g * group:(g + 1) * group]
+    return wide[:, :n_in]

@@ -1,0 +1,141 @@
+"""Every engine computes the reference network: logits within 1e-5 relative and
+the same decisions, batch-1 and batched, dense and pruned."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mittd.predictor.engines import ENGINES, make_engine
+from mittd.predictor.formats import KIND_BLOCK, KIND_CSC, KIND_CSR, KIND_DENSE, decode, encode
+from mittd.predictor.graph import GraphBuilder, decision_margin, forward, init_params
+from mittd.predictor.models import build_model
+from mittd.predictor.plan import compact_nodes
+from mittd.predictor.synthetic import magnitude_prune, node_prune_to, simd_prune
+
+RTOL = 1e-5
+
+
+def close(got: np.ndarray, ref: np.ndarray) -> bool:
+    scale = np.maximum(1.0, np.abs(ref))
+    return bool((np.abs(got - ref) <= RTOL * scale).all())
+
+
+def inputs(dim: int, n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.random((n, dim)) < 0.35).astype(np.float32)
+
+
+CASES = [
+    ("precise_linear", "magnitude", 0.98),
+    ("precise_linear", "simd", 0.95),
+    ("precise_linear", "node", 0.98),
+    ("good_custom", "magnitude", 0.0),
+    ("good_custom", "magnitude", 0.9),
+    ("good_custom", "node", 0.95),
+    ("linnos", "magnitude", 0.5),
+    ("heimdall", "magnitude", 0.0),
+]
+
+
+def _params(model: str, method: str, sparsity: float):  # type: ignore[no-untyped-def]
+    g = build_model(model)
+    p = init_params(g, seed=7)
+    if sparsity:
+        p = {"magnitude": lambda: magnitude_prune(p, sparsity),
+             "simd": lambda: simd_prune(p, sparsity),
+             "node": lambda: node_prune_to(g, p, sparsity)}[method]()
+    return g, p
+
+
+@pytest.mark.parametrize(("model", "method", "sparsity"), CASES)
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_engine_matches_reference(model: str, method: str, sparsity: float,
+                                  engine: str) -> None:
+    g, p = _params(model, method, sparsity)
+    x = inputs(g.input_dim, 64, seed=1)
+    ref = forward(g, p, x)
+    e = make_engine(engine, g, p, sample=x[:16])
+    batched = e.logits(x)
+    assert close(batched, ref)
+    one = np.stack([e.logits1(v) for v in x])
+    assert close(one, ref)
+    # the decision at P(slow) > 0.5 is the same everywhere
+    assert ((decision_margin(g, batched) > 0) == (decision_margin(g, ref) > 0)).all()
+    e.input[:] = x[3]
+    assert e.margin1() == pytest.approx(float(decision_margin(g, ref[3:4])[0]), abs=1e-4)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n_in=st.integers(1, 40), hidden=st.integers(1, 40), n_out=st.integers(1, 3),
+    density=st.floats(0.0, 1.0), seed=st.integers(0, 2**16),
+    engine=st.sampled_from(sorted(ENGINES)),
+)
+def test_random_networks(n_in: int, hidden: int, n_out: int, density: float, seed: int,
+                         engine: str) -> None:
+    b = GraphBuilder("random", n_in)
+    h1 = b.dense("input", hidden, name="h1")
+    h2 = b.dense("input", hidden, name="h2")
+    j = b.relu(b.subtract(b.add(h1, h2), b.relu(h2)))
+    g = b.build(b.dense(b.concat(j, "input"), n_out, name="out"), head="sigmoid")
+    rng = np.random.default_rng(seed)
+    p = init_params(g, seed)
+    p = {k: (np.where(rng.random(w.shape) < density, w, 0).astype(np.float32), bb)
+         for k, (w, bb) in p.items()}
+    x = (rng.standard_normal((9, n_in)) * (rng.random((9, n_in)) < 0.5)).astype(np.float32)
+    e = make_engine(engine, g, p, sample=x)
+    ref = forward(g, p, x)
+    assert close(e.logits(x), ref)
+    assert close(np.stack([e.logits1(v) for v in x]), ref)
+
+
+@pytest.mark.parametrize("kind", [KIND_DENSE, KIND_CSR, KIND_BLOCK, KIND_CSC])
+@pytest.mark.parametrize("group", [8, 16])
+def test_formats_are_lossless(kind: int, group: int) -> None:
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((13, 37)).astype(np.float32)
+    w[rng.random(w.shape) < 0.8] = 0
+    w[4] = 0  # an empty row
+    w[:, 5] = 0  # an empty column
+    enc = encode(kind, w, group)
+    assert np.array_equal(decode(enc, 13, 37, group), w)
+
+
+def test_block_format_keeps_aligned_groups() -> None:
+    w = np.zeros((2, 20), np.float32)
+    w[0, 9] = 1.0  # group [8, 16)
+    w[1, 17] = 2.0  # group [16, 24), past the end of the row: padded
+    enc = encode(KIND_BLOCK, w, 8)
+    assert enc.indices.tolist() == [0, 1, 2, 8, 16]  # row pointers, then group starts
+    assert enc.stored == 16
+
+
+def test_node_compaction_removes_dead_nodes_exactly() -> None:
+    g = build_model("precise_linear")
+    p = node_prune_to(g, init_params(g, 1), 0.98)
+    small_g, small_p, removed = compact_nodes(g, p)
+    assert removed["fc1"] > 300
+    assert small_g.kernel_shapes()["fc2"][0] == 352 - removed["fc1"]
+    x = inputs(352, 32)
+    assert np.allclose(forward(small_g, small_p, x), forward(g, p, x), rtol=0, atol=1e-9)
+
+
+def test_auto_keeps_dense_layers_dense_and_sparse_ones_sparse() -> None:
+    g, p = _params("precise_linear", "magnitude", 0.98)
+    dense_g, dense_p = _params("good_custom", "magnitude", 0.0)
+    sparse = make_engine("auto", g, p)
+    dense = make_engine("auto", dense_g, dense_p)
+    assert sparse.describe()["layers"]["fc1"]["format"] != "dense"
+    assert dense.describe()["layers"]["die_load"]["format"] == "dense"
+
+
+def test_compiled_engine_does_not_allocate_per_call() -> None:
+    g, p = _params("precise_linear", "magnitude", 0.95)
+    e = make_engine("csr", g, p)
+    out1 = e.run1()
+    out2 = e.run1()
+    assert out1.base is out2.base  # the same arena view every call
+    assert np.shares_memory(e.input, e.plan.arena)
