@@ -12,11 +12,12 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
+from mittd.predictor import cli as predictor_cli
 from mittd.traces import cli as traces_cli
 from mittd.traces.errors import TraceError
 
 # Exceptions whose message is a complete, user-facing explanation.
-USER_ERRORS: tuple[type[BaseException], ...] = (TraceError,)
+USER_ERRORS: tuple[type[BaseException], ...] = (TraceError, *predictor_cli.USER_ERRORS)
 
 
 def _version() -> str:
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     traces_cli.add_commands(commands)
+    predictor_cli.add_commands(commands)
     return parser
 
 

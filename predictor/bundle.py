@@ -155,7 +155,7 @@ def save_bundle(bundle: Bundle, path: str | Path) -> str:
 
 def _same_featuriser(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     """Equal configs, ignoring fitted statistics the caller cannot know."""
-    skip = {"mins", "maxs", "fitted"}
+    skip = {"min", "max"}  # Heimdall's fitted ranges
     return {k: v for k, v in a.items() if k not in skip} == {
         k: v for k, v in b.items() if k not in skip
     }

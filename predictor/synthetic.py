@@ -141,10 +141,9 @@ def synthetic_bundle(model: str, sparsity: float = 0.0, method: str = "magnitude
         else:
             params = node_prune_to(graph, params, sparsity)
     featuriser = FEATURISERS[MODEL_FEATURISER[model]]()
-    config = featuriser.config()
     if model == "heimdall":  # a fitted range, so the bundle is usable end to end
-        config["mins"] = [0.0] * graph.input_dim
-        config["maxs"] = [1.0] * graph.input_dim
+        featuriser.fit_raw(np.vstack([np.zeros(graph.input_dim), np.ones(graph.input_dim)]))
+    config = featuriser.config()
     return Bundle(
         graph, params, config,
         thresholds={"latency_us": [500.0], "p_slow": [0.5] * (

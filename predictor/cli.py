@@ -1,0 +1,122 @@
+"""``mittd model describe`` and ``mittd bench predictor``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from mittd.predictor.bundle import BundleError, bundle_summary, load_bundle
+from mittd.predictor.engines import ENGINES
+from mittd.predictor.graph import GraphError
+from mittd.predictor.models import MODELS, PAPER_TABLE1, build_model
+
+USER_ERRORS = (BundleError, GraphError)
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    target = args.model
+    bundle = None
+    if target in MODELS:
+        graph = build_model(target)
+    elif Path(target).exists():
+        bundle = load_bundle(target)
+        graph = bundle.graph
+    else:
+        raise GraphError(f"{target}: neither a model name ({', '.join(MODELS)}) nor a bundle "
+                         "file")
+    d = graph.describe()
+    out = {"table1": d}
+    paper = PAPER_TABLE1.get(d["model"])
+    if paper:
+        out["paper"] = dict(zip(("layers", "max_kernel", "weights", "ops"), paper,
+                                strict=True))
+    if bundle is not None:
+        out["bundle"] = {"sha256": bundle.sha256, "featuriser": bundle.featuriser,
+                         "thresholds": bundle.thresholds, "provenance": bundle.provenance,
+                         **bundle_summary(bundle)}
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"{'model':<16}{'layers':>7}{'max kernel':>12}{'weights':>12}{'operations':>13}")
+    print(f"{d['model']:<16}{d['layers']:>7}{d['max_kernel']:>12}{d['weights']:>12,}"
+          f"{d['ops']:>13,}")
+    if paper:
+        print(f"{'(seed 000)':<16}{paper[0]:>7}{paper[1]:>12}{paper[2]:>12,}{paper[3]:>13,}")
+    print(f"input {d['input_dim']} features, output {d['output_dim']} logits ({d['head']} "
+          "head); operations = 2 per kernel weight + biases and joins")
+    if bundle is not None:
+        s = out["bundle"]
+        print(f"\nbundle {target}: sha256 {bundle.sha256[:16]}…, featuriser "
+              f"{bundle.featuriser.get('name')}, latency threshold(s) "
+              f"{bundle.latency_thresholds_us()} µs")
+        print(f"kernel sparsity {s['kernel_sparsity']:.2%}\n")
+        print(f"  {'layer':<16}{'shape':>10}{'weights':>10}{'non-zero':>10}{'sparsity':>10}")
+        for r in s["layers"]:
+            print(f"  {r['layer']:<16}{r['shape']:>10}{r['weights']:>10,}{r['nonzero']:>10,}"
+                  f"{r['sparsity']:>10.1%}")
+    return 0
+
+
+def cmd_bench_predictor(args: argparse.Namespace) -> int:
+    from mittd.predictor import bench
+
+    configs = bench.DEFAULT_CONFIGS
+    if args.models:
+        configs = tuple((m, s) for m, s in bench.DEFAULT_CONFIGS if m in args.models)
+    if args.sparsity is not None:
+        configs = tuple((m, tuple(args.sparsity)) for m, _ in configs)
+    engines = args.engines or list(ENGINES)
+
+    def progress(msg: str) -> None:
+        if not args.quiet:
+            print(f"… {msg}", file=sys.stderr, flush=True)
+
+    results = bench.run(configs, args.methods or bench.METHODS, engines, args.calls,
+                        args.batch, not args.no_tf, progress=progress)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    print(bench.render(results))
+    return 0
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    model = commands.add_parser("model", help="describe a model or a model bundle",
+                                description="Inspect the predictor's models and bundles.")
+    sub = model.add_subparsers(dest="model_command", metavar="SUBCOMMAND")
+    sub.required = True
+    d = sub.add_parser(
+        "describe", help="Table 1 row (layers, max kernel, weights, ops), per-layer sparsity",
+        description="Print a model's row of seed 000's Table 1 (dense layers, largest "
+        "kernel, weights, operations) next to the paper's; for a bundle also its "
+        "featuriser, thresholds, provenance and per-layer sparsity.")
+    d.add_argument("model", help=f"a model name ({', '.join(MODELS)}) or a .mittd bundle")
+    d.add_argument("--json", action="store_true", help="print as JSON")
+    d.set_defaults(func=cmd_describe)
+
+    bench = commands.add_parser("bench", help="benchmarks",
+                                description="Measure mittd on this machine.")
+    bsub = bench.add_subparsers(dest="bench_command", metavar="SUBCOMMAND")
+    bsub.required = True
+    p = bsub.add_parser(
+        "predictor", help="µs per decision and decisions/s of every engine (and TF)",
+        description="Per-decision latency (p50/p99, batch 1, with and without "
+        "featurisation) and batched throughput of every inference engine on the seed's "
+        "models at several sparsities and pruning methods, with TF eager, tf.function and "
+        "TF Lite side by side when TensorFlow is installed. Inputs are featurised from the "
+        "shipped real trace. Takes several minutes.")
+    p.add_argument("--models", nargs="+", choices=["precise_linear", "good_custom"],
+                   help="models to measure (default both)")
+    p.add_argument("--sparsity", nargs="+", type=float,
+                   help="sparsities to measure (default: 0 .9 .95 .97 .98 for "
+                   "precise_linear, 0 .9 .95 for good_custom)")
+    p.add_argument("--methods", nargs="+", choices=["magnitude", "simd", "node"],
+                   help="pruning methods for the sparse bundles (default all three)")
+    p.add_argument("--engines", nargs="+", choices=list(ENGINES), help="engines (default all)")
+    p.add_argument("--calls", type=int, default=20_000, help="timed calls per cell")
+    p.add_argument("--batch", type=int, default=256, help="batch size for throughput")
+    p.add_argument("--no-tf", action="store_true", help="skip the TensorFlow comparison")
+    p.add_argument("--json", metavar="FILE", help="also write the raw results as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_bench_predictor)

@@ -1,0 +1,50 @@
+"""``mittd model describe`` and ``mittd bench predictor`` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mittd.predictor.bundle import save_bundle
+from mittd.predictor.synthetic import synthetic_bundle
+from tests.conftest import run_cli
+
+
+def test_describe_model_prints_table1_next_to_the_paper() -> None:
+    r = run_cli("model", "describe", "precise_linear")
+    assert r.returncode == 0, r.stderr
+    assert "583,906" in r.stdout and "583,520" in r.stdout and "352x352" in r.stdout
+
+
+def test_describe_bundle_shows_layer_sparsity(tmp_path: Path) -> None:
+    path = tmp_path / "g.mittd"
+    save_bundle(synthetic_bundle("good_custom", 0.9, "magnitude"), path)
+    r = run_cli("model", "describe", "--json", str(path))
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["table1"]["layers"] == 12
+    assert abs(info["bundle"]["kernel_sparsity"] - 0.9) < 0.01
+    assert {row["layer"] for row in info["bundle"]["layers"]} >= {"die_load", "logits"}
+
+
+def test_describe_refuses_a_corrupt_bundle_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "x.mittd"
+    path.write_bytes(b"PK\x03\x04 not really")
+    r = run_cli("model", "describe", str(path))
+    assert r.returncode == 2
+    assert "corrupted or truncated" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bench_predictor_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "b.json"
+    r = run_cli("bench", "predictor", "--models", "good_custom", "--sparsity", "0.9",
+                "--methods", "node", "--engines", "csr", "auto", "--calls", "300",
+                "--no-tf", "--quiet", "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "| auto |" in r.stdout
+    res = json.loads(out.read_text())
+    (cfg,) = res["configs"]
+    for name in ("csr", "auto"):
+        row = cfg["engines"][name]
+        assert 0 < row["engine"]["p50_us"] <= row["engine"]["p99_us"]
+        assert row["batch_per_s"] > 0
