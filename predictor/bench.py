@@ -231,7 +231,13 @@ def run(configs: Iterable[tuple[str, Iterable[float]]] = DEFAULT_CONFIGS,
                 }
                 if tf_mod is not None and method == "magnitude":
                     b = synthetic_bundle(model, s, method, seed=0)
-                    entry["tf"] = tf_mod.tf_latency(b.graph, b.params, x, batch=batch)
+                    tf = tf_mod.tf_latency(b.graph, b.params, x, batch=batch)
+                    for path in tf.values():
+                        if isinstance(path, dict):
+                            path.pop("samples_us", None)
+                            if "decisions_per_s" in path:
+                                path["batch_per_s"] = path["decisions_per_s"]
+                    entry["tf"] = tf
                 results["configs"].append(entry)
     return results
 

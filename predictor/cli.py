@@ -75,10 +75,21 @@ def cmd_bench_predictor(args: argparse.Namespace) -> int:
 
     results = bench.run(configs, args.methods or bench.METHODS, engines, args.calls,
                         args.batch, not args.no_tf, progress=progress)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
     print(bench.render(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1, default=_plain))
     return 0
+
+
+def _plain(o: object) -> object:
+    """numpy scalars and arrays in JSON output."""
+    import numpy as np
+
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:

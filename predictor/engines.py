@@ -20,9 +20,11 @@ to it). The compiled ones run the whole network in one call with no allocation
 
 from __future__ import annotations
 
+import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -40,6 +42,7 @@ from mittd.predictor.graph import (
 from mittd.predictor.plan import Plan, compact_nodes, compile_plan
 
 WeightMap = Mapping[str, tuple[np.ndarray, np.ndarray]]
+MIN_CHUNK, MAX_CHUNK = 64, 1024  # batched path: columns per kernel call
 
 
 class Engine(ABC):
@@ -165,7 +168,8 @@ class CompiledEngine(Engine):
     name = "compiled"
 
     def __init__(self, graph: Graph, params: WeightMap, kinds: Mapping[str, int],
-                 group: int = 8, removed: Mapping[str, int] | None = None) -> None:
+                 group: int = 8, removed: Mapping[str, int] | None = None,
+                 threads: int | None = None) -> None:
         super().__init__(graph, params)
         self.group = group
         self.plan: Plan = compile_plan(graph, params, kinds, group)
@@ -174,7 +178,9 @@ class CompiledEngine(Engine):
         self._input = self.plan.input
         self._output = self.plan.output
         self._removed = dict(removed or {})
-        self._act: np.ndarray | None = None
+        self.threads = max(1, min(threads or (os.cpu_count() or 1), 8))
+        self._acts: dict[tuple[int, int], np.ndarray] = {}
+        self._pool: ThreadPoolExecutor | None = None
         K.run1(self._ints, self._arena)  # compile (or load from cache) now, not on a request
 
     @property
@@ -191,18 +197,44 @@ class CompiledEngine(Engine):
         return float(out[1] - out[0]) if self.graph.head == "softmax" else float(out[0])
 
     def logits(self, x: np.ndarray) -> np.ndarray:
+        """Batched logits; the batch is cut into chunks (bounded memory whatever n)
+        run on ``threads`` threads at once (the kernels release the GIL)."""
         x = np.asarray(x, np.float32)
         if x.ndim != 2 or x.shape[1] != self.graph.input_dim:
             raise GraphError(f"{self.graph.name}: batch must be (n, {self.graph.input_dim})")
         n = len(x)
-        if self._act is None or self._act.shape[1] != n:
-            self._act = np.zeros((self.plan.act_size, n), np.float32)
-        act = self._act
-        i0 = self.plan.input_off
-        act[i0:i0 + self.graph.input_dim] = x.T
+        out = np.empty((n, self.plan.output_dim), np.float32)
+        workers = self.threads if n >= 2 * MIN_CHUNK else 1
+        size = min(MAX_CHUNK, max(MIN_CHUNK, -(-n // workers)))
+        chunks = [(lo, min(lo + size, n)) for lo in range(0, n, size)]
+        if workers == 1 or len(chunks) == 1:
+            for lo, hi in chunks:
+                self._run_chunk(x, out, lo, hi, 0)
+            return out
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="mittd-engine")
+        jobs = [self._pool.submit(self._run_chunks, x, out, chunks[w::workers], w)
+                for w in range(workers)]
+        for job in jobs:
+            job.result()
+        return out
+
+    def _run_chunks(self, x: np.ndarray, out: np.ndarray,
+                    chunks: list[tuple[int, int]], worker: int) -> None:
+        for lo, hi in chunks:
+            self._run_chunk(x, out, lo, hi, worker)
+
+    def _run_chunk(self, x: np.ndarray, out: np.ndarray, lo: int, hi: int,
+                   worker: int) -> None:
+        m = hi - lo
+        act = self._acts.get((worker, m))
+        if act is None:
+            act = np.zeros((self.plan.act_size, m), np.float32)
+            self._acts[(worker, m)] = act
+        i0, o0 = self.plan.input_off, self.plan.output_off
+        act[i0:i0 + self.graph.input_dim] = x[lo:hi].T
         K.run_batch(self._ints, self._arena, act)
-        o0 = self.plan.output_off
-        return np.ascontiguousarray(act[o0:o0 + self.plan.output_dim].T)
+        out[lo:hi] = act[o0:o0 + self.plan.output_dim].T
 
     def describe(self) -> dict[str, Any]:
         return {
