@@ -261,18 +261,21 @@ def run_batch(ints: np.ndarray, arena: np.ndarray,
                             if act[out + j, t] < 0.0:
                                 act[out + j, t] = 0.0
                 continue
+            if kind == KIND_DENSE:  # a matrix product: BLAS does it best
+                yv = act[out:out + ow]
+                np.dot(arena[w:w + ow * aw].reshape(ow, aw), act[a:a + aw], yv)
+                for j in range(ow):
+                    bj = arena[b + j]
+                    row = yv[j]
+                    for t in range(n):
+                        v = row[t] + bj
+                        row[t] = v if (v > 0.0 or not relu) else np.float32(0.0)
+                continue
             for j in range(ow):
                 bj = arena[b + j]
                 for t in range(n):
                     act[out + j, t] = bj
-                if kind == KIND_DENSE:
-                    row = w + j * aw
-                    for i in range(aw):
-                        wk = arena[row + i]
-                        if wk != 0.0:
-                            for t in range(n):
-                                act[out + j, t] += wk * act[a + i, t]
-                elif kind == KIND_CSR:
+                if kind == KIND_CSR:
                     cols = ix + ow + 1
                     for k in range(ints[ix + j], ints[ix + j + 1]):
                         wk = arena[w + k]
