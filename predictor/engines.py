@@ -279,21 +279,25 @@ def make_nodepruned(graph: Graph, params: WeightMap, **_: Any) -> Engine:
 CANDIDATES = (KIND_DENSE, KIND_CSR, KIND_BLOCK, KIND_CSC)
 
 
-def _time_layer(kernel: np.ndarray, bias: np.ndarray, kind: int, group: int,
-                inputs: np.ndarray, repeats: int) -> float:
-    n_in, n_out = kernel.shape
-    b = GraphBuilder("layer", n_in)
-    g = b.build(b.dense("input", n_out, name="l"), head="sigmoid")
-    plan = compile_plan(g, {"l": (kernel, bias)}, {"l": kind}, group)
-    ints, arena, view = plan.ints, plan.arena, plan.input
+def _time_plan(engine: CompiledEngine, inputs: np.ndarray, repeats: int = 300) -> float:
+    view = engine.input
     best = float("inf")
     for _ in range(5):
         t0 = time.perf_counter_ns()
         for r in range(repeats):
             view[:] = inputs[r % len(inputs)]
-            K.run1(ints, arena)
+            K.run1(engine.plan.ints, engine.plan.arena)
         best = min(best, (time.perf_counter_ns() - t0) / repeats)
     return best
+
+
+def _time_layer(kernel: np.ndarray, bias: np.ndarray, kind: int, group: int,
+                inputs: np.ndarray, repeats: int) -> float:
+    n_in, n_out = kernel.shape
+    b = GraphBuilder("layer", n_in)
+    g = b.build(b.dense("input", n_out, name="l"), head="sigmoid")
+    return _time_plan(CompiledEngine(g, {"l": (kernel, bias)}, {"l": kind}, group), inputs,
+                      repeats)
 
 
 def layer_inputs(graph: Graph, params: WeightMap, sample: np.ndarray | None,
@@ -323,18 +327,6 @@ def choose_kinds(graph: Graph, params: WeightMap, sample: np.ndarray | None = No
         timings[d.name] = t
         choice[d.name] = min(CANDIDATES, key=lambda k: t[KIND_NAMES[k]])
     return choice, timings
-
-
-def _time_plan(engine: CompiledEngine, inputs: np.ndarray, repeats: int = 300) -> float:
-    view = engine.input
-    best = float("inf")
-    for _ in range(5):
-        t0 = time.perf_counter_ns()
-        for r in range(repeats):
-            view[:] = inputs[r % len(inputs)]
-            K.run1(engine.plan.ints, engine.plan.arena)
-        best = min(best, (time.perf_counter_ns() - t0) / repeats)
-    return best
 
 
 def make_auto(graph: Graph, params: WeightMap, sample: np.ndarray | None = None,
