@@ -15,9 +15,11 @@ from importlib.metadata import PackageNotFoundError, version
 from mittd.predictor import cli as predictor_cli
 from mittd.traces import cli as traces_cli
 from mittd.traces.errors import TraceError
+from mittd.training import cli as training_cli
 
 # Exceptions whose message is a complete, user-facing explanation.
-USER_ERRORS: tuple[type[BaseException], ...] = (TraceError, *predictor_cli.USER_ERRORS)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    TraceError, training_cli.TrainingError, *predictor_cli.USER_ERRORS)
 
 
 def _version() -> str:
@@ -43,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
     traces_cli.add_commands(commands)
     predictor_cli.add_commands(commands)
+    training_cli.add_commands(commands)
     return parser
 
 

@@ -1,0 +1,110 @@
+"""End to end: train → prune → compress on a small synthetic labelled trace whose
+slow IOs are predictable from their LBAs; exported bundles decide exactly as the
+Keras models do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+pytest.importorskip("tensorflow")
+pytest.importorskip("tensorflow_model_optimization")
+
+from mittd.predictor.bundle import load_bundle
+from mittd.predictor.engines import make_engine
+from mittd.predictor.graph import decision_margin
+from mittd.traces.schema import build_metadata, make_batch, write_trace
+from tests.conftest import run_cli
+
+
+def _trace(path: Path, n: int = 3000, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    ts = np.cumsum(rng.integers(20, 80, n))
+    offset = rng.integers(0, 1 << 18, n) * 4096
+    hot = offset < (1 << 28)  # the first 256 MiB is "busy": slow
+    lat = np.where(hot, 2500.0, 90.0) * rng.uniform(0.8, 1.2, n)
+    ops = (rng.random(n) < 0.2).astype(np.int8)
+    batch = make_batch(ts, lat, ops, offset, np.full(n, 4096), "synthetic")
+    write_trace(path, pa.Table.from_batches([batch]), build_metadata("test", None))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from mittd.training.pipeline import train_flow
+
+    d = tmp_path_factory.mktemp("train")
+    trace = _trace(d / "t.parquet")
+    out = d / "m.mittd"
+    result = train_flow([str(trace)], "precise_linear", "1000us", out, epochs=3,
+                        batch_size=128, learning_rate=1e-3, seed=0, test_fraction=0.3,
+                        ladder_k=None, reads_only=False, report_dir=d / "report",
+                        sweep=False, say=lambda _: None, verbose=0)
+    assert result["agreement"] == 1.0
+    assert result["metrics"]["roc_auc"] > 0.9  # the rule is learnable from LBA bits
+    return trace, out
+
+
+def _agreement(bundle_path: Path, x: np.ndarray) -> float:
+    from mittd.training.keras_graph import to_keras
+
+    b = load_bundle(bundle_path)
+    keras_logits = to_keras(b.graph, b.params).predict(x, verbose=0)
+    eng = make_engine("auto", b.graph, b.params).logits(x)
+    return float(((decision_margin(b.graph, keras_logits) > 0)
+                  == (decision_margin(b.graph, eng) > 0)).mean())
+
+
+def test_train_writes_a_loadable_bundle_and_reports(trained: tuple[Path, Path]) -> None:
+    trace, out = trained
+    b = load_bundle(out)
+    assert b.featuriser["name"] == "lba"
+    assert b.latency_thresholds_us() == [1000.0]
+    assert b.provenance["data"]["sources"] == [str(trace.resolve())]
+    report = out.parent / "report"
+    assert (report / "precise_linear_dense.json").exists()
+    assert (report / "precise_linear_dense_confusion.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize(("method", "sparsity"), [("magnitude", 0.9), ("simd", 0.9),
+                                                  ("node", 0.9)])
+def test_prune_hits_the_sparsity_and_keeps_decisions(trained: tuple[Path, Path],
+                                                     method: str, sparsity: float) -> None:
+    from mittd.training.pipeline import prune_flow
+
+    _, out = trained
+    pruned = out.with_name(f"p_{method}.mittd")
+    r = prune_flow(out, method, sparsity, pruned, group=8, epochs=1, traces=None, seed=0,
+                   report_dir=None, say=lambda _: None)
+    b = load_bundle(pruned)
+    total = sum(k.size for k, _ in b.params.values())
+    zeros = sum(int((k == 0).sum()) for k, _ in b.params.values())
+    assert zeros / total >= sparsity - 0.01
+    assert b.provenance["pruning"] == method
+    assert r["decision_us"] > 0
+    x = (np.random.default_rng(1).random((500, 352)) < 0.1).astype(np.float32)
+    assert _agreement(pruned, x) == 1.0
+
+
+def test_compress_kmeans4_leaves_16_values_per_layer(trained: tuple[Path, Path]) -> None:
+    from mittd.training.pipeline import compress_flow
+
+    _, out = trained
+    small = out.with_name("k4.mittd")
+    compress_flow(out, "kmeans4", small, finetune=False, traces=None, seed=0,
+                  say=lambda _: None)
+    b = load_bundle(small)
+    for k, _ in b.params.values():
+        assert len(np.unique(k[k != 0])) <= 16
+    assert "codebooks" in b.hints
+
+
+def test_train_cli_refuses_a_trace_without_latency(tmp_path: Path, data: Path) -> None:
+    r = run_cli("train", str(data / "alibaba_sample.csv"), "-o", str(tmp_path / "m.mittd"),
+                "--quiet")
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
