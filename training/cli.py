@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mittd.predictor.bundle import BundleError
 from mittd.predictor.models import MODELS
 
 TRAIN_EXTRA = ("needs the train extra: pip install 'mittd[train]' (TensorFlow, tf-keras, "
@@ -49,7 +50,7 @@ def _run(fn, *a, **kw):  # type: ignore[no-untyped-def]
     """Turn data and parameter mistakes from the pipeline into one-line errors."""
     try:
         return fn(*a, **kw)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, BundleError) as e:
         raise TrainingError(str(e).splitlines()[0]) from None
 
 

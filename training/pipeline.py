@@ -13,22 +13,22 @@ import numpy as np
 
 from mittd.predictor.bundle import Bundle, load_bundle
 from mittd.predictor.engines import make_engine
-from mittd.predictor.graph import Params
+from mittd.predictor.graph import Params, p_slow
 from mittd.predictor.models import MODEL_FEATURISER
 from mittd.training import evaluate as ev
 from mittd.training.dataset import Dataset, load_dataset
-from mittd.training.train import (
-    check_export,
-    export,
-    loss_for,
-    make_bundle,
-    p_slow_of,
-    provenance,
-    train,
-)
+
+# TensorFlow (training.train, .prune, .compress, .keras_graph) is imported inside
+# the flows, after the data has loaded: a bad trace fails in a second, not after
+# TensorFlow's start-up.
 
 SWEEPS = {"precise_linear": (0.90, 0.95, 0.97, 0.98), "good_custom": (0.90, 0.95)}
 PRUNE_METHODS = ("magnitude", "simd", "node", "scalpel")
+
+
+def p_slow_of(graph: Any, params: Params, x: np.ndarray) -> np.ndarray:
+    """P(slow) from a compiled engine — the numbers the daemon will act on."""
+    return p_slow(graph, make_engine("csr", graph, params).logits(x))
 
 
 def evaluate_params(graph: Any, params: Params, ds: Dataset, threshold: float = 0.5
@@ -88,6 +88,7 @@ def run_prune(model: Any, graph: Any, ds: Dataset, method: str, sparsity: float,
               group: int = 8, epochs: int = 3, batch_size: int = 256, seed: int = 0,
               verbose: int = 0) -> Params:
     from mittd.training import prune as pr
+    from mittd.training.train import loss_for
 
     common = {"epochs": epochs, "batch_size": batch_size, "loss": loss_for(graph),
               "class_weight": ds.class_weight, "seed": seed, "verbose": verbose}
@@ -113,6 +114,7 @@ def train_flow(traces: Sequence[str], model_name: str, slo: str, out: Path, *,
                verbose: int = 1) -> dict[str, Any]:
     ds = load_dataset(list(traces), MODEL_FEATURISER[model_name], slo=slo, ladder_k=ladder_k,
                       test_fraction=test_fraction, reads_only=reads_only)
+    from mittd.training.train import check_export, export, make_bundle, provenance, train
     say(f"data: {ds.info.get('n_train', len(ds.x_train)):,} training and "
         f"{ds.info.get('n_test', len(ds.x_test)):,} test IOs; slow = latency > "
         f"{', '.join(f'{t:,.0f}' for t in ds.thresholds_us)} µs")
@@ -163,10 +165,11 @@ def train_flow(traces: Sequence[str], model_name: str, slo: str, out: Path, *,
 def prune_flow(bundle_path: Path, method: str, sparsity: float, out: Path, *, group: int,
                epochs: int, traces: Sequence[str] | None, seed: int,
                report_dir: Path | None, say: Callable[[str], None]) -> dict[str, Any]:
-    from mittd.training.keras_graph import to_keras
-
     bundle = load_bundle(bundle_path)
     ds = dataset_for_bundle(bundle, traces)
+    from mittd.training.keras_graph import to_keras
+    from mittd.training.train import export, make_bundle
+
     before = evaluate_params(bundle.graph, bundle.params, ds)
     params = run_prune(to_keras(bundle.graph, bundle.params), bundle.graph, ds, method,
                        sparsity, group=group, epochs=epochs, seed=seed)
@@ -190,10 +193,10 @@ def prune_flow(bundle_path: Path, method: str, sparsity: float, out: Path, *, gr
 def compress_flow(bundle_path: Path, weights: str, out: Path, *, finetune: bool,
                   traces: Sequence[str] | None, seed: int, say: Callable[[str], None]
                   ) -> dict[str, Any]:
-    from mittd.training import compress as cz
-
     bundle = load_bundle(bundle_path)
     ds = dataset_for_bundle(bundle, traces)
+    from mittd.training import compress as cz
+    from mittd.training.train import export, loss_for, make_bundle
     before = evaluate_params(bundle.graph, bundle.params, ds)
     codebooks = None
     if weights == "fp16":

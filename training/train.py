@@ -24,7 +24,7 @@ import tf_keras as keras
 
 from mittd.predictor.bundle import Bundle, save_bundle
 from mittd.predictor.engines import make_engine
-from mittd.predictor.graph import Graph, Params, decision_margin, p_slow
+from mittd.predictor.graph import Graph, Params, decision_margin
 from mittd.predictor.models import build_model
 from mittd.training.dataset import Dataset
 from mittd.training.keras_graph import params_from_keras, to_keras
@@ -64,13 +64,6 @@ def fit(model: keras.Model, graph: Graph, ds: Dataset, *, epochs: int, batch_siz
     return model.fit(ds.x_train, ds.y_train, sample_weight=sw, epochs=epochs,
                      batch_size=batch_size, shuffle=True, verbose=verbose,
                      callbacks=callbacks or [])
-
-
-def p_slow_of(graph: Graph, params: Mapping[str, tuple[np.ndarray, np.ndarray]],
-              x: np.ndarray) -> np.ndarray:
-    """P(slow) from the compiled engine — the numbers the daemon will act on."""
-    engine = make_engine("csr", graph, params)
-    return p_slow(graph, engine.logits(x))
 
 
 def check_export(model: keras.Model, graph: Graph, params: Params, x: np.ndarray,

@@ -17,20 +17,21 @@ import optuna
 
 from mittd.predictor.models import MODEL_FEATURISER
 from mittd.training.dataset import load_dataset
-from mittd.training.keras_graph import to_keras
 from mittd.training.pipeline import (
     PRUNE_METHODS,
     decision_latency_us,
     evaluate_params,
     run_prune,
 )
-from mittd.training.train import train
 
 
 def tune(traces: Sequence[str], model_name: str, *, floor: float, metric: str = "accuracy",
          trials: int = 12, slo: str = "auto", epochs: int = 6, prune_epochs: int = 2,
          seed: int = 0, say: Callable[[str], None] = print) -> dict[str, Any]:
     ds = load_dataset(list(traces), MODEL_FEATURISER[model_name], slo=slo)
+    from mittd.training.keras_graph import to_keras
+    from mittd.training.train import train
+
     say(f"training the dense {model_name} once ({epochs} epochs) …")
     dense = train(model_name, ds, epochs=epochs, seed=seed, verbose=0)
     m0 = evaluate_params(dense.graph, dense.params, ds)
