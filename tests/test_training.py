@@ -4,6 +4,7 @@ Keras models do."""
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +21,13 @@ from mittd.traces.schema import build_metadata, make_batch, write_trace
 from tests.conftest import run_cli
 
 
-def _trace(path: Path, n: int = 3000, seed: int = 0) -> Path:
+def _trace(path: Path, n: int = 3000, seed: int = 0, spread: float = 0.0) -> Path:
     rng = np.random.default_rng(seed)
     ts = np.cumsum(rng.integers(20, 80, n))
     offset = rng.integers(0, 1 << 18, n) * 4096
     hot = offset < (1 << 28)  # the first 256 MiB is "busy": slow
     lat = np.where(hot, 2500.0, 90.0) * rng.uniform(0.8, 1.2, n)
+    lat *= np.exp(rng.normal(0.0, spread, n))  # a long tail, for threshold ladders
     ops = (rng.random(n) < 0.2).astype(np.int8)
     batch = make_batch(ts, lat, ops, offset, np.full(n, 4096), "synthetic")
     write_trace(path, pa.Table.from_batches([batch]), build_metadata("test", None))
@@ -108,3 +110,45 @@ def test_train_cli_refuses_a_trace_without_latency(tmp_path: Path, data: Path) -
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_training_is_repeatable_with_a_seed(tmp_path: Path) -> None:
+    from mittd.training.dataset import load_dataset
+    from mittd.training.train import train
+
+    trace = _trace(tmp_path / "t.parquet", n=1500, seed=3)
+    ds = load_dataset([str(trace)], "lba", slo="1000us")
+    a = train("precise_linear", ds, epochs=1, batch_size=128, seed=5, verbose=0)
+    b = train("precise_linear", ds, epochs=1, batch_size=128, seed=5, verbose=0)
+    for name, (k, bias) in a.params.items():
+        assert np.array_equal(k, b.params[name][0]) and np.array_equal(bias, b.params[name][1])
+
+
+def test_multi_threshold_head(tmp_path: Path) -> None:
+    from mittd.training.pipeline import train_flow
+
+    trace = _trace(tmp_path / "t.parquet", n=2000, seed=4, spread=0.6)
+    out = tmp_path / "ladder.mittd"
+    train_flow([str(trace)], "precise_linear", "auto", out, epochs=1, batch_size=128,
+               learning_rate=1e-3, seed=0, test_fraction=0.3, ladder_k=3, reads_only=False,
+               report_dir=None, sweep=False, say=lambda _: None, verbose=0)
+    b = load_bundle(out)
+    assert b.graph.head == "sigmoid" and b.graph.output_dim == len(b.latency_thresholds_us())
+    assert b.latency_thresholds_us() == sorted(b.latency_thresholds_us())
+
+
+def test_tune_reports_a_pareto_front(tmp_path: Path) -> None:
+    from mittd.training.tune import render, tune
+
+    trace = _trace(tmp_path / "t.parquet", n=2000, seed=6)
+    result = tune([str(trace)], "good_custom", floor=0.5, trials=3, slo="1000us", epochs=1,
+                  prune_epochs=1, say=lambda _: None)
+    assert result["trials"] == 3
+    assert result["pareto"], "a non-empty Pareto front"
+    lat = [r["decision_us"] for r in result["pareto"]]
+    acc = [r["accuracy"] for r in result["pareto"]]
+    assert lat == sorted(lat)
+    # on a Pareto front, a slower configuration must be more accurate
+    assert all(a2 >= a1 for a1, a2 in pairwise(acc))
+    assert result["best"] is not None
+    assert "Pareto front" in render(result, "accuracy")

@@ -61,7 +61,10 @@ def fit(model: keras.Model, graph: Graph, ds: Dataset, *, epochs: int, batch_siz
     keras.utils.set_random_seed(seed)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss_for(graph))
     sw = sample_weights(graph, ds.y_train, ds.class_weight if class_weights else None)
-    return model.fit(ds.x_train, ds.y_train, sample_weight=sw, epochs=epochs,
+    y = ds.y_train
+    if graph.head == "sigmoid" and y.ndim == 1:
+        y = y[:, None]  # (n, 1) like the logits, or Keras would broadcast to (n, n)
+    return model.fit(ds.x_train, y, sample_weight=sw, epochs=epochs,
                      batch_size=batch_size, shuffle=True, verbose=verbose,
                      callbacks=callbacks or [])
 
@@ -91,12 +94,11 @@ def train(model_name: str, ds: Dataset, *, epochs: int = DEFAULTS["epochs"],
           batch_size: int = DEFAULTS["batch_size"],
           learning_rate: float = DEFAULTS["learning_rate"], seed: int = 0,
           verbose: int = 1) -> Trained:
-    n_out = len(ds.thresholds_us)
-    graph = (build_model(model_name, input_dim=ds.featuriser.dim) if n_out == 1
-             else build_model(model_name, input_dim=ds.featuriser.dim, n_out=n_out,
-                              head="sigmoid"))
-    if graph.head == "sigmoid" and n_out == 1 and ds.y_train.ndim == 1:
-        pass  # heimdall's single sigmoid output takes (n,) labels as they are
+    if ds.y_train.ndim == 2:  # a ladder of thresholds: one sigmoid output per rung
+        graph = build_model(model_name, input_dim=ds.featuriser.dim,
+                            n_out=ds.y_train.shape[1], head="sigmoid")
+    else:
+        graph = build_model(model_name, input_dim=ds.featuriser.dim)
     keras.utils.set_random_seed(seed)
     model = to_keras(graph)
     t0 = time.perf_counter()
