@@ -152,3 +152,16 @@ def test_tune_reports_a_pareto_front(tmp_path: Path) -> None:
     assert all(a2 >= a1 for a1, a2 in pairwise(acc))
     assert result["best"] is not None
     assert "Pareto front" in render(result, "accuracy")
+
+
+def test_heimdall_single_sigmoid_output(tmp_path: Path) -> None:
+    from mittd.training.pipeline import train_flow
+
+    trace = _trace(tmp_path / "t.parquet", n=2000, seed=8)
+    out = tmp_path / "h.mittd"
+    r = train_flow([str(trace)], "heimdall", "1000us", out, epochs=1, batch_size=128,
+                   learning_rate=1e-3, seed=0, test_fraction=0.3, ladder_k=None,
+                   reads_only=False, report_dir=None, sweep=False, say=lambda _: None,
+                   verbose=0)
+    assert r["agreement"] == 1.0
+    assert load_bundle(out).featuriser["name"] == "heimdall"

@@ -31,13 +31,22 @@ def p_slow_of(graph: Any, params: Params, x: np.ndarray) -> np.ndarray:
     return p_slow(graph, make_engine("csr", graph, params).logits(x))
 
 
+def achieved_sparsity(params: Params) -> float:
+    """Fraction of zero kernel weights over the whole network (node pruning can
+    remove more than asked: its masks close whole nodes)."""
+    total = sum(k.size for k, _ in params.values())
+    return sum(int((k == 0).sum()) for k, _ in params.values()) / total if total else 0.0
+
+
+def _first_threshold(p: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The SLO (first) threshold's column of a multi-threshold head's output."""
+    return (p[:, 0] if p.ndim == 2 else p), (y[:, 0] if y.ndim == 2 else y)
+
+
 def evaluate_params(graph: Any, params: Params, ds: Dataset, threshold: float = 0.5
                     ) -> dict[str, Any]:
     """Test-split metrics of the first (SLO) threshold, from the compiled engine."""
-    p = p_slow_of(graph, params, ds.x_test)
-    y = ds.y_test
-    if p.ndim == 2:
-        p, y = p[:, 0], y[:, 0]
+    p, y = _first_threshold(p_slow_of(graph, params, ds.x_test), ds.y_test)
     return ev.metrics(y, p, threshold)
 
 
@@ -46,10 +55,7 @@ def report(out_dir: Path | None, name: str, m: dict[str, Any], graph: Any, param
     if out_dir is None:
         return
     out_dir.mkdir(parents=True, exist_ok=True)
-    p = p_slow_of(graph, params, ds.x_test)
-    y = ds.y_test
-    if p.ndim == 2:
-        p, y = p[:, 0], y[:, 0]
+    p, y = _first_threshold(p_slow_of(graph, params, ds.x_test), ds.y_test)
     ev.write_report(out_dir, name, m, ds.lat_test, y, (p > 0.5).astype(np.int8),
                     ds.thresholds_us[0])
 
@@ -177,17 +183,21 @@ def prune_flow(bundle_path: Path, method: str, sparsity: float, out: Path, *, gr
     us = decision_latency_us(bundle.graph, params, ds.x_test)
     us0 = decision_latency_us(bundle.graph, bundle.params, ds.x_test)
     say(ev.render(m))
+    achieved = achieved_sparsity(params)
+    say(f"sparsity asked {sparsity:.1%}, achieved {achieved:.1%}")
     say(f"batch-1 decision (auto engine): {us0:.2f} µs → {us:.2f} µs; "
         f"accuracy {before['accuracy']:.2%} → {m['accuracy']:.2%}, ROC-AUC "
         f"{before['roc_auc']:.3f} → {m['roc_auc']:.3f}")
     report(report_dir, f"{bundle.graph.name}_{method}_{round(sparsity * 100)}", m,
            bundle.graph, params, ds)
-    prov = dict(bundle.provenance, parent=bundle.sha256, pruning=method, sparsity=sparsity,
+    prov = dict(bundle.provenance, parent=bundle.sha256, pruning=method, sparsity=achieved,
+                sparsity_asked=sparsity,
                 group=group, prune_epochs=epochs, test_metrics=m, decision_us=us)
     sha = export(out, make_bundle(bundle.graph, params, ds, prov,
                                   bundle.decision_thresholds()[0]))
     say(f"wrote {out} (sha256 {sha[:12]}…)")
-    return {"metrics": m, "before": before, "decision_us": us, "dense_decision_us": us0}
+    return {"metrics": m, "before": before, "decision_us": us, "dense_decision_us": us0,
+            "achieved_sparsity": achieved}
 
 
 def compress_flow(bundle_path: Path, weights: str, out: Path, *, finetune: bool,
