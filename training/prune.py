@@ -40,6 +40,7 @@ from mittd.predictor.graph import Graph, Params
 from mittd.predictor.graph import sparsity as _graph_sparsity
 from mittd.predictor.synthetic import _spaces as hidden_spaces
 from mittd.training.keras_graph import params_from_keras, to_keras
+from mittd.training.objective import ClassWeight, loss_for, sample_weights
 
 __all__ = [
     "NodeMask",
@@ -54,7 +55,7 @@ __all__ = [
     "simd_keep_mask",
 ]
 
-ClassWeight = Mapping[int, float] | Sequence[float] | None
+
 Masks = dict[str, tuple[np.ndarray, np.ndarray]]  # layer -> (kernel keep, bias keep), bool
 
 
@@ -65,30 +66,8 @@ def layer_sparsity(params: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict[
 
 # -- shared plumbing ------------------------------------------------------------------
 
-def default_loss(graph: Graph) -> keras.losses.Loss:
-    """The loss the graph's head implies (logits out, the head in the loss)."""
-    if graph.head == "softmax":
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    return keras.losses.BinaryCrossentropy(from_logits=True)
-
-
-def sample_weight(y: np.ndarray, class_weight: ClassWeight) -> np.ndarray | None:
-    """Per-row weights from a class weighting, so multi-threshold (2-D) labels work
-    too (Keras' ``class_weight`` only handles one label per row). A dict weights
-    each class; a list gives per-threshold positive weights, as ``train`` does."""
-    if not class_weight:
-        return None
-    y = np.asarray(y)
-    if y.ndim == 1 or isinstance(class_weight, Mapping):
-        if not isinstance(class_weight, Mapping):
-            raise ValueError("one label per row needs class_weight as {class: weight}")
-        w = np.ones(len(y), np.float32)
-        yy = y.reshape(len(y))
-        for cls, weight in class_weight.items():
-            w[yy == int(cls)] = float(weight)
-        return w
-    pos = np.asarray(class_weight, np.float32).reshape(1, -1)
-    return (1.0 + (y * (pos - 1.0)).mean(axis=1)).astype(np.float32)
+default_loss = loss_for  # the names the pruning API has always exported
+sample_weight = sample_weights
 
 
 def _copy(model: keras.Model, graph: Graph) -> keras.Model:

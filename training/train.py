@@ -28,28 +28,9 @@ from mittd.predictor.graph import Graph, Params, decision_margin
 from mittd.predictor.models import build_model
 from mittd.training.dataset import Dataset
 from mittd.training.keras_graph import params_from_keras, to_keras
+from mittd.training.objective import loss_for, sample_weights
 
 DEFAULTS = {"epochs": 8, "batch_size": 256, "learning_rate": 1e-3}
-
-
-def loss_for(graph: Graph) -> keras.losses.Loss:
-    if graph.head == "softmax":
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    return keras.losses.BinaryCrossentropy(from_logits=True)
-
-
-def sample_weights(graph: Graph, y: np.ndarray, class_weight: Any) -> np.ndarray | None:
-    """Per-row weights that balance the rare slow class (Keras' class_weight does
-    not apply to multi-threshold sigmoid heads, so rows are weighted directly)."""
-    if not class_weight:
-        return None
-    if y.ndim == 1:
-        w = np.ones(len(y), np.float32)
-        for cls, weight in dict(class_weight).items():
-            w[y == int(cls)] = float(weight)
-        return w
-    pos = np.asarray(class_weight, np.float32).reshape(1, -1)
-    return (1.0 + (y * (pos - 1.0)).mean(axis=1)).astype(np.float32)
 
 
 def fit(model: keras.Model, graph: Graph, ds: Dataset, *, epochs: int, batch_size: int,
@@ -60,7 +41,7 @@ def fit(model: keras.Model, graph: Graph, ds: Dataset, *, epochs: int, batch_siz
     later in time and never seen)."""
     keras.utils.set_random_seed(seed)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss_for(graph))
-    sw = sample_weights(graph, ds.y_train, ds.class_weight if class_weights else None)
+    sw = sample_weights(ds.y_train, ds.class_weight if class_weights else None)
     y = ds.y_train
     if graph.head == "sigmoid" and y.ndim == 1:
         y = y[:, None]  # (n, 1) like the logits, or Keras would broadcast to (n, n)
