@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 from mittd.predictor import cli as predictor_cli
+from mittd.predictor import eie_report
 from mittd.traces import cli as traces_cli
 from mittd.traces.errors import TraceError
 from mittd.training import cli as training_cli
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
     traces_cli.add_commands(commands)
     predictor_cli.add_commands(commands)
+    eie_report.add_commands(commands)
     training_cli.add_commands(commands)
     return parser
 
