@@ -368,6 +368,10 @@ ENGINES: dict[str, Callable[..., Engine]] = {
 
 
 def make_engine(name: str, graph: Graph, params: WeightMap | Params, **opts: Any) -> Engine:
+    if name == "eie":  # not in ENGINES: 16-bit fixed point, not float-exact
+        from mittd.predictor.eie import make_eie
+
+        return make_eie(graph, params, **opts)
     if name not in ENGINES:
-        raise GraphError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
+        raise GraphError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}, eie")
     return ENGINES[name](graph, params, **opts)

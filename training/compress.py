@@ -5,7 +5,8 @@
   centroids (linear initialisation between min and max, which Han et al. found
   keeps the rare large weights that matter most); every non-zero weight becomes
   its centroid and zeros stay zero, so the sparsity pattern and the sparse
-  engines' indices are unchanged. Biases stay float32.
+  engines' indices are unchanged. Biases stay float32. The k-means itself is
+  ``predictor.quantize.kmeans_codebook``, shared with the EIE engine.
 - ``finetune_centroids``: Deep Compression's trained quantisation — the gradient
   of every weight is summed per centroid and the centroids (and biases) are
   trained with the codes fixed, so the weights stay quantised throughout.
@@ -27,46 +28,11 @@ from typing import Any
 import numpy as np
 
 from mittd.predictor.graph import Graph, Params
+from mittd.predictor.quantize import kmeans_codebook
 
 Codebooks = dict[str, tuple[np.ndarray, np.ndarray]]  # layer -> (centroids (2^bits,), codes)
 
 __all__ = ["Codebooks", "decode", "finetune_centroids", "fp16", "kmeans4"]
-
-
-def _lloyd(w: np.ndarray, k: int, iters: int) -> tuple[np.ndarray, np.ndarray]:
-    """1-D k-means from a linear initialisation; returns (centroids, codes).
-
-    In one dimension each cluster is an interval, so assignment is a search
-    among the midpoints of the sorted centroids. Pruned layers have no weights
-    near zero, so the linear grid starts with empty clusters there; as in
-    scikit-learn's k-means (which Deep Compression used), an empty cluster is
-    moved to the weight farthest from its centroid rather than wasting a code."""
-    lo, hi = float(w.min()), float(w.max())
-    c = np.linspace(lo, hi, k) if hi > lo else np.full(k, lo)
-    codes = np.zeros(len(w), np.int64)
-    for _ in range(iters):
-        c.sort()
-        codes = np.searchsorted((c[1:] + c[:-1]) / 2, w)
-        sums = np.bincount(codes, weights=w, minlength=k)
-        counts = np.bincount(codes, minlength=k)
-        new = np.where(counts > 0, sums / np.maximum(counts, 1), c)
-        empty = np.flatnonzero(counts == 0)
-        if empty.size and np.unique(w).size > k - empty.size:
-            far = np.argsort(-np.abs(w - c[codes]), kind="stable")
-            taken: list[float] = []
-            for i in far:
-                if len(taken) == empty.size:
-                    break
-                if w[i] not in taken and not np.any(new == w[i]):
-                    taken.append(float(w[i]))
-            new[empty[:len(taken)]] = taken
-        if np.allclose(np.sort(new), c, rtol=0.0, atol=1e-12):
-            c = new
-            break
-        c = new
-    c.sort()
-    codes = np.searchsorted((c[1:] + c[:-1]) / 2, w)
-    return c, codes
 
 
 def _nonzero_centroids(c: np.ndarray) -> np.ndarray:
@@ -107,7 +73,7 @@ def kmeans4(params: Mapping[str, tuple[np.ndarray, np.ndarray]], *, bits: int = 
         if w.size == 0:
             centroids, codes = np.zeros(k, np.float32), np.zeros(0, np.uint8)
         else:
-            c, idx = _lloyd(w, k, iters)
+            c, idx = kmeans_codebook(w, k, iters)  # the one k-means (predictor.quantize)
             centroids, codes = _nonzero_centroids(c), idx.astype(np.uint8)
         out[name] = (decode(kernel.shape, nz, centroids, codes),
                      np.asarray(bias, np.float32).copy())
