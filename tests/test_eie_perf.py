@@ -198,3 +198,15 @@ def test_report_errors(tmp_path) -> None:
     bad.write_bytes(b"not a zip")
     with pytest.raises(BundleError):
         _cli(["eie", "report", str(bad)])
+
+
+def test_performance_model_counts_the_functional_engines_entries() -> None:
+    """The work the simulator charges is the storage the functional engine builds."""
+    from mittd.predictor.eie import encode_layer
+    from mittd.predictor.eie_perf import pe_column_work
+
+    rng = np.random.default_rng(11)
+    for n_pe in (1, 3, 8, 64):
+        k = rng.standard_normal((40, 70)).astype(np.float32)
+        k[rng.random(k.shape) < 0.93] = 0.0
+        assert np.array_equal(encode_layer(k, n_pe).work, pe_column_work(k, n_pe))
