@@ -1,0 +1,124 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Op(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OP_UNSPECIFIED: _ClassVar[Op]
+    OP_READ: _ClassVar[Op]
+    OP_WRITE: _ClassVar[Op]
+
+class Decision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DECISION_UNSPECIFIED: _ClassVar[Decision]
+    ADMIT: _ClassVar[Decision]
+    EBUSY: _ClassVar[Decision]
+OP_UNSPECIFIED: Op
+OP_READ: Op
+OP_WRITE: Op
+DECISION_UNSPECIFIED: Decision
+ADMIT: Decision
+EBUSY: Decision
+
+class AdmitRequest(_message.Message):
+    __slots__ = ("device", "op", "offset", "length", "deadline_us", "request_id")
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_US_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    device: str
+    op: Op
+    offset: int
+    length: int
+    deadline_us: int
+    request_id: int
+    def __init__(self, device: _Optional[str] = ..., op: _Optional[_Union[Op, str]] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., deadline_us: _Optional[int] = ..., request_id: _Optional[int] = ...) -> None: ...
+
+class AdmitReply(_message.Message):
+    __slots__ = ("decision", "p_slow", "model_version", "threshold_index", "fail_open", "request_id")
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    P_SLOW_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_INDEX_FIELD_NUMBER: _ClassVar[int]
+    FAIL_OPEN_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    decision: Decision
+    p_slow: float
+    model_version: str
+    threshold_index: int
+    fail_open: bool
+    request_id: int
+    def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., p_slow: _Optional[float] = ..., model_version: _Optional[str] = ..., threshold_index: _Optional[int] = ..., fail_open: _Optional[bool] = ..., request_id: _Optional[int] = ...) -> None: ...
+
+class CompleteRequest(_message.Message):
+    __slots__ = ("device", "request_id", "latency_us")
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_US_FIELD_NUMBER: _ClassVar[int]
+    device: str
+    request_id: int
+    latency_us: float
+    def __init__(self, device: _Optional[str] = ..., request_id: _Optional[int] = ..., latency_us: _Optional[float] = ...) -> None: ...
+
+class CompleteReply(_message.Message):
+    __slots__ = ("known",)
+    KNOWN_FIELD_NUMBER: _ClassVar[int]
+    known: bool
+    def __init__(self, known: _Optional[bool] = ...) -> None: ...
+
+class AdmitBatch(_message.Message):
+    __slots__ = ("requests", "completions")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETIONS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[AdmitRequest]
+    completions: _containers.RepeatedCompositeFieldContainer[CompleteRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[AdmitRequest, _Mapping]]] = ..., completions: _Optional[_Iterable[_Union[CompleteRequest, _Mapping]]] = ...) -> None: ...
+
+class AdmitBatchReply(_message.Message):
+    __slots__ = ("replies",)
+    REPLIES_FIELD_NUMBER: _ClassVar[int]
+    replies: _containers.RepeatedCompositeFieldContainer[AdmitReply]
+    def __init__(self, replies: _Optional[_Iterable[_Union[AdmitReply, _Mapping]]] = ...) -> None: ...
+
+class ReadRequest(_message.Message):
+    __slots__ = ("device", "offset", "length", "deadline_us", "request_id")
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_US_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    device: str
+    offset: int
+    length: int
+    deadline_us: int
+    request_id: int
+    def __init__(self, device: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., deadline_us: _Optional[int] = ..., request_id: _Optional[int] = ...) -> None: ...
+
+class ReadReply(_message.Message):
+    __slots__ = ("data", "latency_us", "model_version")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_US_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    latency_us: float
+    model_version: str
+    def __init__(self, data: _Optional[bytes] = ..., latency_us: _Optional[float] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class EchoRequest(_message.Message):
+    __slots__ = ("request",)
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    request: AdmitRequest
+    def __init__(self, request: _Optional[_Union[AdmitRequest, _Mapping]] = ...) -> None: ...
+
+class EchoReply(_message.Message):
+    __slots__ = ("reply",)
+    REPLY_FIELD_NUMBER: _ClassVar[int]
+    reply: AdmitReply
+    def __init__(self, reply: _Optional[_Union[AdmitReply, _Mapping]] = ...) -> None: ...
