@@ -21,8 +21,8 @@ Per request (:meth:`AdmissionCore.admit`):
    sent to the device, so it must not appear in the device's pending queue.
 
 Threading: one ``threading.Lock`` per device alias guards the tracker and the
-engine (an engine has one input buffer) and the state swap; different devices
-run in parallel (the numba kernels release no state shared between devices).
+engine (an engine has one input buffer) and the state swap; devices never wait
+for each other's lock (they still share the GIL).
 """
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from mittd.predictor.bundle import Bundle
 from mittd.predictor.engines import Engine, make_engine
@@ -66,9 +65,9 @@ class UnknownDevice(KeyError):
     """No device with this alias is configured (the server answers NOT_FOUND)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The answer to one admission request.
+class Decision(NamedTuple):
+    """The answer to one admission request (a NamedTuple: 4x cheaper to build than a
+    frozen dataclass, and this is built on every request).
 
     ``p_slow`` is NaN when no prediction was made; ``threshold_index`` is the
     head asked (None beyond the model); ``reason`` is ``"predicted"``,
@@ -87,12 +86,12 @@ class Counters:
     """Monotonic per-device counters (Prometheus counters later); carried over swaps."""
 
     __slots__ = ("admitted", "beyond_model", "completions", "fail_open", "overruns",
-                 "rejected", "slo_violations", "unknown_completions")
+                 "rejected", "slo_violations", "tracker_errors", "unknown_completions")
 
     def __init__(self) -> None:
         self.admitted = self.rejected = self.fail_open = self.overruns = 0
         self.completions = self.unknown_completions = self.slo_violations = 0
-        self.beyond_model = 0
+        self.beyond_model = self.tracker_errors = 0
 
     def as_dict(self) -> dict[str, int]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -275,7 +274,12 @@ class AdmissionCore:
                                      st.model_version)
             if d.admit:
                 c.admitted += 1
-                self._issue(st, request_id, now, offset, length, op, deadline_us)
+                try:
+                    self._issue(st, request_id, now, offset, length, op, deadline_us)
+                except Exception as e:  # e.g. an id beyond int64: untracked, still admitted
+                    c.tracker_errors += 1
+                    log.warning("%s: request %r not tracked (%s: %s)", device, request_id,
+                                type(e).__name__, e)
             else:
                 c.rejected += 1
             return d

@@ -10,12 +10,13 @@ thresholds so that one model serves requests with different deadlines; see
 
 from __future__ import annotations
 
-import bisect
 import math
 import re
 from collections.abc import Sequence
 
 import numpy as np
+
+from mittd.predictor.thresholds import threshold_index_for
 
 __all__ = [
     "LADDER_PERCENTILES",
@@ -164,16 +165,9 @@ def ladder(latencies: np.ndarray | Sequence[float], k: int = 4) -> list[float]:
     number are merged, so a trace with few distinct latencies may give fewer
     than k; the list is strictly ascending.
 
-    Deadlines the model was not trained for: with ascending trained thresholds
-    ``t_0 < ... < t_{k-1}`` and a request whose latency budget is ``d`` µs, the
-    daemon asks the head ``i = min{i : t_i >= d}`` — the smallest trained
-    threshold at or above the budget — and rejects only when that head predicts
-    slow. So a deadline between two thresholds uses the looser one, and one below
-    every threshold uses ``t_0``: it rejects only requests predicted to exceed
-    even ``t_0 > d``, which certainly miss the deadline, and admits the rest
-    (conservative, fail-open). A deadline above ``t_{k-1}`` is beyond what the
-    model was trained to judge: always admit. :func:`threshold_index_for`
-    implements the rule.
+    A deadline maps onto a head of the ladder by
+    :func:`~mittd.predictor.thresholds.threshold_index_for` (see
+    ``mittd.predictor.thresholds`` for the rule and why).
     """
     if not isinstance(k, int) or isinstance(k, bool) or k not in LADDER_PERCENTILES:
         raise ValueError(f"ladder k must be an int in [1, {max(LADDER_PERCENTILES)}], got {k!r}")
@@ -188,18 +182,3 @@ def ladder(latencies: np.ndarray | Sequence[float], k: int = 4) -> list[float]:
         raise ValueError("a threshold ladder needs positive latencies")
     return out
 
-
-def threshold_index_for(deadline_us: float, thresholds_us: Sequence[float]) -> int | None:
-    """Which head of a ladder answers a request with a ``deadline_us`` budget.
-
-    The index of the smallest trained threshold >= the deadline (index 0 when
-    the deadline is below them all); None when the deadline is longer than every
-    trained threshold, where the model cannot say and the daemon admits. See
-    :func:`ladder` for why.
-    """
-    d = float(deadline_us)
-    if math.isnan(d):
-        raise ValueError("deadline_us must be a number, got NaN")
-    t, _ = _thresholds(list(thresholds_us))
-    i = bisect.bisect_left(t.tolist(), d)
-    return i if i < t.size else None
