@@ -1,0 +1,559 @@
+"""Python client for the mittd gRPC API, with MittOS-style replica failover.
+
+MittOS's contract with applications is an errno: an IO predicted to miss its
+deadline fails at once with ``EBUSY`` so the caller can retry on another replica
+instead of waiting in the tail. This module keeps that contract in Python:
+
+* :class:`Client` wraps one channel to one daemon (``unix:/run/mittd/mittd.sock``
+  or ``host:port``). A rejected :meth:`Client.admit` / :meth:`Client.read`
+  raises :class:`MittdBusy`, an :class:`OSError` whose ``errno`` is
+  ``errno.EBUSY``; every other gRPC failure raises :class:`MittdUnavailable`
+  (also an :class:`OSError`, errno chosen from the status code), so a fast reject
+  is never mistaken for a daemon that is down.
+* :class:`ReplicaSet` does the failover: try replicas in order, move on at
+  EBUSY (or when a daemon is down), and never let the LAST replica reject; or,
+  for comparison, hedged requests (Dean & Barroso, "The Tail at Scale").
+
+Request ids: the daemon needs ids unique per device while an IO is pending, so
+each client numbers its requests with ``itertools.count`` under a 32-bit prefix
+made of the process id (22 bits) and a per-process client number (10 bits):
+unique between the clients of one host. Clients on different hosts sharing a
+device should pass their own ``request_id``.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, NamedTuple, Self
+
+import grpc
+
+from mittd.proto import EBUSY_ERRNO, ERRNO_METADATA_KEY, P_SLOW_METADATA_KEY
+from mittd.proto import mittd_pb2 as pb
+from mittd.proto import mittd_pb2_grpc as pb_grpc
+
+__all__ = [
+    "MAX_DEADLINE_US",
+    "Admission",
+    "AdmitIO",
+    "AdmitStream",
+    "Client",
+    "MittdBusy",
+    "MittdUnavailable",
+    "ReadResult",
+    "ReplicaSet",
+]
+
+#: A deadline (1 hour) beyond every trained latency threshold. The daemon admits
+#: such a request without predicting ("beyond the model"), so it can never be
+#: rejected; note that 0 is NOT "no deadline" but "the device's default".
+MAX_DEADLINE_US = 3_600_000_000
+
+_OPS = {"read": pb.OP_READ, "write": pb.OP_WRITE}
+
+# gRPC status → the errno a POSIX caller would expect for the same failure.
+_STATUS_ERRNO: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.UNAVAILABLE: errno.ECONNREFUSED,
+    grpc.StatusCode.DEADLINE_EXCEEDED: errno.ETIMEDOUT,
+    grpc.StatusCode.CANCELLED: errno.ECANCELED,
+    grpc.StatusCode.INVALID_ARGUMENT: errno.EINVAL,
+    grpc.StatusCode.OUT_OF_RANGE: errno.EINVAL,
+    grpc.StatusCode.NOT_FOUND: errno.ENODEV,
+    grpc.StatusCode.FAILED_PRECONDITION: errno.EOPNOTSUPP,
+    grpc.StatusCode.UNIMPLEMENTED: errno.ENOSYS,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errno.ENOBUFS,
+    grpc.StatusCode.PERMISSION_DENIED: errno.EACCES,
+    grpc.StatusCode.UNAUTHENTICATED: errno.EACCES,
+}
+
+# Codes meaning "this daemon cannot serve now" rather than "this request is
+# wrong": a ReplicaSet skips such a replica; it re-raises the others.
+_DOWN_CODES = frozenset({
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.INTERNAL,
+})
+
+_CLIENT_SEQ = itertools.count()
+_COUNTER_BITS = 32
+
+
+class MittdBusy(OSError):
+    """EBUSY from mittd: the IO was predicted to miss its deadline; retry elsewhere.
+
+    An ``OSError`` with ``errno == errno.EBUSY`` (MittOS's interface), plus the
+    predicted probability so callers can log or rank replicas.
+    """
+
+    def __init__(self, p_slow: float, model_version: str = "") -> None:
+        super().__init__(
+            errno.EBUSY, f"mittd: predicted to miss the deadline (p_slow={p_slow:.3f})"
+        )
+        self.p_slow = p_slow
+        self.model_version = model_version
+
+
+class MittdUnavailable(OSError):
+    """A gRPC failure other than EBUSY; ``code`` is the gRPC status code.
+
+    Kept apart from :class:`MittdBusy` because "daemon down" must not be read as
+    "device slow": the caller may still fall back to a direct IO.
+    """
+
+    def __init__(self, errno_: int, message: str, code: grpc.StatusCode) -> None:
+        super().__init__(errno_, message)
+        self.code = code
+
+    @property
+    def daemon_down(self) -> bool:
+        """True when the daemon (not the request) is at fault: worth another replica."""
+        return self.code in _DOWN_CODES
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The daemon's decision on one IO (``admitted`` is False only in batches)."""
+
+    request_id: int
+    p_slow: float
+    model_version: str
+    fail_open: bool
+    admitted: bool = True
+    threshold_index: int = 0
+
+
+class AdmitIO(NamedTuple):
+    """One IO to admit in a batch (``request_id=None``: the client numbers it)."""
+
+    device: str
+    offset: int
+    length: int
+    deadline_us: int = 0
+    op: str = "read"
+    request_id: int | None = None
+
+
+class ReadResult(NamedTuple):
+    """A :meth:`ReplicaSet.read` answer: data, the replica that served it, RPCs sent."""
+
+    data: bytes
+    replica: int
+    attempts: int
+
+
+def _metadata(call: Any) -> dict[str, str]:
+    try:
+        items = call.trailing_metadata() or ()
+    except Exception:  # not a grpc.Call (e.g. a bare RpcError)
+        return {}
+    return {k: v.decode() if isinstance(v, bytes) else v for k, v in items}
+
+
+def _translate(err: grpc.RpcError, target: str) -> OSError:
+    """Map a failed call to the OSError a caller should see (EBUSY vs. the rest)."""
+    code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
+    details = err.details() if hasattr(err, "details") else str(err)
+    meta = _metadata(err)
+    os_errno = meta.get(ERRNO_METADATA_KEY)
+    if code == grpc.StatusCode.UNAVAILABLE and os_errno == str(EBUSY_ERRNO):
+        return MittdBusy(float(meta.get(P_SLOW_METADATA_KEY, "nan")))
+    num = int(os_errno) if os_errno and os_errno.isdigit() else _STATUS_ERRNO.get(code, errno.EIO)
+    return MittdUnavailable(num, f"mittd {target}: {code.name}: {details}", code)
+
+
+def _admission(reply: pb.AdmitReply) -> Admission:
+    return Admission(
+        request_id=reply.request_id,
+        p_slow=float(reply.p_slow),
+        model_version=reply.model_version,
+        fail_open=reply.fail_open,
+        admitted=reply.decision != pb.EBUSY,
+        threshold_index=reply.threshold_index,
+    )
+
+
+class Client:
+    """One channel to one mittd daemon; thread-safe (gRPC channels are)."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout_s: float = 1.0,
+        credentials: grpc.ChannelCredentials | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self.target = target
+        self.timeout_s = timeout_s
+        if credentials is None:
+            self._channel = grpc.insecure_channel(target, options=list(options))
+        else:
+            self._channel = grpc.secure_channel(target, credentials, options=list(options))
+        self._stub = pb_grpc.MittdStub(self._channel)
+        prefix = ((os.getpid() & 0x3FFFFF) << 10) | (next(_CLIENT_SEQ) & 0x3FF)
+        self._id_base = prefix << _COUNTER_BITS
+        self._ids = itertools.count(1)  # next() on a count is atomic under the GIL
+
+    # -- ids and messages -------------------------------------------------
+
+    def next_request_id(self) -> int:
+        """A fresh id, unique for this client in this process (wraps after 2**32)."""
+        return self._id_base | (next(self._ids) & ((1 << _COUNTER_BITS) - 1))
+
+    def _admit_request(self, io: AdmitIO | pb.AdmitRequest) -> pb.AdmitRequest:
+        if isinstance(io, pb.AdmitRequest):
+            return io
+        try:
+            op = _OPS[io.op.lower()]
+        except KeyError:
+            raise ValueError(f"op must be 'read' or 'write', not {io.op!r}") from None
+        rid = self.next_request_id() if io.request_id is None else io.request_id
+        return pb.AdmitRequest(
+            device=io.device, op=op, offset=io.offset, length=io.length,
+            deadline_us=io.deadline_us, request_id=rid,
+        )
+
+    @staticmethod
+    def _complete_request(c: tuple[str, int, float] | pb.CompleteRequest) -> pb.CompleteRequest:
+        if isinstance(c, pb.CompleteRequest):
+            return c
+        device, request_id, latency_us = c
+        return pb.CompleteRequest(device=device, request_id=request_id, latency_us=latency_us)
+
+    def _batch(
+        self,
+        requests: Iterable[AdmitIO | pb.AdmitRequest],
+        completions: Iterable[tuple[str, int, float] | pb.CompleteRequest],
+    ) -> pb.AdmitBatch:
+        return pb.AdmitBatch(
+            requests=[self._admit_request(r) for r in requests],
+            completions=[self._complete_request(c) for c in completions],
+        )
+
+    # -- unary calls --------------------------------------------------------
+
+    def admit(
+        self,
+        device: str,
+        offset: int,
+        length: int,
+        deadline_us: int,
+        op: str = "read",
+        request_id: int | None = None,
+    ) -> Admission:
+        """Advisory admission; raises :class:`MittdBusy` (errno EBUSY) on reject."""
+        req = self._admit_request(AdmitIO(device, offset, length, deadline_us, op, request_id))
+        try:
+            reply = self._stub.Admit(req, timeout=self.timeout_s)
+        except grpc.RpcError as err:
+            raise _translate(err, self.target) from None
+        if reply.decision == pb.EBUSY:
+            raise MittdBusy(float(reply.p_slow), reply.model_version)
+        return _admission(reply)
+
+    def complete(self, device: str, request_id: int, latency_us: float) -> bool:
+        """Report an admitted IO's latency; False if the daemon did not know the id."""
+        req = pb.CompleteRequest(device=device, request_id=request_id, latency_us=latency_us)
+        try:
+            return self._stub.Complete(req, timeout=self.timeout_s).known
+        except grpc.RpcError as err:
+            raise _translate(err, self.target) from None
+
+    def read(
+        self,
+        device: str,
+        offset: int,
+        length: int,
+        deadline_us: int,
+        request_id: int | None = None,
+    ) -> bytes:
+        """Proxy-mode read; :class:`MittdBusy` on reject, :class:`MittdUnavailable` if down.
+
+        ``timeout_s`` still bounds the call: a read with :data:`MAX_DEADLINE_US`
+        is never rejected but may time out (``ETIMEDOUT``).
+        """
+        rid = self.next_request_id() if request_id is None else request_id
+        req = pb.ReadRequest(
+            device=device, offset=offset, length=length, deadline_us=deadline_us, request_id=rid
+        )
+        try:
+            return self._stub.Read(req, timeout=self.timeout_s).data
+        except grpc.RpcError as err:
+            raise _translate(err, self.target) from None
+
+    def echo(self) -> float:
+        """Round trip of a no-op call in µs: the gRPC overhead baseline."""
+        req = pb.EchoRequest(request=pb.AdmitRequest(request_id=self.next_request_id()))
+        start = time.perf_counter_ns()
+        try:
+            self._stub.Echo(req, timeout=self.timeout_s)
+        except grpc.RpcError as err:
+            raise _translate(err, self.target) from None
+        return (time.perf_counter_ns() - start) / 1000.0
+
+    # -- streaming ----------------------------------------------------------
+
+    def admit_batch(
+        self,
+        requests: Iterable[AdmitIO | pb.AdmitRequest],
+        completions: Iterable[tuple[str, int, float] | pb.CompleteRequest] = (),
+    ) -> list[Admission]:
+        """Admit many IOs (after applying completions) in one AdmitStream round trip.
+
+        Rejections do not raise here: each :class:`Admission` has ``admitted``.
+        Completions are ``(device, request_id, latency_us)`` tuples or messages.
+        """
+        batch = self._batch(requests, completions)
+        try:
+            replies = list(self._stub.AdmitStream(iter((batch,)), timeout=self.timeout_s))
+        except grpc.RpcError as err:
+            raise _translate(err, self.target) from None
+        return _check_batch(batch, replies, self.target)
+
+    def stream(self) -> AdmitStream:
+        """A long-lived bidirectional AdmitStream (use as a context manager)."""
+        return AdmitStream(self)
+
+    # -- lifetime -------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the channel; calls in flight are cancelled."""
+        self._channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client({self.target!r})"
+
+
+def _check_batch(
+    batch: pb.AdmitBatch, replies: Sequence[pb.AdmitBatchReply], target: str
+) -> list[Admission]:
+    """The protocol promises one reply per batch, one decision per request, in order."""
+    if len(replies) != 1 or len(replies[0].replies) != len(batch.requests):
+        got = [len(r.replies) for r in replies]
+        raise MittdUnavailable(
+            errno.EPROTO,
+            f"mittd {target}: AdmitStream answered {got} for a batch of {len(batch.requests)}",
+            grpc.StatusCode.INTERNAL,
+        )
+    return [_admission(r) for r in replies[0].replies]
+
+
+class AdmitStream:
+    """One open AdmitStream: :meth:`send` is a batch round trip without a new call.
+
+    For high-rate clients: per-call setup is paid once. Sends are serialised by a
+    lock (the protocol answers batches in order, one reply each).
+    """
+
+    _END = None
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._queue: queue.SimpleQueue[pb.AdmitBatch | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._call = client._stub.AdmitStream(self._outgoing())
+
+    def _outgoing(self) -> Iterator[pb.AdmitBatch]:
+        while (batch := self._queue.get()) is not None:
+            yield batch
+
+    def send(
+        self,
+        requests: Iterable[AdmitIO | pb.AdmitRequest],
+        completions: Iterable[tuple[str, int, float] | pb.CompleteRequest] = (),
+    ) -> list[Admission]:
+        """Send one batch and wait for its reply (see :meth:`Client.admit_batch`)."""
+        batch = self._client._batch(requests, completions)
+        with self._lock:
+            if self._closed:
+                raise ValueError("AdmitStream is closed")
+            self._queue.put(batch)
+            try:
+                reply = next(self._call)
+            except grpc.RpcError as err:
+                raise _translate(err, self._client.target) from None
+            except StopIteration:
+                raise MittdUnavailable(
+                    errno.EPIPE, f"mittd {self._client.target}: AdmitStream ended",
+                    grpc.StatusCode.UNAVAILABLE,
+                ) from None
+        return _check_batch(batch, [reply], self._client.target)
+
+    def close(self) -> None:
+        """Half-close the stream, then cancel it so no thread is left waiting."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(self._END)
+            self._call.cancel()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class ReplicaSet:
+    """MittOS failover over replicas of the same data, each ``(client, device alias)``.
+
+    :meth:`read` asks replicas in order with the caller's deadline and moves on
+    at EBUSY (a fast reject costs microseconds, a tail read milliseconds). The
+    LAST replica is asked with :data:`MAX_DEADLINE_US`, which lies beyond every
+    trained threshold, so the daemon admits it without predicting: someone must
+    serve the read, and deadline 0 would NOT do (it means the device default).
+    A replica whose daemon is down is skipped like EBUSY and counted apart; if
+    the last one is down, the first replica that rejected is asked again with
+    the maximal deadline.
+
+    With ``hedge_after_us`` it does hedged requests instead (Dean & Barroso), for
+    comparison: replica 0 first, a duplicate to replica 1 if no answer came after
+    ``hedge_after_us``, first answer wins; hedged reads use the maximal deadline
+    (no rejection) and every duplicate is counted in ``hedges`` (extra IO).
+    """
+
+    def __init__(
+        self,
+        replicas: Sequence[tuple[Client, str]],
+        *,
+        hedge_after_us: float | None = None,
+    ) -> None:
+        if not replicas:
+            raise ValueError("ReplicaSet needs at least one replica")
+        self.replicas = list(replicas)
+        self.hedge_after_us = hedge_after_us
+        self._lock = threading.Lock()
+        self._stats = dict.fromkeys(
+            ("reads", "ebusy_failovers", "unavailable_failovers", "hedges", "fallbacks"), 0
+        )
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self._stats[key] += n
+
+    def stats(self) -> dict[str, int]:
+        """Counters: reads, ebusy_failovers, unavailable_failovers, hedges, fallbacks."""
+        with self._lock:
+            return dict(self._stats)
+
+    def read(self, offset: int, length: int, deadline_us: int) -> ReadResult:
+        """Read from the first replica that admits it; returns (data, replica, attempts)."""
+        self._count("reads")
+        if self.hedge_after_us is not None and len(self.replicas) > 1:
+            return self._hedged_read(offset, length, self.hedge_after_us)
+        last = len(self.replicas) - 1
+        attempts = 0
+        first_busy: int | None = None
+        down: MittdUnavailable | None = None
+        for i, (client, device) in enumerate(self.replicas):
+            attempts += 1
+            try:
+                data = client.read(device, offset, length, MAX_DEADLINE_US if i == last
+                                   else deadline_us)
+                return ReadResult(data, i, attempts)
+            except MittdBusy:
+                self._count("ebusy_failovers")
+                first_busy = i if first_busy is None else first_busy
+            except MittdUnavailable as err:
+                if not err.daemon_down:
+                    raise
+                self._count("unavailable_failovers")
+                down = err
+        if first_busy is not None:  # the last replica is down: someone must serve it
+            self._count("fallbacks")
+            client, device = self.replicas[first_busy]
+            data = client.read(device, offset, length, MAX_DEADLINE_US)
+            return ReadResult(data, first_busy, attempts + 1)
+        assert down is not None
+        raise down
+
+    def _hedged_read(self, offset: int, length: int, hedge_after_us: float) -> ReadResult:
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(
+                        max_workers=max(4, 2 * len(self.replicas)), thread_name_prefix="mittd-hedge"
+                    )
+        pool = self._pool
+        pending: dict[Future[bytes], int] = {}
+        launched = 0
+        hedged = False
+
+        def launch() -> None:
+            nonlocal launched
+            client, device = self.replicas[launched]
+            fut = pool.submit(client.read, device, offset, length, MAX_DEADLINE_US)
+            pending[fut] = launched
+            launched += 1
+
+        launch()
+        error: OSError | None = None
+        while pending:
+            can_hedge = not hedged and launched < len(self.replicas)
+            done, _ = wait(
+                pending, timeout=hedge_after_us / 1e6 if can_hedge else None,
+                return_when=FIRST_COMPLETED,
+            )
+            if not done:  # replica still silent after hedge_after_us: duplicate it
+                hedged = True
+                self._count("hedges")
+                launch()
+                continue
+            for fut in done:
+                index = pending.pop(fut)
+                try:
+                    return ReadResult(fut.result(), index, launched)
+                except MittdBusy as err:
+                    self._count("ebusy_failovers")
+                    error = err
+                except MittdUnavailable as err:
+                    if not err.daemon_down:
+                        raise
+                    self._count("unavailable_failovers")
+                    error = err
+                if not pending and launched < len(self.replicas):
+                    launch()  # failed before any hedge: fail over at once
+        assert error is not None
+        raise error
+
+    def close(self) -> None:
+        """Stop the hedging pool (clients belong to the caller and stay open)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,68 @@
+"""Prometheus metrics, read from the admission core at scrape time.
+
+A collector turns ``AdmissionCore.stats()`` into metric families when Prometheus
+scrapes, so the request path pays nothing for metrics. Names follow the
+client_python conventions (units in the name, ``_total`` for counters) and
+labels stay low-cardinality (device alias, outcome).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+
+OUTCOMES = {"admitted": "admit", "rejected": "ebusy", "fail_open": "fail_open",
+            "beyond_model": "beyond_model"}
+
+
+class CoreCollector(Collector):
+    def __init__(self, stats: Callable[[], dict[str, dict[str, Any]]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Any]:
+        stats = self._stats()
+        decisions = CounterMetricFamily(
+            "mittd_decisions", "Admission decisions by device and outcome",
+            labels=["device", "outcome"])
+        overruns = CounterMetricFamily(
+            "mittd_prediction_overruns", "Predictions slower than the budget",
+            labels=["device"])
+        violations = CounterMetricFamily(
+            "mittd_slo_violations", "Admitted requests that completed after their deadline",
+            labels=["device"])
+        completions = CounterMetricFamily(
+            "mittd_completions", "Completions received, known and unknown ids",
+            labels=["device", "known"])
+        pending = GaugeMetricFamily("mittd_pending_requests", "Pending requests tracked",
+                                    labels=["device"])
+        expired = CounterMetricFamily(
+            "mittd_pending_expired", "Pending requests dropped by timeout or capacity",
+            labels=["device", "why"])
+        model = InfoMetricFamily("mittd_model", "Model serving each device",
+                                 labels=["device"])
+        for dev, s in stats.items():
+            for key, outcome in OUTCOMES.items():
+                decisions.add_metric([dev, outcome], s.get(key, 0))
+            overruns.add_metric([dev], s.get("overruns", 0))
+            violations.add_metric([dev], s.get("slo_violations", 0))
+            completions.add_metric([dev, "true"], s.get("completions", 0))
+            completions.add_metric([dev, "false"], s.get("unknown_completions", 0))
+            pending.add_metric([dev], s.get("pending", 0))
+            t = s.get("tracker", {})
+            expired.add_metric([dev, "timeout"], t.get("expired", 0))
+            expired.add_metric([dev, "capacity"], t.get("dropped", 0))
+            model.add_metric([dev], {"version": str(s.get("model_version", ""))})
+        yield from (decisions, overruns, violations, completions, pending, expired, model)
+
+
+def serve_metrics(stats: Callable[[], dict[str, dict[str, Any]]], host: str,
+                  port: int) -> CollectorRegistry:
+    """Start the /metrics HTTP endpoint on a daemon thread."""
+    registry = CollectorRegistry()
+    registry.register(CoreCollector(stats))
+    start_http_server(port, addr=host, registry=registry)
+    return registry
