@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from mittd.daemon import check
+from mittd.daemon import check, serve
 from mittd.predictor import cli as predictor_cli
 from mittd.predictor import eie_report
 from mittd.traces import cli as traces_cli
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     predictor_cli.add_commands(commands)
     eie_report.add_commands(commands)
     check.add_commands(commands)
+    serve.add_commands(commands)
     training_cli.add_commands(commands)
     return parser
 

@@ -81,6 +81,17 @@ def cmd_bench_predictor(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_daemon(args: argparse.Namespace) -> int:
+    from mittd.daemon import bench as dbench
+
+    r = dbench.run(calls=args.calls, clients=args.clients, batches=args.batches,
+                   batch=args.batch)
+    print(dbench.render(r))
+    if args.json:
+        Path(args.json).write_text(json.dumps(r, indent=1))
+    return 0
+
+
 def _plain(o: object) -> object:
     """numpy scalars and arrays in JSON output."""
     import numpy as np
@@ -131,3 +142,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--json", metavar="FILE", help="also write the raw results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_bench_predictor)
+
+    d = bsub.add_parser(
+        "daemon", help="gRPC cost of an admission check vs an echo; stream throughput",
+        description="Run an in-process daemon on a synthetic pruned bundle and measure, side "
+        "by side, the per-call latency of Echo (the gRPC floor) and Admit over a Unix "
+        "socket, then AdmitStream decisions/s from concurrent clients.")
+    d.add_argument("--calls", type=int, default=5000, help="timed unary calls of each kind")
+    d.add_argument("--clients", type=int, default=2, help="concurrent stream clients")
+    d.add_argument("--batch", type=int, default=512, help="requests per stream batch")
+    d.add_argument("--batches", type=int, default=200, help="batches per stream client")
+    d.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    d.set_defaults(func=cmd_bench_daemon)

@@ -1,0 +1,161 @@
+"""``mittd serve``: the daemon's process lifecycle, gunicorn-style.
+
+- start: validate the config, load every device's bundle and build its engine
+  (a bad config or bundle stops the start with one line), bind the gRPC
+  server (Unix socket, optional TLS TCP), the Prometheus endpoint, then tell
+  systemd READY=1 and start the watchdog pings;
+- HUP: reload the config and the bundles; devices whose bundle loads and
+  whose engine builds are swapped atomically (requests in flight finish on the
+  old model, the pending-request tracker carries over when the featuriser is
+  the same); a device whose new bundle is bad keeps its old model, with a log
+  line — a failed reload never takes the daemon down. Adding or removing
+  devices or changing listen addresses needs a restart (logged);
+- TERM/INT: STOPPING=1, health NOT_SERVING, stop accepting, let in-flight
+  calls finish (``grace_s``), exit 0.
+
+The tracker limits (pending capacity, timeout) belong to the bundle's
+featuriser config, because they change the features the model was trained
+on; the config's ``max_pending_per_device``/``pending_timeout_ms`` are checked
+against them at load (a bundle needing more than the config allows is refused).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from mittd.daemon import notify
+from mittd.daemon.admission import AdmissionCore, DeviceState
+from mittd.daemon.config import Config, ConfigError, DeviceConfig, load_config
+from mittd.predictor.bundle import BundleError, load_bundle
+
+log = logging.getLogger("mittd")
+
+
+def device_state(dev: DeviceConfig, config: Config) -> DeviceState:
+    """Load one device's bundle and build its engine; one-line errors."""
+    bundle = load_bundle(dev.model)
+    f = bundle.featuriser
+    cap, timeout_us = f.get("capacity"), f.get("timeout_us")
+    limits = config.server
+    if cap is not None and cap > limits.max_pending_per_device:
+        raise ConfigError(f"{dev.model}: featuriser tracks {cap} pending requests, more than "
+                          f"max_pending_per_device = {limits.max_pending_per_device}")
+    if timeout_us is not None and timeout_us > limits.pending_timeout_ms * 1000:
+        raise ConfigError(f"{dev.model}: featuriser keeps pending requests {timeout_us} µs, "
+                          f"longer than pending_timeout_ms = {limits.pending_timeout_ms}")
+    return DeviceState.from_bundle(bundle, dev.engine, dev.slo_us, dev.decision_threshold)
+
+
+def build_core(config: Config) -> AdmissionCore:
+    states = {alias: device_state(dev, config) for alias, dev in config.devices.items()}
+    return AdmissionCore(states, predict_budget_us=config.server.predict_budget_us)
+
+
+class Daemon:
+    """One serving process: config, admission core, gRPC server, metrics."""
+
+    def __init__(self, config_path: str | Path, grace_s: float = 10.0) -> None:
+        self.config_path = Path(config_path)
+        self.grace_s = grace_s
+        self.config = load_config(self.config_path)
+        self.core = build_core(self.config)
+        self._reload = threading.Event()
+        self._stop = threading.Event()
+        self.server: Any = None
+        self.health: Any = None
+        self.watchdog = notify.Watchdog(lambda: not self._stop.is_set())
+
+    def start(self) -> None:
+        from mittd.daemon.service import build_server
+
+        # build_server returns the server started (the socket's mode is set after bind)
+        self.server, self.health = build_server(self.core, self.config,
+                                                max_workers=self.config.server.workers)
+        m = self.config.server.metrics
+        if m is not None:
+            from mittd.daemon.metrics import serve_metrics
+
+            serve_metrics(self.core.stats, m.host, m.port)
+        devices = ", ".join(f"{a}={self.core.state(a).model_version}"
+                            for a in self.core.devices)
+        log.info("serving %s on unix:%s%s", devices, self.config.server.unix_socket,
+                 f" and {self.config.server.tcp}" if self.config.server.tcp else "")
+        notify.ready(f"serving {len(self.core.devices)} device(s)")
+        self.watchdog.start()
+
+    def reload(self) -> int:
+        """Swap in every device whose new bundle is good; returns how many."""
+        notify.reloading()
+        swapped = 0
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as e:
+            log.error("reload refused, keeping the running config: %s", e)
+            notify.ready("reload failed: config")
+            return 0
+        if set(new.devices) != set(self.config.devices):
+            log.warning("reload: devices added or removed need a restart; only existing "
+                        "devices are reloaded")
+        for alias, dev in new.devices.items():
+            if alias not in self.config.devices:
+                continue
+            try:
+                state = device_state(dev, new)
+            except (BundleError, ConfigError, ValueError) as e:
+                log.error("reload of %s refused, keeping %s: %s", alias,
+                          self.core.state(alias).model_version, e)
+                continue
+            old = self.core.swap(alias, state)
+            swapped += 1
+            log.info("reloaded %s: %s -> %s", alias, old.model_version, state.model_version)
+        notify.ready(f"reloaded {swapped} device(s)")
+        return swapped
+
+    def stop(self) -> None:
+        notify.stopping()
+        self.watchdog.stop()
+        if self.health is not None:
+            self.health.enter_graceful_shutdown()
+        if self.server is not None:
+            self.server.stop(self.grace_s).wait()
+        log.info("stopped")
+
+    def run(self) -> int:
+        """Serve until TERM/INT; HUP reloads. Must run in the main thread."""
+        signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
+        signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
+        signal.signal(signal.SIGINT, lambda *_: self._stop.set())
+        self.start()
+        while not self._stop.wait(0.2):
+            if self._reload.is_set():
+                self._reload.clear()
+                self.reload()
+        self.stop()
+        return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="%(levelname)s %(name)s: %(message)s")
+    return Daemon(args.config, grace_s=args.grace).run()
+
+
+def add_commands(commands: Any) -> None:
+    p = commands.add_parser(
+        "serve", help="run the admission daemon (gRPC)",
+        description="Serve gRPC admission checks (Admit, Complete, AdmitStream, proxy Read) "
+        "for the devices of the config, with Prometheus metrics. HUP reloads config and "
+        "models (a bad bundle keeps the old one), TERM drains in-flight calls and exits 0. "
+        "Under systemd (Type=notify) it reports READY/RELOADING/STOPPING and pings the "
+        "watchdog.")
+    p.add_argument("--config", required=True, help="TOML config (see systemd/mittd.toml)")
+    p.add_argument("--grace", type=float, default=10.0,
+                   help="seconds in-flight calls get to finish on TERM (default 10)")
+    p.add_argument("--log-level", default="info",
+                   choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_serve)

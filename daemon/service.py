@@ -1,0 +1,405 @@
+"""The gRPC service ``mittd.v1.Mittd`` over the admission core, and its server.
+
+The servicer is a thin translation layer: it validates a request against the
+configuration (device alias, op, bounds, deadline), maps it onto
+:meth:`AdmissionCore.admit` / :meth:`AdmissionCore.complete` with a monotonic
+``now_us``, and maps every failure onto a gRPC status with a one-line message
+naming the field, so a client can tell its own mistake from ours:
+
+* malformed request → INVALID_ARGUMENT; unknown device alias → NOT_FOUND;
+* device unusable for proxy reads (e.g. O_DIRECT refused) → FAILED_PRECONDITION;
+* a proxy read the predictor rejects → UNAVAILABLE with trailing metadata
+  ``mittd-errno: 16`` and ``mittd-p-slow``; a read that fails in the OS →
+  INTERNAL with the OS errno in ``mittd-errno``;
+* any other exception → INTERNAL. The handler returns normally to gRPC after an
+  abort, so one bad request never takes the server down.
+
+AdmitStream: gRPC cannot carry a status per item of a stream, and silently
+admitting a malformed item would hide a client bug, so a bad item aborts the
+whole stream with the status above and a message naming ``batch[i]`` and the
+item (``requests[j]`` / ``completions[j]``). Each batch is validated in full
+before any of it is applied, so the failing batch has no effect at all; replies
+to earlier batches have already been sent and stand.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any, NoReturn
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from mittd.daemon.admission import OP_READ, OP_WRITE, AdmissionCore, Decision, UnknownDevice
+from mittd.daemon.config import Config, DeviceConfig
+from mittd.daemon.proxy import DeviceReader, ProxyError, device_size
+from mittd.proto import (
+    EBUSY_ERRNO,
+    ERRNO_METADATA_KEY,
+    P_SLOW_METADATA_KEY,
+    SERVICE_NAME,
+    mittd_pb2,
+    mittd_pb2_grpc,
+)
+
+__all__ = ["MAX_ADMIT_BYTES", "MAX_DEADLINE_US", "MittdServicer", "add_to_server",
+           "build_server", "monotonic_us"]
+
+log = logging.getLogger(__name__)
+
+MAX_ADMIT_BYTES = 1 << 30  # 1 GiB: no single block IO is larger; bigger is a client bug
+MAX_DEADLINE_US = 3_600 * 1_000_000  # 1 hour: longer is surely a unit mistake (ns? ms?)
+_U64 = (1 << 64) - 1
+_OPS = {mittd_pb2.OP_READ: OP_READ, mittd_pb2.OP_WRITE: OP_WRITE}
+_ADMIT, _EBUSY = mittd_pb2.ADMIT, mittd_pb2.EBUSY
+
+
+def monotonic_us() -> int:
+    """The default clock: integer µs, monotonic (the tracker's timestamps must not jump)."""
+    return time.monotonic_ns() // 1000
+
+
+class _Abort(Exception):
+    """A failure with its gRPC status; raised inside handlers, turned into an abort."""
+
+    def __init__(self, code: grpc.StatusCode, message: str,
+                 trailing: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.trailing = trailing
+
+
+def _invalid(message: str) -> _Abort:
+    return _Abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+class MittdServicer(mittd_pb2_grpc.MittdServicer):
+    """Admit, Complete, AdmitStream, Read and Echo over one ``AdmissionCore``.
+
+    ``config`` supplies the limits and, per device alias, the backing path (for
+    its size and for proxy reads). A device must be in both the core and the
+    config to be served. ``clock_us`` is injectable for tests.
+    """
+
+    def __init__(self, core: AdmissionCore, config: Config,
+                 clock_us: Callable[[], int] = monotonic_us) -> None:
+        self.core = core
+        self.config = config
+        self.clock_us = clock_us
+        self.max_read_bytes = config.server.max_read_bytes
+        self.max_stream_batch = config.server.max_stream_batch
+        self._sizes: dict[str, int] = {}
+        self._readers: dict[str, DeviceReader] = {}
+        self._readers_lock = threading.Lock()
+
+    # -- helpers ---------------------------------------------------------------------
+    def _device(self, device: str, field: str = "device") -> DeviceConfig:
+        if not device:
+            raise _invalid(f"{field}: must not be empty")
+        dev = self.config.devices.get(device)
+        if dev is None or device not in self.core.devices:
+            raise _Abort(grpc.StatusCode.NOT_FOUND, f"{field}: unknown device {device!r}")
+        return dev
+
+    def _size(self, dev: DeviceConfig) -> int:
+        size = self._sizes.get(dev.alias)
+        if size is None:  # cached: the device does not change size while served
+            size = self._sizes[dev.alias] = device_size(dev.path)
+        return size
+
+    def _check_io(self, where: str, dev: DeviceConfig, offset: int, length: int,
+                  deadline_us: int, max_length: int) -> None:
+        if length == 0:
+            raise _invalid(f"{where}length: must be > 0")
+        if length > max_length:
+            raise _invalid(f"{where}length: {length} exceeds the limit of {max_length} bytes")
+        if offset + length > _U64:
+            raise _invalid(f"{where}offset: {offset} + length {length} overflows 64 bits")
+        size = self._size(dev)
+        if offset + length > size:
+            raise _invalid(f"{where}offset: range [{offset}, {offset + length}) is beyond "
+                           f"the size of device {dev.alias!r} ({size} bytes)")
+        if deadline_us > MAX_DEADLINE_US:
+            raise _invalid(f"{where}deadline_us: {deadline_us} exceeds 1 hour "
+                           f"({MAX_DEADLINE_US} µs); 0 means the device default")
+
+    def _check_admit(self, req: mittd_pb2.AdmitRequest, where: str = "",
+                     check_pending: bool = True) -> int:
+        """Validate one AdmitRequest; returns the core's op code."""
+        dev = self._device(req.device, f"{where}device")
+        op = _OPS.get(req.op)
+        if op is None:
+            raise _invalid(f"{where}op: must be OP_READ or OP_WRITE, got {req.op}")
+        self._check_io(where, dev, req.offset, req.length, req.deadline_us, MAX_ADMIT_BYTES)
+        if check_pending and req.request_id in self.core.state(req.device).tracker:
+            raise _invalid(f"{where}request_id: {req.request_id} is already pending on "
+                           f"device {req.device!r}")
+        return op
+
+    @staticmethod
+    def _reply(d: Decision, request_id: int) -> mittd_pb2.AdmitReply:
+        p = d.p_slow
+        return mittd_pb2.AdmitReply(
+            decision=_ADMIT if d.admit else _EBUSY,
+            p_slow=0.0 if d.fail_open or math.isnan(p) else p,
+            model_version=d.model_version,
+            threshold_index=d.threshold_index or 0,
+            fail_open=d.fail_open,
+            request_id=request_id,
+        )
+
+    def _decide(self, req: mittd_pb2.AdmitRequest, op: int) -> mittd_pb2.AdmitReply:
+        d = self.core.admit(req.device, op, req.offset, req.length, float(req.deadline_us),
+                            req.request_id, self.clock_us())
+        return self._reply(d, req.request_id)
+
+    def _fail(self, context: grpc.ServicerContext, e: Exception) -> NoReturn:
+        """Abort the RPC with the status ``e`` maps to (never lets ``e`` reach gRPC)."""
+        if isinstance(e, _Abort):
+            err = e
+        elif isinstance(e, UnknownDevice):
+            err = _Abort(grpc.StatusCode.NOT_FOUND, f"device: unknown device {e.args[0]!r}")
+        else:
+            log.error("unexpected error in %s", type(self).__name__, exc_info=e)
+            err = _Abort(grpc.StatusCode.INTERNAL, f"internal error: {_one_line(e)}")
+        if err.trailing:
+            context.set_trailing_metadata(err.trailing)
+        context.abort(err.code, err.message)
+        raise AssertionError("unreachable: context.abort raises")  # for the type checker
+
+    def reader(self, dev: DeviceConfig) -> DeviceReader:
+        """The device's reader, opened on first use (Admit-only devices never open)."""
+        r = self._readers.get(dev.alias)
+        if r is None:
+            with self._readers_lock:
+                r = self._readers.get(dev.alias)
+                if r is None:
+                    try:
+                        r = DeviceReader(dev.path, dev.alignment, dev.direct_io, dev.writable)
+                    except ProxyError as e:
+                        raise _Abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                     f"device {dev.alias!r}: {e}") from None
+                    self._readers[dev.alias] = r
+        return r
+
+    def close(self) -> None:
+        """Close the proxy readers (after the server has stopped)."""
+        with self._readers_lock:
+            for r in self._readers.values():
+                r.close()
+            self._readers.clear()
+
+    # -- RPCs ------------------------------------------------------------------------
+    def Admit(self, request: mittd_pb2.AdmitRequest,
+              context: grpc.ServicerContext) -> mittd_pb2.AdmitReply:
+        try:
+            return self._decide(request, self._check_admit(request))
+        except Exception as e:
+            self._fail(context, e)
+
+    def Complete(self, request: mittd_pb2.CompleteRequest,
+                 context: grpc.ServicerContext) -> mittd_pb2.CompleteReply:
+        try:
+            self._device(request.device)
+            known = self.core.complete(request.device, request.request_id,
+                                       request.latency_us, self.clock_us())
+            return mittd_pb2.CompleteReply(known=known)
+        except Exception as e:
+            self._fail(context, e)
+
+    def _batch(self, i: int, batch: mittd_pb2.AdmitBatch) -> mittd_pb2.AdmitBatchReply:
+        for name, items in (("requests", batch.requests), ("completions", batch.completions)):
+            if len(items) > self.max_stream_batch:
+                raise _invalid(f"batch[{i}].{name}: {len(items)} items exceed "
+                               f"max_stream_batch ({self.max_stream_batch})")
+        for j, c in enumerate(batch.completions):
+            self._device(c.device, f"batch[{i}].completions[{j}].device")
+        completing = {(c.device, c.request_id) for c in batch.completions}
+        ops = []
+        seen: set[tuple[str, int]] = set()
+        for j, r in enumerate(batch.requests):
+            key = (r.device, r.request_id)
+            where = f"batch[{i}].requests[{j}]."
+            # an id completed by this batch is free again by the time it is decided
+            op = self._check_admit(r, where, check_pending=key not in completing)
+            if key in seen:
+                raise _invalid(f"{where}request_id: {r.request_id} appears twice in the batch")
+            seen.add(key)
+            ops.append(op)
+        now = self.clock_us
+        for c in batch.completions:
+            self.core.complete(c.device, c.request_id, c.latency_us, now())
+        return mittd_pb2.AdmitBatchReply(
+            replies=[self._decide(r, op) for r, op in zip(batch.requests, ops, strict=True)])
+
+    def AdmitStream(self, request_iterator: Iterable[mittd_pb2.AdmitBatch],
+                    context: grpc.ServicerContext) -> Iterator[mittd_pb2.AdmitBatchReply]:
+        i = 0
+        try:
+            for batch in request_iterator:
+                yield self._batch(i, batch)
+                i += 1
+        except grpc.RpcError:  # the client went away mid-stream: nobody to answer
+            return
+        except Exception as e:
+            self._fail(context, e)
+
+    def Read(self, request: mittd_pb2.ReadRequest,
+             context: grpc.ServicerContext) -> mittd_pb2.ReadReply:
+        try:
+            return self._read(request)
+        except Exception as e:
+            self._fail(context, e)
+
+    def _read(self, req: mittd_pb2.ReadRequest) -> mittd_pb2.ReadReply:
+        dev = self._device(req.device)
+        self._check_io("", dev, req.offset, req.length, req.deadline_us, self.max_read_bytes)
+        if req.request_id in self.core.state(req.device).tracker:
+            raise _invalid(f"request_id: {req.request_id} is already pending on "
+                           f"device {req.device!r}")
+        reader = self.reader(dev)
+        d = self.core.admit(req.device, OP_READ, req.offset, req.length,
+                            float(req.deadline_us), req.request_id, self.clock_us())
+        if not d.admit:
+            p = 0.0 if math.isnan(d.p_slow) else d.p_slow
+            raise _Abort(grpc.StatusCode.UNAVAILABLE,
+                         f"EBUSY: read predicted slow on {req.device!r} (p_slow={p:.3f})",
+                         ((ERRNO_METADATA_KEY, str(EBUSY_ERRNO)),
+                          (P_SLOW_METADATA_KEY, f"{p:.6g}")))
+        t0 = time.perf_counter_ns()
+        try:
+            data, latency_us = reader.read(req.offset, req.length)
+        except OSError as e:
+            # still complete it: a failed IO must not linger in the pending queue
+            self.core.complete(req.device, req.request_id,
+                               (time.perf_counter_ns() - t0) / 1000.0, self.clock_us())
+            code = e.errno or 0
+            raise _Abort(grpc.StatusCode.INTERNAL,
+                         f"read of {req.device!r} failed: {_one_line(e)}",
+                         ((ERRNO_METADATA_KEY, str(code)),)) from None
+        self.core.complete(req.device, req.request_id, latency_us, self.clock_us())
+        return mittd_pb2.ReadReply(data=data, latency_us=latency_us,
+                                   model_version=d.model_version)
+
+    def Echo(self, request: mittd_pb2.EchoRequest,
+             context: grpc.ServicerContext) -> mittd_pb2.EchoReply:
+        return mittd_pb2.EchoReply(reply=mittd_pb2.AdmitReply(
+            decision=_ADMIT, request_id=request.request.request_id))
+
+
+# -- server ------------------------------------------------------------------------------
+
+
+def add_to_server(server: grpc.Server, servicer: MittdServicer) -> None:
+    """Register the Mittd service on ``server``."""
+    mittd_pb2_grpc.add_MittdServicer_to_server(servicer, server)
+
+
+def add_health(server: grpc.Server) -> health.HealthServicer:
+    """Register ``grpc.health.v1`` with "" and the Mittd service SERVING."""
+    hs = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(hs, server)
+    for name in ("", SERVICE_NAME):
+        hs.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return hs
+
+
+def add_reflection(server: grpc.Server) -> None:
+    """Server reflection, so ``grpcurl`` works without the .proto at hand."""
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+
+
+def _read_bytes(p: Path) -> bytes:
+    return Path(p).read_bytes()
+
+
+def build_server(core: AdmissionCore, config: Config, *, max_workers: int,
+                 servicer: MittdServicer | None = None,
+                 options: Iterable[tuple[str, Any]] = ()
+                 ) -> tuple[grpc.Server, health.HealthServicer]:
+    """Build, bind and START the server; returns it with its health servicer.
+
+    Listens on ``unix:<server.unix_socket>`` (parent directory created, socket
+    chmod-ed to ``server.socket_mode`` once it exists, i.e. after ``start``) and,
+    when configured, on ``server.tcp`` — with TLS if ``server.tls`` is set
+    (client certificates required when ``client_ca`` is). Health and reflection
+    are registered. The caller owns the lifecycle: ``server.stop(grace)``, then
+    ``servicer.close()`` if it passed its own servicer. Bind failures raise
+    ``OSError`` with a one-line message.
+    """
+    s = config.server
+    servicer = servicer or MittdServicer(core, config)
+    opts = [("grpc.so_reuseport", 0),  # a second daemon must fail to bind, not share
+            ("grpc.max_send_message_length", s.max_read_bytes + (1 << 16)),
+            *options]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers,
+                                                    thread_name_prefix="mittd-rpc"),
+                         options=opts)
+    add_to_server(server, servicer)
+    hs = add_health(server)
+    add_reflection(server)
+    sock = Path(s.unix_socket)
+    sock.parent.mkdir(parents=True, exist_ok=True)
+    _refuse_live_socket(sock)
+    _bind(server.add_insecure_port, f"unix:{sock}")
+    if s.tcp is not None:
+        if s.tls is not None:
+            ca = _read_bytes(s.tls.client_ca) if s.tls.client_ca else None
+            creds = grpc.ssl_server_credentials(
+                [(_read_bytes(s.tls.key), _read_bytes(s.tls.cert))],
+                root_certificates=ca, require_client_auth=ca is not None)
+            _bind(lambda a: server.add_secure_port(a, creds), str(s.tcp))
+        else:
+            _bind(server.add_insecure_port, str(s.tcp))
+    server.start()
+    try:
+        os.chmod(sock, s.socket_mode)
+    except OSError:
+        server.stop(None)
+        raise
+    return server, hs
+
+
+def _refuse_live_socket(path: Path) -> None:
+    """gRPC unlinks whatever socket is at the path before binding, which would silently
+    steal a running daemon's socket; so refuse when something still accepts on it (a
+    stale socket left by a crash refuses connections and is replaced as usual)."""
+    try:
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            return
+    except FileNotFoundError:
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        try:
+            s.connect(str(path))
+        except OSError:
+            return
+    raise OSError(f"cannot listen on unix:{path}: another process is listening on it "
+                  "(a mittd already running?)")
+
+
+def _bind(add: Callable[[str], int], address: str) -> None:
+    try:
+        port = add(address)
+    except RuntimeError as e:  # grpc raises RuntimeError("Failed to bind ...")
+        raise OSError(f"cannot listen on {address}: {_one_line(e)}") from None
+    if port == 0:  # older grpc signals failure with port 0
+        raise OSError(f"cannot listen on {address}")
