@@ -57,6 +57,14 @@ def test_fix_imports_rewrites_only_bare_pb2_imports() -> None:
     )
 
 
+def _in_subprocess(code: str) -> None:
+    """protoc runs in a child process: in-process it can crash (segfault) once
+    TensorFlow's own protobuf runtime is loaded by other tests."""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
 def test_committed_stubs_match_the_proto_byte_for_byte(tmp_path: Path) -> None:
     _need_grpc_tools()
     committed_grpc = (PROTO_DIR / "mittd_pb2_grpc.py").read_text(encoding="utf-8")
@@ -69,8 +77,10 @@ def test_committed_stubs_match_the_proto_byte_for_byte(tmp_path: Path) -> None:
             "the version stamps differ, so only the descriptor check applies"
         )
 
-    fresh = generate.generate(tmp_path, PROTO_FILE)
-    assert sorted(p.name for p in fresh) == sorted(generate.GENERATED)
+    _in_subprocess(f"from mittd.proto import generate\n"
+                   f"generate.generate({str(tmp_path)!r}, {str(PROTO_FILE)!r})")
+    fresh = [tmp_path / name for name in generate.GENERATED]
+    assert all(p.is_file() for p in fresh)
     for path in fresh:
         committed = PROTO_DIR / path.name
         assert committed.is_file(), f"{path.name} is not committed"
@@ -85,14 +95,14 @@ def test_committed_descriptor_matches_protoc(tmp_path: Path) -> None:
     """Version-independent: the descriptor protoc builds from the .proto is the committed one."""
     _need_grpc_tools()
     from google.protobuf import descriptor_pb2
-    from grpc_tools import protoc
 
     out = tmp_path / "mittd.desc"
-    rc = protoc.main(
-        ["grpc_tools.protoc", f"--proto_path={PROTO_DIR}", f"--descriptor_set_out={out}",
-         "mittd.proto"]
+    r = subprocess.run(
+        [sys.executable, "-m", "grpc_tools.protoc", f"--proto_path={PROTO_DIR}",
+         f"--descriptor_set_out={out}", "mittd.proto"],
+        capture_output=True, text=True, timeout=120,
     )
-    assert rc == 0
+    assert r.returncode == 0, r.stderr
     fds = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
     (fresh,) = fds.file
     # --descriptor_set_out fills in json_name; the Python gencode embeds the descriptor
@@ -126,12 +136,16 @@ def test_generate_check_cli_detects_a_stale_stub(tmp_path: Path) -> None:
     _need_grpc_tools()
     proto = tmp_path / "mittd.proto"
     proto.write_bytes(PROTO_FILE.read_bytes())
-    generate.generate(tmp_path, proto)
-    assert generate.stale(proto) == []
-    stub = tmp_path / "mittd_pb2_grpc.py"
-    stub.write_text(stub.read_text(encoding="utf-8") + "# hand edit\n", encoding="utf-8")
-    assert generate.stale(proto) == ["mittd_pb2_grpc.py"]
-    assert generate.main(["--check", "--proto", str(proto)]) == 1
+    _in_subprocess(
+        "from pathlib import Path\nfrom mittd.proto import generate\n"
+        f"proto = Path({str(proto)!r})\n"
+        "generate.generate(proto.parent, proto)\n"
+        "assert generate.stale(proto) == []\n"
+        "stub = proto.parent / 'mittd_pb2_grpc.py'\n"
+        "stub.write_text(stub.read_text(encoding='utf-8') + '# hand edit\\n', encoding='utf-8')\n"
+        "assert generate.stale(proto) == ['mittd_pb2_grpc.py']\n"
+        "assert generate.main(['--check', '--proto', str(proto)]) == 1\n"
+    )
 
 
 # --- 2. messages round-trip ------------------------------------------------------------
