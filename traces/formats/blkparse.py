@@ -203,26 +203,13 @@ class _Pairer:
 
             if kind == _C:
                 key3 = (dev, sec, n)
-                hit = dispatched.pop(key3, None)
+                hit = _take(dispatched, dispatched_more, key3)
                 if hit is not None:
-                    if dispatched_more:
-                        more = dispatched_more.get(key3)
-                        if more:
-                            dispatched[key3] = more.popleft()
-                            if not more:
-                                del dispatched_more[key3]
                     ti, rw = hit
                 else:
-                    key2 = (dev, sec)
-                    q = queued.pop(key2, None)
+                    q = _take(queued, queued_more, (dev, sec))
                     if q is None:
                         continue  # issued before the trace started
-                    if queued_more:
-                        more = queued_more.get(key2)
-                        if more:
-                            queued[key2] = more.popleft()
-                            if not more:
-                                del queued_more[key2]
                     ti, _, rw = q
                 out_ti.append(ti)
                 out_tc.append(t)
@@ -231,55 +218,42 @@ class _Pairer:
                 out_sec.append(sec)
                 out_n.append(n)
             elif kind == _Q:
-                key2 = (dev, sec)
-                v = (t, n, f[6])
-                if queued.setdefault(key2, v) is not v:
-                    queued_more.setdefault(key2, deque()).append(v)
+                _put(queued, queued_more, (dev, sec), (t, n, f[6]))
             elif kind == _D:
-                key2 = (dev, sec)
                 # The request's first bio was queued at its start sector: its Q
                 # is superseded by this D (and would otherwise never be removed).
-                if queued.pop(key2, None) is not None and queued_more:
-                    more = queued_more.get(key2)
-                    if more:
-                        queued[key2] = more.popleft()
-                        if not more:
-                            del queued_more[key2]
-                key3 = (dev, sec, n)
-                v2 = (t, f[6])
-                if dispatched.setdefault(key3, v2) is not v2:
-                    dispatched_more.setdefault(key3, deque()).append(v2)
+                _take(queued, queued_more, (dev, sec))
+                _put(dispatched, dispatched_more, (dev, sec, n), (t, f[6]))
             elif kind == _R:
-                key3 = (dev, sec, n)
-                if dispatched.pop(key3, None) is not None and dispatched_more:
-                    more = dispatched_more.get(key3)
-                    if more:
-                        dispatched[key3] = more.popleft()
-                        if not more:
-                            del dispatched_more[key3]
+                _take(dispatched, dispatched_more, (dev, sec, n))
             else:  # back (M) or front (F) merge: this bio joins another request
                 key2 = (dev, sec)
-                if queued.pop(key2, None) is not None and queued_more:
-                    more = queued_more.get(key2)
-                    if more:
-                        queued[key2] = more.popleft()
-                        if not more:
-                            del queued_more[key2]
+                _take(queued, queued_more, key2)
                 if kind == _F:
                     # The request it joined now starts here: move that Q along.
-                    old = (dev, sec + n)
-                    target = queued.pop(old, None)
+                    target = _take(queued, queued_more, (dev, sec + n))
                     if target is not None:
-                        if queued_more:
-                            more = queued_more.get(old)
-                            if more:
-                                queued[old] = more.popleft()
-                                if not more:
-                                    del queued_more[old]
-                        v = (target[0], target[1] + n, target[2])
-                        if queued.setdefault(key2, v) is not v:
-                            queued_more.setdefault(key2, deque()).append(v)
+                        _put(queued, queued_more, key2, (target[0], target[1] + n, target[2]))
         return out_ti, out_tc, out_rw, out_dev, out_sec, out_n
+
+
+def _put(first: dict, more: dict, key: tuple, value: tuple) -> None:
+    """Append to the FIFO of requests sharing ``key``: its head lives in ``first``
+    (the common case, one request per key), later ones in a deque in ``more``."""
+    if first.setdefault(key, value) is not value:
+        more.setdefault(key, deque()).append(value)
+
+
+def _take(first: dict, more: dict, key: tuple) -> tuple | None:
+    """Pop the oldest request with ``key`` (None when there is none)."""
+    head = first.pop(key, None)
+    if head is not None and more:
+        rest = more.get(key)
+        if rest:
+            first[key] = rest.popleft()
+            if not rest:
+                del more[key]
+    return head
 
 
 def _to_batch(
