@@ -43,21 +43,17 @@ def _first_threshold(p: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return (p[:, 0] if p.ndim == 2 else p), (y[:, 0] if y.ndim == 2 else y)
 
 
-def evaluate_params(graph: Any, params: Params, ds: Dataset, threshold: float = 0.5
-                    ) -> dict[str, Any]:
-    """Test-split metrics of the first (SLO) threshold, from the compiled engine."""
+def evaluate_params(graph: Any, params: Params, ds: Dataset, threshold: float = 0.5, *,
+                    report_dir: Path | None = None, name: str = "") -> dict[str, Any]:
+    """Test-split metrics of the first (SLO) threshold, from the compiled engine; with
+    ``report_dir``, also the JSON/text/PNG report, from the same predictions."""
     p, y = _first_threshold(p_slow_of(graph, params, ds.x_test), ds.y_test)
-    return ev.metrics(y, p, threshold)
-
-
-def report(out_dir: Path | None, name: str, m: dict[str, Any], graph: Any, params: Params,
-           ds: Dataset) -> None:
-    if out_dir is None:
-        return
-    out_dir.mkdir(parents=True, exist_ok=True)
-    p, y = _first_threshold(p_slow_of(graph, params, ds.x_test), ds.y_test)
-    ev.write_report(out_dir, name, m, ds.lat_test, y, (p > 0.5).astype(np.int8),
-                    ds.thresholds_us[0])
+    m = ev.metrics(y, p, threshold)
+    if report_dir is not None:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        ev.write_report(report_dir, name, m, ds.lat_test, y,
+                        (p > threshold).astype(np.int8), ds.thresholds_us[0])
+    return m
 
 
 def decision_latency_us(graph: Any, params: Params, x: np.ndarray, calls: int = 3000
@@ -129,10 +125,10 @@ def train_flow(traces: Sequence[str], model_name: str, slo: str, out: Path, *,
     ds.info.setdefault("sources", [str(Path(t).resolve()) for t in traces])
     trained = train(model_name, ds, epochs=epochs, batch_size=batch_size,
                     learning_rate=learning_rate, seed=seed, verbose=verbose)
-    m = evaluate_params(trained.graph, trained.params, ds)
+    m = evaluate_params(trained.graph, trained.params, ds, report_dir=report_dir,
+                        name=f"{model_name}_dense")
     agreement = check_export(trained.model, trained.graph, trained.params, ds.x_test)
     say(ev.render(m))
-    report(report_dir, f"{model_name}_dense", m, trained.graph, trained.params, ds)
     prov = provenance(ds, model_name, slo=slo, epochs=epochs, batch_size=batch_size,
                       learning_rate=learning_rate, seed=seed, train_seconds=trained.seconds,
                       test_metrics=m, keras_agreement=agreement, sparsity=0.0,
@@ -150,10 +146,9 @@ def train_flow(traces: Sequence[str], model_name: str, slo: str, out: Path, *,
 
             params = run_prune(to_keras(trained.graph, trained.params), trained.graph, ds,
                                "magnitude", s, batch_size=batch_size, seed=seed)
-            ms = evaluate_params(trained.graph, params, ds)
+            ms = evaluate_params(trained.graph, params, ds, report_dir=report_dir,
+                                 name=f"{model_name}_magnitude_{round(s * 100)}")
             rows.append({"sparsity": s, **ms})
-            report(report_dir, f"{model_name}_magnitude_{round(s * 100)}", ms, trained.graph,
-                   params, ds)
             sweep_out = out.with_name(f"{out.stem}.magnitude{round(s * 100)}{out.suffix}")
             prov_s = dict(prov, sparsity=s, pruning="magnitude", test_metrics=ms)
             export(sweep_out, make_bundle(trained.graph, params, ds, prov_s))
@@ -179,7 +174,8 @@ def prune_flow(bundle_path: Path, method: str, sparsity: float, out: Path, *, gr
     before = evaluate_params(bundle.graph, bundle.params, ds)
     params = run_prune(to_keras(bundle.graph, bundle.params), bundle.graph, ds, method,
                        sparsity, group=group, epochs=epochs, seed=seed)
-    m = evaluate_params(bundle.graph, params, ds)
+    m = evaluate_params(bundle.graph, params, ds, report_dir=report_dir,
+                        name=f"{bundle.graph.name}_{method}_{round(sparsity * 100)}")
     us = decision_latency_us(bundle.graph, params, ds.x_test)
     us0 = decision_latency_us(bundle.graph, bundle.params, ds.x_test)
     say(ev.render(m))
@@ -188,8 +184,6 @@ def prune_flow(bundle_path: Path, method: str, sparsity: float, out: Path, *, gr
     say(f"batch-1 decision (auto engine): {us0:.2f} µs → {us:.2f} µs; "
         f"accuracy {before['accuracy']:.2%} → {m['accuracy']:.2%}, ROC-AUC "
         f"{before['roc_auc']:.3f} → {m['roc_auc']:.3f}")
-    report(report_dir, f"{bundle.graph.name}_{method}_{round(sparsity * 100)}", m,
-           bundle.graph, params, ds)
     prov = dict(bundle.provenance, parent=bundle.sha256, pruning=method, sparsity=achieved,
                 sparsity_asked=sparsity,
                 group=group, prune_epochs=epochs, test_metrics=m, decision_us=us)
