@@ -20,28 +20,24 @@ from typing import Any
 import grpc
 import numpy as np
 
+from mittd.daemon.admission import AdmissionCore, DeviceState
+from mittd.daemon.config import parse_config
+from mittd.daemon.service import build_server
+from mittd.predictor.bundle import load_bundle, save_bundle
+from mittd.predictor.synthetic import synthetic_bundle
 from mittd.proto import mittd_pb2, mittd_pb2_grpc
 
 
 def _daemon(tmp: Path, model: str, sparsity: float, method: str, engine: str) -> Any:
-    from mittd.daemon.admission import AdmissionCore, DeviceState
-    from mittd.daemon.config import parse_config
-    from mittd.daemon.service import build_server
-    from mittd.predictor.synthetic import synthetic_bundle
-
     dev = tmp / "disk.img"
     dev.write_bytes(b"\0" * (64 << 20))
     bundle_path = tmp / "m.mittd"
-    from mittd.predictor.bundle import save_bundle
-
     save_bundle(synthetic_bundle(model, sparsity, method), bundle_path)
     raw = {"server": {"unix_socket": str(tmp / "mittd.sock"), "metrics": "",
                       "workers": 2},
            "devices": {"d0": {"path": str(dev), "model": str(bundle_path),
                               "engine": engine}}}
     config = parse_config(raw, tmp / "bench.toml")
-    from mittd.predictor.bundle import load_bundle
-
     state = DeviceState.from_bundle(load_bundle(bundle_path), engine)
     core = AdmissionCore({"d0": state}, predict_budget_us=1e6)
     server, _ = build_server(core, config, max_workers=2)  # started
