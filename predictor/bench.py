@@ -27,11 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from mittd.predictor.engines import ENGINES, make_engine
 from mittd.predictor.features import FEATURISERS
 from mittd.predictor.models import MODEL_FEATURISER
 from mittd.predictor.synthetic import synthetic_bundle
+from mittd.traces.schema import read_trace
 
 DEFAULT_CONFIGS = (
     ("precise_linear", (0.0, 0.90, 0.95, 0.97, 0.98)),
@@ -53,10 +55,7 @@ class TraceInputs:
     op: np.ndarray
 
     @classmethod
-    def load(cls, path: Path, n: int) -> TraceInputs:
-        from mittd.traces.schema import read_trace
-
-        t = read_trace(path).slice(0, n)
+    def from_table(cls, t: pa.Table) -> TraceInputs:
         return cls(
             t.column("ts_issue_us").to_numpy(),
             t.column("latency_us").to_numpy(),
@@ -203,7 +202,8 @@ def run(configs: Iterable[tuple[str, Iterable[float]]] = DEFAULT_CONFIGS,
         trace_path: Path = SAMPLE_TRACE, progress: Callable[[str], None] | None = None
         ) -> dict[str, Any]:
     engines = list(engines or ENGINES)
-    trace = TraceInputs.load(trace_path, 20_000)
+    table = read_trace(trace_path)
+    trace = TraceInputs.from_table(table.slice(0, 20_000))
     results: dict[str, Any] = {"host": _host(), "calls": calls, "batch": batch,
                                "trace": str(trace_path), "configs": []}
     tf_mod = None
@@ -214,9 +214,7 @@ def run(configs: Iterable[tuple[str, Iterable[float]]] = DEFAULT_CONFIGS,
             results["tf_unavailable"] = str(e)
     for model, sparsities in configs:
         featuriser = FEATURISERS[MODEL_FEATURISER[model]]()
-        from mittd.traces.schema import read_trace
-
-        x = featuriser.encode_trace(read_trace(trace_path).slice(0, 4096))
+        x = featuriser.encode_trace(table.slice(0, 4096))
         feat_ns = time_live(featuriser, _NoEngine(featuriser.dim), trace, calls,
                             predict=False)
         for s in sparsities:
