@@ -35,7 +35,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
+import numpy as np
+
+from mittd.daemon.histogram import IO_LATENCY_BUCKETS_US, PREDICT_BUCKETS_NS, Histogram
 from mittd.predictor.bundle import Bundle
+from mittd.predictor.burst import encode_burst
 from mittd.predictor.engines import Engine, make_engine
 from mittd.predictor.features import Featuriser, make_featuriser
 from mittd.predictor.thresholds import check_thresholds, index_in
@@ -45,6 +49,7 @@ __all__ = [
     "OP_READ",
     "OP_WRITE",
     "AdmissionCore",
+    "BurstDecisions",
     "Counters",
     "Decision",
     "DeviceState",
@@ -82,19 +87,44 @@ class Decision(NamedTuple):
     model_version: str
 
 
-class Counters:
-    """Monotonic per-device counters (Prometheus counters later); carried over swaps."""
+class BurstDecisions(NamedTuple):
+    """The answers to one burst (:meth:`AdmissionCore.admit_burst`), one entry per IO.
 
-    __slots__ = ("admitted", "beyond_model", "completions", "fail_open", "overruns",
-                 "rejected", "slo_violations", "tracker_errors", "unknown_completions")
+    ``p_slow`` is NaN where no prediction was made; ``threshold_index`` is -1
+    for a deadline beyond the model.
+    """
+
+    admit: np.ndarray  # bool
+    p_slow: np.ndarray  # float32
+    threshold_index: np.ndarray  # int32
+    fail_open: np.ndarray  # bool
+    model_version: str
+
+
+class Counters:
+    """Monotonic per-device counters and histograms (Prometheus reads them at scrape
+    time); carried over swaps.
+
+    ``predict_ns``: featurise + model time per decision (a burst adds its mean
+    per decision once per IO); ``io_latency_us``: latencies reported by
+    completions of admitted IOs (proxy reads included).
+    """
+
+    __slots__ = ("admitted", "beyond_model", "completions", "fail_open", "io_latency_us",
+                 "overruns", "predict_ns", "rejected", "slo_violations", "tracker_errors",
+                 "unknown_completions")
+    COUNTS = ("admitted", "beyond_model", "completions", "fail_open", "overruns",
+              "rejected", "slo_violations", "tracker_errors", "unknown_completions")
 
     def __init__(self) -> None:
         self.admitted = self.rejected = self.fail_open = self.overruns = 0
         self.completions = self.unknown_completions = self.slo_violations = 0
         self.beyond_model = self.tracker_errors = 0
+        self.predict_ns = Histogram(PREDICT_BUCKETS_NS)
+        self.io_latency_us = Histogram(IO_LATENCY_BUCKETS_US)
 
     def as_dict(self) -> dict[str, int]:
-        return {k: getattr(self, k) for k in self.__slots__}
+        return {k: getattr(self, k) for k in self.COUNTS}
 
 
 def _logit(p: float) -> float:
@@ -138,6 +168,8 @@ class DeviceState:
         self.model_version = bundle.version_id
         graph = engine.graph
         self.input = engine.input
+        if hasattr(engine, "threads"):  # bursts run on the calling RPC thread: the daemon's
+            engine.threads = 1  # parallelism is its worker pool, not a pool per engine call
         if self.input.shape != (self.featuriser.dim,):
             raise ValueError(f"{bundle.version_id}: the featuriser gives {self.featuriser.dim} "
                              f"inputs, the engine takes {self.input.shape}")
@@ -167,6 +199,14 @@ class DeviceState:
         self.default_deadline_us = d
         self.counters = Counters()
         self.deadlines: OrderedDict[int, float] = OrderedDict()
+        self._burst_x = np.zeros((0, self.featuriser.dim), np.float32)
+
+    def burst_rows(self, n: int) -> np.ndarray:
+        """A reusable float32 (n, dim) feature matrix for a burst of n IOs."""
+        if len(self._burst_x) < n:
+            self._burst_x = np.zeros((max(n, 2 * len(self._burst_x)), self.featuriser.dim),
+                                     np.float32)
+        return self._burst_x[:n]
 
     @classmethod
     def from_bundle(
@@ -182,9 +222,13 @@ class DeviceState:
         return cls(bundle, engine, default_deadline_us, decision_threshold)
 
     def stats(self) -> dict[str, Any]:
-        return {**self.counters.as_dict(), "pending": len(self.tracker),
+        c = self.counters
+        return {**c.as_dict(), "pending": len(self.tracker),
                 "model_version": self.model_version,
-                "tracker": self.tracker.stats()}
+                "model_sha256": self.bundle.sha256,
+                "tracker": self.tracker.stats(),
+                "predict_ns": c.predict_ns.snapshot(),
+                "io_latency_us": c.io_latency_us.snapshot()}
 
 
 class AdmissionCore:
@@ -263,6 +307,7 @@ class AdmissionCore:
                     d = self._fail_open(device, st, k, e)
                 else:
                     elapsed = clock() - t0
+                    c.predict_ns.observe(elapsed)
                     admit = not m > st.cutoffs[k]
                     if elapsed > self._budget_ns:
                         c.overruns += 1
@@ -301,6 +346,11 @@ class AdmissionCore:
         if request_id in dl:
             del dl[request_id]
         dl[request_id] = deadline_us
+        AdmissionCore._trim_deadlines(st)
+
+    @staticmethod
+    def _trim_deadlines(st: DeviceState) -> None:
+        tracker, dl = st.tracker, st.deadlines
         # ids the tracker expired or dropped: oldest first, as the tracker drops them
         pending = len(tracker)
         while len(dl) > pending:
@@ -310,6 +360,124 @@ class AdmissionCore:
             del dl[rid]
         if len(dl) > 2 * tracker.capacity:  # out-of-order expiries left holes
             dl.popitem(last=False)
+
+    # -- bursts ----------------------------------------------------------------------------
+    def admit_burst(self, device: str, ops: np.ndarray, offsets: np.ndarray,
+                    lengths: np.ndarray, deadlines_us: np.ndarray, request_ids: np.ndarray,
+                    now_us: int) -> BurstDecisions:
+        """Decide a burst of IOs arriving together at ``now_us`` (the AdmitStream path).
+
+        The burst is featurised in order, each IO seeing the earlier IOs of the
+        burst as pending (they were submitted together), all rows go through the
+        engine in one batched call, and the rejected IOs are then withdrawn from
+        the tracker, so only admitted ones stay pending — the same end state as
+        :meth:`admit` one by one, while a rejected IO's presence may have nudged
+        the features of the IOs after it in its own burst. Deadlines ``<= 0``
+        take the device default; beyond the model → admitted. Any predictor
+        fault admits the whole burst (fail open); an overrun is a burst slower
+        than ``n × predict_budget_us`` (each of its IOs counts).
+
+        ``request_ids`` must be unique in the burst and fit in int64; an id that
+        is already pending is replaced, as in :meth:`admit`.
+        """
+        ids = np.asarray(request_ids, np.int64)
+        n = len(ids)
+        dl = np.array(deadlines_us, np.float64)
+        idset = set(ids.tolist())
+        if len(idset) != n:
+            raise ValueError("request ids must be unique within a burst")
+        if np.isnan(dl).any():
+            raise ValueError("deadline_us must be a number, got NaN")
+        ops = np.asarray(ops, np.int64)
+        offsets = np.asarray(offsets, np.int64)
+        lengths = np.asarray(lengths, np.int64)
+        if not len(ops) == len(offsets) == len(lengths) == len(dl) == n:
+            raise ValueError("burst columns must have the same length")
+        with self._lock(device):
+            st = self._devices[device]
+            c = st.counters
+            now = int(now_us)
+            dl[dl <= 0] = st.default_deadline_us
+            th = st.thresholds_us
+            k = np.searchsorted(np.asarray(th), dl, side="left")  # index_in, vectorised
+            beyond = k >= len(th)
+            k[beyond] = -1
+            fail = np.zeros(n, bool)
+            margins = np.full(n, -np.inf)
+            tracker = st.tracker
+            if not idset.isdisjoint(tracker.pending_ids()):
+                for rid in idset & tracker.pending_ids():
+                    tracker.withdraw(rid)
+            t0 = self._clock()
+            issued = False
+            try:
+                x = st.burst_rows(n)
+                encode_burst(st.featuriser, tracker, now, ids, offsets, lengths, ops, x)
+                issued = True
+                out = st.engine.logits(x)
+                if st.multi_head:
+                    m = out[np.arange(n), np.maximum(k, 0)]
+                elif st.engine.graph.head == "softmax":
+                    m = out[:, 1] - out[:, 0]
+                else:
+                    m = out[:, 0]
+                margins = np.where(beyond, -np.inf, m.astype(np.float64))
+            except Exception as e:  # any fault of ours admits (the whole burst)
+                fail[~beyond] = True
+                self._fail_open(device, st, 0, e)
+                c.fail_open += int(fail.sum()) - 1  # _fail_open counted one
+                if not issued:  # the fallback may have stopped half way: issue the rest
+                    for j, rid in enumerate(ids.tolist()):
+                        if rid not in tracker:
+                            tracker.issue(rid, now, int(offsets[j]), int(lengths[j]),
+                                          int(ops[j]))
+            elapsed = self._clock() - t0
+            cut = np.asarray(st.cutoffs)[np.maximum(k, 0)]
+            reject = margins > cut
+            if n and elapsed > self._budget_ns * n:
+                c.overruns += n
+                if self.fail_open_on_overrun:
+                    fail |= reject
+                    reject[:] = False
+            if n:
+                c.predict_ns.observe(elapsed / n, n)
+            for rid in ids[reject].tolist():
+                tracker.withdraw(rid)
+            admit = ~reject
+            nrej = int(reject.sum())
+            c.rejected += nrej
+            c.admitted += n - nrej
+            c.beyond_model += int(beyond.sum())
+            dls = st.deadlines
+            for rid, d in zip(ids[admit].tolist(), dl[admit].tolist(), strict=True):
+                dls[rid] = d
+            self._trim_deadlines(st)
+            with np.errstate(over="ignore"):
+                p = (1.0 / (1.0 + np.exp(-margins))).astype(np.float32)
+            p[beyond | fail] = np.nan
+            return BurstDecisions(admit, p, k.astype(np.int32), fail, st.model_version)
+
+    def complete_burst(self, device: str, request_ids: np.ndarray, latencies_us: np.ndarray,
+                       now_us: int) -> int:
+        """:meth:`complete` for many ids at ``now_us``, in order, under one lock and
+        one tracker kernel call; returns how many ids were known."""
+        ids = np.asarray(request_ids).tolist()
+        lat = np.asarray(latencies_us, np.float64)
+        if len(ids) != len(lat):
+            raise ValueError("request_ids and latencies_us must have the same length")
+        with self._lock(device):
+            st = self._devices[device]
+            c = st.counters
+            pop = st.deadlines.pop
+            dl = np.fromiter((pop(r, NAN) for r in ids), np.float64, len(ids))
+            c.slo_violations += int(np.count_nonzero(lat > dl))
+            known = st.tracker.complete_many(ids, int(now_us), lat)
+            k = int(np.count_nonzero(known))
+            c.completions += k
+            c.unknown_completions += len(ids) - k
+            ours = (known | ~np.isnan(dl)) & (lat >= 0.0)
+            c.io_latency_us.observe_many(lat[ours])
+            return k
 
     def complete(self, device: str, request_id: int, latency_us: float, now_us: int) -> bool:
         """Feed a completion to the tracker and judge it against its deadline.
@@ -326,6 +494,8 @@ class AdmissionCore:
             if deadline is not None and latency_us > deadline:
                 c.slo_violations += 1
             ok = st.tracker.complete(request_id, int(now_us), latency_us)
+            if (ok or deadline is not None) and latency_us >= 0.0:  # NaN: unmeasured
+                c.io_latency_us.observe(latency_us)
             if ok:
                 c.completions += 1
             else:

@@ -36,6 +36,7 @@ from types import TracebackType
 from typing import Any, NamedTuple, Self
 
 import grpc
+import numpy as np
 
 from mittd.proto import EBUSY_ERRNO, ERRNO_METADATA_KEY, P_SLOW_METADATA_KEY
 from mittd.proto import mittd_pb2 as pb
@@ -47,10 +48,12 @@ __all__ = [
     "AdmitIO",
     "AdmitStream",
     "Client",
+    "ColumnDecisions",
     "MittdBusy",
     "MittdUnavailable",
     "ReadResult",
     "ReplicaSet",
+    "columns_batch",
 ]
 
 #: A deadline (1 hour) beyond every trained latency threshold. The daemon admits
@@ -143,6 +146,45 @@ class AdmitIO(NamedTuple):
     deadline_us: int = 0
     op: str = "read"
     request_id: int | None = None
+
+
+class ColumnDecisions(NamedTuple):
+    """Decisions on one column block (:meth:`AdmitStream.send_columns`), one per IO."""
+
+    admitted: np.ndarray  # bool
+    p_slow: np.ndarray  # float32; 0 where no prediction was made
+    fail_open: np.ndarray  # bool
+    model_version: str
+
+
+def columns_batch(
+    device: str, offsets: Sequence[int] | np.ndarray, lengths: int | Sequence[int] | np.ndarray,
+    request_ids: Sequence[int] | np.ndarray, deadline_us: int | Sequence[int] | np.ndarray = 0,
+    ops: str | Sequence[str] = "read",
+    completed: tuple[Sequence[int] | np.ndarray, Sequence[float] | np.ndarray] | None = None,
+) -> pb.AdmitBatch:
+    """An AdmitBatch with one AdmitColumns block (and optionally its completions).
+
+    ``lengths``, ``deadline_us`` and ``ops`` may be one value for every IO;
+    ``completed`` is ``(request_ids, latencies_us)`` of IOs that finished.
+    """
+    n = len(request_ids)
+    col = pb.AdmitColumns(device=device)
+    col.offset.extend(np.asarray(offsets, np.uint64).tolist())
+    col.request_id.extend(np.asarray(request_ids, np.uint64).tolist())
+    col.length.extend(np.broadcast_to(np.asarray(lengths, np.uint32), (n,)).tolist())
+    col.deadline_us.extend(np.atleast_1d(np.asarray(deadline_us, np.uint64)).tolist())
+    if isinstance(ops, str):
+        col.op.extend([_OPS[ops]] * n)
+    else:
+        col.op.extend(_OPS[o] for o in ops)
+    batch = pb.AdmitBatch(columns=[col])
+    if completed is not None:
+        ids, lat = completed
+        cc = batch.completion_columns.add(device=device)
+        cc.request_id.extend(np.asarray(ids, np.uint64).tolist())
+        cc.latency_us.extend(np.asarray(lat, np.float64).tolist())
+    return batch
 
 
 class ReadResult(NamedTuple):
@@ -345,6 +387,22 @@ class Client:
         return f"Client({self.target!r})"
 
 
+def _column_decisions(batch: pb.AdmitBatch, reply: pb.AdmitBatchReply,
+                       target: str) -> list[ColumnDecisions]:
+    """One ColumnDecisions per AdmitColumns block, checked against the request."""
+    ok = len(reply.columns) == len(batch.columns) and all(
+        len(r.decision) == len(c.request_id) for r, c in zip(reply.columns, batch.columns,
+                                                              strict=False))
+    if not ok:
+        raise MittdUnavailable(
+            errno.EPROTO, f"mittd {target}: AdmitStream answered "
+            f"{[len(r.decision) for r in reply.columns]} decisions for column blocks of "
+            f"{[len(c.request_id) for c in batch.columns]}", grpc.StatusCode.INTERNAL)
+    return [ColumnDecisions(np.asarray(r.decision, np.int8) == pb.ADMIT,
+                            np.asarray(r.p_slow, np.float32), np.asarray(r.fail_open, bool),
+                            r.model_version) for r in reply.columns]
+
+
 def _check_batch(
     batch: pb.AdmitBatch, replies: Sequence[pb.AdmitBatchReply], target: str
 ) -> list[Admission]:
@@ -386,12 +444,34 @@ class AdmitStream:
     ) -> list[Admission]:
         """Send one batch and wait for its reply (see :meth:`Client.admit_batch`)."""
         batch = self._client._batch(requests, completions)
+        return _check_batch(batch, [self._round_trip(batch)], self._client.target)
+
+    def send_columns(self, device: str, offsets: Sequence[int] | np.ndarray,
+                     lengths: int | Sequence[int] | np.ndarray,
+                     request_ids: Sequence[int] | np.ndarray,
+                     deadline_us: int | Sequence[int] | np.ndarray = 0,
+                     ops: str | Sequence[str] = "read",
+                     completed: tuple[Any, Any] | None = None) -> ColumnDecisions:
+        """The high-rate form: one block of IOs as columns, decided as a burst
+        (see ``AdmitColumns`` in mittd.proto and :func:`columns_batch`)."""
+        batch = columns_batch(device, offsets, lengths, request_ids, deadline_us, ops,
+                              completed)
+        return _column_decisions(batch, self._round_trip(batch), self._client.target)[0]
+
+    def send_batch(self, batch: pb.AdmitBatch) -> pb.AdmitBatchReply:
+        """Send a ready-made AdmitBatch; returns the raw reply (checked for shape)."""
+        reply = self._round_trip(batch)
+        _check_batch(batch, [reply], self._client.target)
+        _column_decisions(batch, reply, self._client.target)
+        return reply
+
+    def _round_trip(self, batch: pb.AdmitBatch) -> pb.AdmitBatchReply:
         with self._lock:
             if self._closed:
                 raise ValueError("AdmitStream is closed")
             self._queue.put(batch)
             try:
-                reply = next(self._call)
+                return next(self._call)
             except grpc.RpcError as err:
                 raise _translate(err, self._client.target) from None
             except StopIteration:
@@ -399,7 +479,6 @@ class AdmitStream:
                     errno.EPIPE, f"mittd {self._client.target}: AdmitStream ended",
                     grpc.StatusCode.UNAVAILABLE,
                 ) from None
-        return _check_batch(batch, [reply], self._client.target)
 
     def close(self) -> None:
         """Half-close the stream, then cancel it so no thread is left waiting."""

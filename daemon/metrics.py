@@ -12,7 +12,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+)
 from prometheus_client.registry import Collector
 
 OUTCOMES = {"admitted": "admit", "rejected": "ebusy", "fail_open": "fail_open",
@@ -44,6 +49,13 @@ class CoreCollector(Collector):
             labels=["device", "why"])
         model = InfoMetricFamily("mittd_model", "Model serving each device",
                                  labels=["device"])
+        predict = HistogramMetricFamily(
+            "mittd_prediction_seconds", "Featurise + model time per decision",
+            labels=["device"])
+        io = HistogramMetricFamily(
+            "mittd_device_io_latency_seconds",
+            "Latency of admitted IOs as reported by completions (proxy reads included)",
+            labels=["device"])
         for dev, s in stats.items():
             for key, outcome in OUTCOMES.items():
                 decisions.add_metric([dev, outcome], s.get(key, 0))
@@ -55,8 +67,25 @@ class CoreCollector(Collector):
             t = s.get("tracker", {})
             expired.add_metric([dev, "timeout"], t.get("expired", 0))
             expired.add_metric([dev, "capacity"], t.get("dropped", 0))
-            model.add_metric([dev], {"version": str(s.get("model_version", ""))})
-        yield from (decisions, overruns, violations, completions, pending, expired, model)
+            model.add_metric([dev], {"version": str(s.get("model_version", "")),
+                                     "sha256": str(s.get("model_sha256", ""))})
+            if "predict_ns" in s:
+                _add_histogram(predict, dev, s["predict_ns"], 1e-9)
+            if "io_latency_us" in s:
+                _add_histogram(io, dev, s["io_latency_us"], 1e-6)
+        yield from (decisions, overruns, violations, completions, pending, expired, model,
+                    predict, io)
+
+
+def _add_histogram(family: HistogramMetricFamily, device: str, snap: dict[str, Any],
+                   scale: float) -> None:
+    """A core histogram snapshot (native units) as cumulative buckets in seconds."""
+    buckets, acc = [], 0
+    for bound, count in zip(snap["bounds"], snap["counts"], strict=False):
+        acc += count
+        buckets.append((f"{bound * scale:.9g}", acc))
+    buckets.append(("+Inf", acc + snap["counts"][-1]))
+    family.add_metric([device], buckets, snap["sum"] * scale)
 
 
 def serve_metrics(stats: Callable[[], dict[str, dict[str, Any]]], host: str,

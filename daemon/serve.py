@@ -32,6 +32,7 @@ from mittd.daemon import notify
 from mittd.daemon.admission import AdmissionCore, DeviceState
 from mittd.daemon.config import Config, ConfigError, DeviceConfig, load_config
 from mittd.predictor.bundle import BundleError, load_bundle
+from mittd.predictor.engines import limit_blas_threads
 
 log = logging.getLogger("mittd")
 
@@ -142,6 +143,7 @@ class Daemon:
 def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(levelname)s %(name)s: %(message)s")
+    limit_blas_threads(1)
     return Daemon(args.config, grace_s=args.grace).run()
 
 

@@ -17,9 +17,11 @@ naming the field, so a client can tell its own mistake from ours:
 AdmitStream: gRPC cannot carry a status per item of a stream, and silently
 admitting a malformed item would hide a client bug, so a bad item aborts the
 whole stream with the status above and a message naming ``batch[i]`` and the
-item (``requests[j]`` / ``completions[j]``). Each batch is validated in full
-before any of it is applied, so the failing batch has no effect at all; replies
-to earlier batches have already been sent and stand.
+item (``requests[j]`` / ``completions[j]`` / ``columns[b].offset[j]`` …). Each
+batch is validated in full before any of it is applied, so the failing batch has
+no effect at all; replies to earlier batches have already been sent and stand.
+Column blocks (``AdmitColumns``) are validated with numpy over whole columns and
+decided with :meth:`AdmissionCore.admit_burst` — the high-rate path.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import grpc
+import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -62,6 +65,12 @@ MAX_DEADLINE_US = 3_600 * 1_000_000  # 1 hour: longer is surely a unit mistake (
 _U64 = (1 << 64) - 1
 _OPS = {mittd_pb2.OP_READ: OP_READ, mittd_pb2.OP_WRITE: OP_WRITE}
 _ADMIT, _EBUSY = mittd_pb2.ADMIT, mittd_pb2.EBUSY
+_I64_MAX = (1 << 63) - 1
+
+
+def _check_latency(where: str, latency_us: float) -> None:
+    if not (math.isfinite(latency_us) and latency_us >= 0.0):
+        raise _invalid(f"{where}latency_us: must be a finite number >= 0 µs, got {latency_us!r}")
 
 
 def monotonic_us() -> int:
@@ -217,6 +226,7 @@ class MittdServicer(mittd_pb2_grpc.MittdServicer):
                  context: grpc.ServicerContext) -> mittd_pb2.CompleteReply:
         try:
             self._device(request.device)
+            _check_latency("", request.latency_us)
             known = self.core.complete(request.device, request.request_id,
                                        request.latency_us, self.clock_us())
             return mittd_pb2.CompleteReply(known=known)
@@ -224,29 +234,125 @@ class MittdServicer(mittd_pb2_grpc.MittdServicer):
             self._fail(context, e)
 
     def _batch(self, i: int, batch: mittd_pb2.AdmitBatch) -> mittd_pb2.AdmitBatchReply:
-        for name, items in (("requests", batch.requests), ("completions", batch.completions)):
-            if len(items) > self.max_stream_batch:
-                raise _invalid(f"batch[{i}].{name}: {len(items)} items exceed "
-                               f"max_stream_batch ({self.max_stream_batch})")
+        asks = len(batch.requests) + sum(len(c.request_id) for c in batch.columns)
+        dones = len(batch.completions) + sum(len(c.request_id) for c in batch.completion_columns)
+        for name, items in (("requests", asks), ("completions", dones)):
+            if items > self.max_stream_batch:
+                raise _invalid(f"batch[{i}]: {items} {name} exceed max_stream_batch "
+                               f"({self.max_stream_batch})")
         for j, c in enumerate(batch.completions):
             self._device(c.device, f"batch[{i}].completions[{j}].device")
-        completing = {(c.device, c.request_id) for c in batch.completions}
+            _check_latency(f"batch[{i}].completions[{j}].", c.latency_us)
+        # per device: ids completed by this batch (free again by the time it is decided)
+        # and ids asked for by this batch (each at most once)
+        completing: dict[str, set[int]] = {}
+        for c in batch.completions:
+            completing.setdefault(c.device, set()).add(c.request_id)
+        done_cols = [self._check_complete_columns(f"batch[{i}].completion_columns[{b}].", cc)
+                     for b, cc in enumerate(batch.completion_columns)]
+        for dev, ids, _ in done_cols:
+            completing.setdefault(dev, set()).update(ids.tolist())
         ops = []
-        seen: set[tuple[str, int]] = set()
+        seen: dict[str, set[int]] = {}
         for j, r in enumerate(batch.requests):
-            key = (r.device, r.request_id)
             where = f"batch[{i}].requests[{j}]."
-            # an id completed by this batch is free again by the time it is decided
-            op = self._check_admit(r, where, check_pending=key not in completing)
-            if key in seen:
+            free = r.request_id in completing.get(r.device, ())
+            op = self._check_admit(r, where, check_pending=not free)
+            asked = seen.setdefault(r.device, set())
+            if r.request_id in asked:
                 raise _invalid(f"{where}request_id: {r.request_id} appears twice in the batch")
-            seen.add(key)
+            asked.add(r.request_id)
             ops.append(op)
+        blocks = [self._check_columns(f"batch[{i}].columns[{b}].", col, completing, seen)
+                  for b, col in enumerate(batch.columns)]
         now = self.clock_us
         for c in batch.completions:
             self.core.complete(c.device, c.request_id, c.latency_us, now())
-        return mittd_pb2.AdmitBatchReply(
+        for dev, ids, lat in done_cols:
+            self.core.complete_burst(dev, ids, lat, now())
+        reply = mittd_pb2.AdmitBatchReply(
             replies=[self._decide(r, op) for r, op in zip(batch.requests, ops, strict=True)])
+        for dev, cols in blocks:
+            d = self.core.admit_burst(dev, *cols, now())
+            out = reply.columns.add(device=dev, model_version=d.model_version)
+            out.decision.extend(np.where(d.admit, _ADMIT, _EBUSY).tolist())
+            out.p_slow.extend(np.nan_to_num(d.p_slow, nan=0.0).tolist())
+            out.threshold_index.extend(np.maximum(d.threshold_index, 0).tolist())
+            out.fail_open.extend(d.fail_open.tolist())
+        return reply
+
+    def _check_complete_columns(self, where: str, cc: mittd_pb2.CompleteColumns
+                                ) -> tuple[str, np.ndarray, np.ndarray]:
+        self._device(cc.device, f"{where}device")
+        ids = np.array(cc.request_id, np.uint64)
+        lat = np.array(cc.latency_us, np.float64)
+        if len(ids) != len(lat):
+            raise _invalid(f"{where}latency_us: {len(lat)} entries for {len(ids)} request ids")
+        bad = np.flatnonzero(~(np.isfinite(lat) & (lat >= 0.0)))
+        if len(bad):
+            raise _invalid(f"{where}latency_us[{bad[0]}]: must be a finite number >= 0 µs, "
+                           f"got {lat[bad[0]]!r}")
+        return cc.device, ids, lat
+
+    def _check_columns(self, where: str, col: mittd_pb2.AdmitColumns,
+                       completing: dict[str, set[int]], seen: dict[str, set[int]]
+                       ) -> tuple[str, tuple[np.ndarray, ...]]:
+        """Validate one AdmitColumns block over whole columns; the core's arrays."""
+        dev = self._device(col.device, f"{where}device")
+        n = len(col.request_id)
+        ids = np.array(col.request_id, np.uint64)
+        for name in ("op", "offset", "length"):
+            if len(getattr(col, name)) != n:
+                raise _invalid(f"{where}{name}: {len(getattr(col, name))} entries for "
+                               f"{n} request ids")
+        nd = len(col.deadline_us)
+        if nd not in (1, n) and n:
+            raise _invalid(f"{where}deadline_us: {nd} entries for {n} request ids "
+                           "(give one per IO, or one for all)")
+        op = np.array(col.op, np.int64)
+        off = np.array(col.offset, np.uint64)
+        length = np.array(col.length, np.uint64)
+        dl = np.array(col.deadline_us, np.uint64)
+
+        def first(mask: np.ndarray) -> int | None:
+            hit = np.flatnonzero(mask)
+            return int(hit[0]) if len(hit) else None
+
+        if (j := first((op != mittd_pb2.OP_READ) & (op != mittd_pb2.OP_WRITE))) is not None:
+            raise _invalid(f"{where}op[{j}]: must be OP_READ or OP_WRITE, got {op[j]}")
+        if (j := first(length == 0)) is not None:
+            raise _invalid(f"{where}length[{j}]: must be > 0")
+        if (j := first(length > MAX_ADMIT_BYTES)) is not None:
+            raise _invalid(f"{where}length[{j}]: {length[j]} exceeds the limit of "
+                           f"{MAX_ADMIT_BYTES} bytes")
+        size = np.uint64(self._size(dev))
+        if (j := first((length > size) | (off > size - np.minimum(length, size)))) is not None:
+            raise _invalid(f"{where}offset[{j}]: range [{off[j]}, {int(off[j]) + int(length[j])})"
+                           f" is beyond the size of device {dev.alias!r} ({int(size)} bytes)")
+        if (j := first(dl > MAX_DEADLINE_US)) is not None:
+            raise _invalid(f"{where}deadline_us[{j}]: {dl[j]} exceeds 1 hour "
+                           f"({MAX_DEADLINE_US} µs); 0 means the device default")
+        if (j := first(ids > _I64_MAX)) is not None:
+            raise _invalid(f"{where}request_id[{j}]: {ids[j]} must be below 2^63 in columns")
+        idl = ids.tolist()
+        idset = set(idl)
+        asked = seen.setdefault(dev.alias, set())
+        if len(idset) != n or not idset.isdisjoint(asked):
+            j = next(j for j, rid in enumerate(idl)
+                     if rid in asked or idl.index(rid) != j)
+            raise _invalid(f"{where}request_id[{j}]: {idl[j]} appears twice in the batch")
+        asked |= idset
+        busy = idset & self.core.state(dev.alias).tracker.pending_ids()
+        busy -= completing.get(dev.alias, set())
+        if busy:
+            j = next(j for j, rid in enumerate(idl) if rid in busy)
+            raise _invalid(f"{where}request_id[{j}]: {idl[j]} is already pending on "
+                           f"device {dev.alias!r}")
+        deadlines = (np.full(n, dl[0], np.float64) if nd == 1 and n
+                     else dl.astype(np.float64))
+        cols = (op - 1, off.astype(np.int64), length.astype(np.int64), deadlines,
+                ids.astype(np.int64))
+        return dev.alias, cols
 
     def AdmitStream(self, request_iterator: Iterable[mittd_pb2.AdmitBatch],
                     context: grpc.ServicerContext) -> Iterator[mittd_pb2.AdmitBatchReply]:

@@ -39,11 +39,12 @@ def cmd_describe(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
-    print(f"{'model':<16}{'layers':>7}{'max kernel':>12}{'weights':>12}{'operations':>13}")
-    print(f"{d['model']:<16}{d['layers']:>7}{d['max_kernel']:>12}{d['weights']:>12,}"
+    w = max(16, len(d["model"]) + 2)
+    print(f"{'model':<{w}}{'layers':>7}{'max kernel':>12}{'weights':>12}{'operations':>13}")
+    print(f"{d['model']:<{w}}{d['layers']:>7}{d['max_kernel']:>12}{d['weights']:>12,}"
           f"{d['ops']:>13,}")
     if paper:
-        print(f"{'(seed 000)':<16}{paper[0]:>7}{paper[1]:>12}{paper[2]:>12,}{paper[3]:>13,}")
+        print(f"{'(seed 000)':<{w}}{paper[0]:>7}{paper[1]:>12}{paper[2]:>12,}{paper[3]:>13,}")
     print(f"input {d['input_dim']} features, output {d['output_dim']} logits ({d['head']} "
           "head); operations = 2 per kernel weight + biases and joins")
     if bundle is not None:
@@ -81,14 +82,30 @@ def cmd_bench_predictor(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench_daemon(args: argparse.Namespace) -> int:
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 1,4, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"counts must be >= 1, got {text!r}")
+    return values
+
+
+def cmd_bench_rpc(args: argparse.Namespace) -> int:
     from mittd.daemon import bench as dbench
 
-    r = dbench.run(calls=args.calls, clients=args.clients, batches=args.batches,
-                   batch=args.batch)
+    if args.bundle and not Path(args.bundle).is_file():
+        raise BundleError(f"{args.bundle}: no such bundle")
+    say = (lambda _m: None) if args.quiet else (lambda m: print(m, flush=True))
+    r = dbench.run(bundle=args.bundle, model=args.model, sparsity=args.sparsity,
+                   method=args.method, calls=args.calls, rounds=args.rounds,
+                   clients=args.clients, batch=args.batch, batches=args.batches,
+                   workers=args.workers, deadline_us=args.deadline_us, directory=args.dir,
+                   say=say)
     print(dbench.render(r))
     if args.json:
-        Path(args.json).write_text(json.dumps(r, indent=1))
+        Path(args.json).write_text(json.dumps(r, indent=1, default=str))
     return 0
 
 
@@ -144,13 +161,32 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_bench_predictor)
 
     d = bsub.add_parser(
-        "daemon", help="gRPC cost of an admission check vs an echo; stream throughput",
-        description="Run an in-process daemon on a synthetic pruned bundle and measure, side "
-        "by side, the per-call latency of Echo (the gRPC floor) and Admit over a Unix "
-        "socket, then AdmitStream decisions/s from concurrent clients.")
-    d.add_argument("--calls", type=int, default=5000, help="timed unary calls of each kind")
-    d.add_argument("--clients", type=int, default=2, help="concurrent stream clients")
-    d.add_argument("--batch", type=int, default=512, help="requests per stream batch")
-    d.add_argument("--batches", type=int, default=200, help="batches per stream client")
+        "rpc", help="gRPC cost of Admit, Read and AdmitStream next to an Echo",
+        description="Start a daemon (mittd serve, own process, Unix socket) on a pruned "
+        "bundle and a 64 MiB file-backed device, then measure side by side from separate "
+        "client processes: Echo (a no-op with Admit's message sizes: the gRPC floor), "
+        "Admit unary, Read proxy (admission + a 4 KiB O_DIRECT read) and AdmitStream "
+        "(column batches, and one-message-per-IO batches), with 1 and several concurrent "
+        "clients: p50/p99 per call (per batch for streams) and decisions/s.")
+    d.add_argument("--bundle", metavar="B.mittd",
+                   help="model bundle to serve (default: a synthetic one, see --model)")
+    d.add_argument("--model", choices=["precise_linear", "good_custom"],
+                   default="precise_linear", help="synthetic model when no --bundle")
+    d.add_argument("--sparsity", type=float, default=0.98, help="synthetic sparsity (0.98)")
+    d.add_argument("--method", choices=["magnitude", "simd", "node"], default="node",
+                   help="synthetic pruning pattern (node)")
+    d.add_argument("--clients", type=_int_list, default=(1, 4),
+                   help="concurrent client processes to measure, e.g. 1,4 (default)")
+    d.add_argument("--calls", type=int, default=2000,
+                   help="timed unary calls per client, kind and round (2000)")
+    d.add_argument("--rounds", type=int, default=3,
+                   help="interleaved rounds of echo/admit/read (3)")
+    d.add_argument("--batch", type=int, default=1024, help="IOs per stream batch (1024)")
+    d.add_argument("--batches", type=int, default=300, help="batches per stream client (300)")
+    d.add_argument("--workers", type=int, default=4, help="daemon RPC worker threads (4)")
+    d.add_argument("--deadline-us", type=int, default=0,
+                   help="deadline sent with every IO (0: the model's first threshold)")
+    d.add_argument("--dir", help="where to put the device file (default: the temp dir)")
     d.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    d.set_defaults(func=cmd_bench_daemon)
+    d.add_argument("--quiet", action="store_true", help="no progress lines")
+    d.set_defaults(func=cmd_bench_rpc)

@@ -35,6 +35,7 @@ Not thread-safe: one tracker per device, driven by one thread (or under a lock).
 from __future__ import annotations
 
 import math
+from collections.abc import KeysView
 
 import numba
 import numpy as np
@@ -183,6 +184,19 @@ def t_complete(pend, free, meta, hist, slot, ts, latency, has_latency, timeout):
 
 
 @numba.njit(cache=True)
+def t_complete_many(pend, free, meta, hist, slots, ts, latency, timeout, known):  # pragma: no cover
+    """t_complete for each slot (NIL: unknown id); a NaN/inf latency means ts - issue."""
+    for i in range(slots.shape[0]):
+        s = slots[i]
+        if s == NIL:
+            known[i] = False
+            continue
+        lat = latency[i]
+        has = np.isfinite(lat)
+        known[i] = t_complete(pend, free, meta, hist, s, ts, lat if has else 0.0, has, timeout)
+
+
+@numba.njit(cache=True)
 def t_discard(pend, free, meta, slot):  # pragma: no cover - numba
     """Remove a request without history (its id was reused by a new issue)."""
     _unlink(pend, free, meta, slot)
@@ -292,6 +306,37 @@ class PendingTracker:
             float(latency_us) if has else 0.0, has, self._timeout,
         )
 
+    def withdraw(self, req_id: int) -> bool:
+        """Remove a pending request that never reached the device (a rejected IO of a
+        burst, see ``AdmissionCore.admit_burst``): no history, and not counted as
+        completed, expired or dropped. False for an unknown id."""
+        slot = self._slots.pop(req_id, None)
+        if slot is None:
+            return False
+        _unlink(self.pend, self.free, self.meta, slot)
+        return True
+
+    def adopt(self, ids: list[int], slots: list[int], removed: list[int]) -> None:
+        """Update the id -> slot map after a numba kernel issued ``ids`` into ``slots``
+        and expired or dropped the ``removed`` ids (``mittd.predictor.burst``).
+        The ``ids`` must be unique and not pending before."""
+        s = self._slots
+        s.update(zip(ids, slots, strict=True))
+        for rid in removed:
+            del s[rid]
+
+    def complete_many(self, req_ids: list[int], ts_us: int,
+                      latencies_us: np.ndarray) -> np.ndarray:
+        """:meth:`complete` for many ids at one time, in order, in one kernel call;
+        returns a bool array: which ids were known (and not expired)."""
+        pop = self._slots.pop
+        n = len(req_ids)
+        slots = np.fromiter((pop(r, NIL) for r in req_ids), np.int64, n)
+        known = np.empty(n, np.bool_)
+        t_complete_many(self.pend, self.free, self.meta, self.hist, slots, int(ts_us),
+                        np.asarray(latencies_us, np.float64), self._timeout, known)
+        return known
+
     def expire(self, now_us: int) -> int:
         """Drop requests pending >= timeout_us at ``now_us``; returns how many."""
         n = t_expire(self.pend, self.free, self.meta, self.removed, now_us, self._timeout)
@@ -314,6 +359,10 @@ class PendingTracker:
 
     def __contains__(self, req_id: object) -> bool:
         return req_id in self._slots
+
+    def pending_ids(self) -> KeysView[int]:
+        """A live view of the pending request ids (set operations at C speed)."""
+        return self._slots.keys()
 
     def pending_offsets(self, k: int) -> np.ndarray:
         """Byte offsets of the k most recently issued pending requests, most recent first."""

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0bmittd.proto\x12\x08mittd.v1\"\x81\x01\n\x0c\x41\x64mitRequest\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x18\n\x02op\x18\x02 \x01(\x0e\x32\x0c.mittd.v1.Op\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0e\n\x06length\x18\x04 \x01(\r\x12\x13\n\x0b\x64\x65\x61\x64line_us\x18\x05 \x01(\x04\x12\x12\n\nrequest_id\x18\x06 \x01(\x04\"\x99\x01\n\nAdmitReply\x12$\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x12.mittd.v1.Decision\x12\x0e\n\x06p_slow\x18\x02 \x01(\x02\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x17\n\x0fthreshold_index\x18\x04 \x01(\r\x12\x11\n\tfail_open\x18\x05 \x01(\x08\x12\x12\n\nrequest_id\x18\x06 \x01(\x04\"I\n\x0f\x43ompleteRequest\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\x04\x12\x12\n\nlatency_us\x18\x03 \x01(\x01\"\x1e\n\rCompleteReply\x12\r\n\x05known\x18\x01 \x01(\x08\"f\n\nAdmitBatch\x12(\n\x08requests\x18\x01 \x03(\x0b\x32\x16.mittd.v1.AdmitRequest\x12.\n\x0b\x63ompletions\x18\x02 \x03(\x0b\x32\x19.mittd.v1.CompleteRequest\"8\n\x0f\x41\x64mitBatchReply\x12%\n\x07replies\x18\x01 \x03(\x0b\x32\x14.mittd.v1.AdmitReply\"f\n\x0bReadRequest\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0e\n\x06length\x18\x03 \x01(\r\x12\x13\n\x0b\x64\x65\x61\x64line_us\x18\x04 \x01(\x04\x12\x12\n\nrequest_id\x18\x05 \x01(\x04\"D\n\tReadReply\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x12\n\nlatency_us\x18\x02 \x01(\x01\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"6\n\x0b\x45\x63hoRequest\x12\'\n\x07request\x18\x01 \x01(\x0b\x32\x16.mittd.v1.AdmitRequest\"0\n\tEchoReply\x12#\n\x05reply\x18\x01 \x01(\x0b\x32\x14.mittd.v1.AdmitReply*3\n\x02Op\x12\x12\n\x0eOP_UNSPECIFIED\x10\x00\x12\x0b\n\x07OP_READ\x10\x01\x12\x0c\n\x08OP_WRITE\x10\x02*:\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\t\n\x05\x41\x44MIT\x10\x01\x12\t\n\x05\x45\x42USY\x10\x02\x32\xaa\x02\n\x05Mittd\x12\x35\n\x05\x41\x64mit\x12\x16.mittd.v1.AdmitRequest\x1a\x14.mittd.v1.AdmitReply\x12>\n\x08\x43omplete\x12\x19.mittd.v1.CompleteRequest\x1a\x17.mittd.v1.CompleteReply\x12\x42\n\x0b\x41\x64mitStream\x12\x14.mittd.v1.AdmitBatch\x1a\x19.mittd.v1.AdmitBatchReply(\x01\x30\x01\x12\x32\n\x04Read\x12\x15.mittd.v1.ReadRequest\x1a\x13.mittd.v1.ReadReply\x12\x32\n\x04\x45\x63ho\x12\x15.mittd.v1.EchoRequest\x1a\x13.mittd.v1.EchoReplyBK\n\x0bio.mittd.v1B\nMittdProtoH\x01P\x01Z,github.com/mittd/mittd/proto/mittdv1;mittdv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0bmittd.proto\x12\x08mittd.v1\"\x81\x01\n\x0c\x41\x64mitRequest\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x18\n\x02op\x18\x02 \x01(\x0e\x32\x0c.mittd.v1.Op\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0e\n\x06length\x18\x04 \x01(\r\x12\x13\n\x0b\x64\x65\x61\x64line_us\x18\x05 \x01(\x04\x12\x12\n\nrequest_id\x18\x06 \x01(\x04\"\x99\x01\n\nAdmitReply\x12$\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x12.mittd.v1.Decision\x12\x0e\n\x06p_slow\x18\x02 \x01(\x02\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x17\n\x0fthreshold_index\x18\x04 \x01(\r\x12\x11\n\tfail_open\x18\x05 \x01(\x08\x12\x12\n\nrequest_id\x18\x06 \x01(\x04\"I\n\x0f\x43ompleteRequest\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\x04\x12\x12\n\nlatency_us\x18\x03 \x01(\x01\"\x1e\n\rCompleteReply\x12\r\n\x05known\x18\x01 \x01(\x08\"\xc6\x01\n\nAdmitBatch\x12(\n\x08requests\x18\x01 \x03(\x0b\x32\x16.mittd.v1.AdmitRequest\x12.\n\x0b\x63ompletions\x18\x02 \x03(\x0b\x32\x19.mittd.v1.CompleteRequest\x12\'\n\x07\x63olumns\x18\x03 \x03(\x0b\x32\x16.mittd.v1.AdmitColumns\x12\x35\n\x12\x63ompletion_columns\x18\x04 \x03(\x0b\x32\x19.mittd.v1.CompleteColumns\"\x81\x01\n\x0c\x41\x64mitColumns\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x18\n\x02op\x18\x02 \x03(\x0e\x32\x0c.mittd.v1.Op\x12\x0e\n\x06offset\x18\x03 \x03(\x04\x12\x0e\n\x06length\x18\x04 \x03(\r\x12\x13\n\x0b\x64\x65\x61\x64line_us\x18\x05 \x03(\x04\x12\x12\n\nrequest_id\x18\x06 \x03(\x04\"I\n\x0f\x43ompleteColumns\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x03(\x04\x12\x12\n\nlatency_us\x18\x03 \x03(\x01\"\x9c\x01\n\x11\x41\x64mitColumnsReply\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12$\n\x08\x64\x65\x63ision\x18\x02 \x03(\x0e\x32\x12.mittd.v1.Decision\x12\x0e\n\x06p_slow\x18\x03 \x03(\x02\x12\x17\n\x0fthreshold_index\x18\x04 \x03(\r\x12\x11\n\tfail_open\x18\x05 \x03(\x08\x12\x15\n\rmodel_version\x18\x06 \x01(\t\"f\n\x0f\x41\x64mitBatchReply\x12%\n\x07replies\x18\x01 \x03(\x0b\x32\x14.mittd.v1.AdmitReply\x12,\n\x07\x63olumns\x18\x02 \x03(\x0b\x32\x1b.mittd.v1.AdmitColumnsReply\"f\n\x0bReadRequest\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0e\n\x06length\x18\x03 \x01(\r\x12\x13\n\x0b\x64\x65\x61\x64line_us\x18\x04 \x01(\x04\x12\x12\n\nrequest_id\x18\x05 \x01(\x04\"D\n\tReadReply\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x12\n\nlatency_us\x18\x02 \x01(\x01\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"6\n\x0b\x45\x63hoRequest\x12\'\n\x07request\x18\x01 \x01(\x0b\x32\x16.mittd.v1.AdmitRequest\"0\n\tEchoReply\x12#\n\x05reply\x18\x01 \x01(\x0b\x32\x14.mittd.v1.AdmitReply*3\n\x02Op\x12\x12\n\x0eOP_UNSPECIFIED\x10\x00\x12\x0b\n\x07OP_READ\x10\x01\x12\x0c\n\x08OP_WRITE\x10\x02*:\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\t\n\x05\x41\x44MIT\x10\x01\x12\t\n\x05\x45\x42USY\x10\x02\x32\xaa\x02\n\x05Mittd\x12\x35\n\x05\x41\x64mit\x12\x16.mittd.v1.AdmitRequest\x1a\x14.mittd.v1.AdmitReply\x12>\n\x08\x43omplete\x12\x19.mittd.v1.CompleteRequest\x1a\x17.mittd.v1.CompleteReply\x12\x42\n\x0b\x41\x64mitStream\x12\x14.mittd.v1.AdmitBatch\x1a\x19.mittd.v1.AdmitBatchReply(\x01\x30\x01\x12\x32\n\x04Read\x12\x15.mittd.v1.ReadRequest\x1a\x13.mittd.v1.ReadReply\x12\x32\n\x04\x45\x63ho\x12\x15.mittd.v1.EchoRequest\x1a\x13.mittd.v1.EchoReplyBK\n\x0bio.mittd.v1B\nMittdProtoH\x01P\x01Z,github.com/mittd/mittd/proto/mittdv1;mittdv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,10 +32,10 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mittd_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\013io.mittd.v1B\nMittdProtoH\001P\001Z,github.com/mittd/mittd/proto/mittdv1;mittdv1'
-  _globals['_OP']._serialized_start=862
-  _globals['_OP']._serialized_end=913
-  _globals['_DECISION']._serialized_start=915
-  _globals['_DECISION']._serialized_end=973
+  _globals['_OP']._serialized_start=1371
+  _globals['_OP']._serialized_end=1422
+  _globals['_DECISION']._serialized_start=1424
+  _globals['_DECISION']._serialized_end=1482
   _globals['_ADMITREQUEST']._serialized_start=26
   _globals['_ADMITREQUEST']._serialized_end=155
   _globals['_ADMITREPLY']._serialized_start=158
@@ -44,18 +44,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMPLETEREQUEST']._serialized_end=386
   _globals['_COMPLETEREPLY']._serialized_start=388
   _globals['_COMPLETEREPLY']._serialized_end=418
-  _globals['_ADMITBATCH']._serialized_start=420
-  _globals['_ADMITBATCH']._serialized_end=522
-  _globals['_ADMITBATCHREPLY']._serialized_start=524
-  _globals['_ADMITBATCHREPLY']._serialized_end=580
-  _globals['_READREQUEST']._serialized_start=582
-  _globals['_READREQUEST']._serialized_end=684
-  _globals['_READREPLY']._serialized_start=686
-  _globals['_READREPLY']._serialized_end=754
-  _globals['_ECHOREQUEST']._serialized_start=756
-  _globals['_ECHOREQUEST']._serialized_end=810
-  _globals['_ECHOREPLY']._serialized_start=812
-  _globals['_ECHOREPLY']._serialized_end=860
-  _globals['_MITTD']._serialized_start=976
-  _globals['_MITTD']._serialized_end=1274
+  _globals['_ADMITBATCH']._serialized_start=421
+  _globals['_ADMITBATCH']._serialized_end=619
+  _globals['_ADMITCOLUMNS']._serialized_start=622
+  _globals['_ADMITCOLUMNS']._serialized_end=751
+  _globals['_COMPLETECOLUMNS']._serialized_start=753
+  _globals['_COMPLETECOLUMNS']._serialized_end=826
+  _globals['_ADMITCOLUMNSREPLY']._serialized_start=829
+  _globals['_ADMITCOLUMNSREPLY']._serialized_end=985
+  _globals['_ADMITBATCHREPLY']._serialized_start=987
+  _globals['_ADMITBATCHREPLY']._serialized_end=1089
+  _globals['_READREQUEST']._serialized_start=1091
+  _globals['_READREQUEST']._serialized_end=1193
+  _globals['_READREPLY']._serialized_start=1195
+  _globals['_READREPLY']._serialized_end=1263
+  _globals['_ECHOREQUEST']._serialized_start=1265
+  _globals['_ECHOREQUEST']._serialized_end=1319
+  _globals['_ECHOREPLY']._serialized_start=1321
+  _globals['_ECHOREPLY']._serialized_end=1369
+  _globals['_MITTD']._serialized_start=1485
+  _globals['_MITTD']._serialized_end=1783
 # @@protoc_insertion_point(module_scope)

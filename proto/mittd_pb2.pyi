@@ -74,18 +74,66 @@ class CompleteReply(_message.Message):
     def __init__(self, known: _Optional[bool] = ...) -> None: ...
 
 class AdmitBatch(_message.Message):
-    __slots__ = ("requests", "completions")
+    __slots__ = ("requests", "completions", "columns", "completion_columns")
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
     COMPLETIONS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_COLUMNS_FIELD_NUMBER: _ClassVar[int]
     requests: _containers.RepeatedCompositeFieldContainer[AdmitRequest]
     completions: _containers.RepeatedCompositeFieldContainer[CompleteRequest]
-    def __init__(self, requests: _Optional[_Iterable[_Union[AdmitRequest, _Mapping]]] = ..., completions: _Optional[_Iterable[_Union[CompleteRequest, _Mapping]]] = ...) -> None: ...
+    columns: _containers.RepeatedCompositeFieldContainer[AdmitColumns]
+    completion_columns: _containers.RepeatedCompositeFieldContainer[CompleteColumns]
+    def __init__(self, requests: _Optional[_Iterable[_Union[AdmitRequest, _Mapping]]] = ..., completions: _Optional[_Iterable[_Union[CompleteRequest, _Mapping]]] = ..., columns: _Optional[_Iterable[_Union[AdmitColumns, _Mapping]]] = ..., completion_columns: _Optional[_Iterable[_Union[CompleteColumns, _Mapping]]] = ...) -> None: ...
+
+class AdmitColumns(_message.Message):
+    __slots__ = ("device", "op", "offset", "length", "deadline_us", "request_id")
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_US_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    device: str
+    op: _containers.RepeatedScalarFieldContainer[Op]
+    offset: _containers.RepeatedScalarFieldContainer[int]
+    length: _containers.RepeatedScalarFieldContainer[int]
+    deadline_us: _containers.RepeatedScalarFieldContainer[int]
+    request_id: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, device: _Optional[str] = ..., op: _Optional[_Iterable[_Union[Op, str]]] = ..., offset: _Optional[_Iterable[int]] = ..., length: _Optional[_Iterable[int]] = ..., deadline_us: _Optional[_Iterable[int]] = ..., request_id: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class CompleteColumns(_message.Message):
+    __slots__ = ("device", "request_id", "latency_us")
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_US_FIELD_NUMBER: _ClassVar[int]
+    device: str
+    request_id: _containers.RepeatedScalarFieldContainer[int]
+    latency_us: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, device: _Optional[str] = ..., request_id: _Optional[_Iterable[int]] = ..., latency_us: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class AdmitColumnsReply(_message.Message):
+    __slots__ = ("device", "decision", "p_slow", "threshold_index", "fail_open", "model_version")
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    P_SLOW_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_INDEX_FIELD_NUMBER: _ClassVar[int]
+    FAIL_OPEN_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    device: str
+    decision: _containers.RepeatedScalarFieldContainer[Decision]
+    p_slow: _containers.RepeatedScalarFieldContainer[float]
+    threshold_index: _containers.RepeatedScalarFieldContainer[int]
+    fail_open: _containers.RepeatedScalarFieldContainer[bool]
+    model_version: str
+    def __init__(self, device: _Optional[str] = ..., decision: _Optional[_Iterable[_Union[Decision, str]]] = ..., p_slow: _Optional[_Iterable[float]] = ..., threshold_index: _Optional[_Iterable[int]] = ..., fail_open: _Optional[_Iterable[bool]] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class AdmitBatchReply(_message.Message):
-    __slots__ = ("replies",)
+    __slots__ = ("replies", "columns")
     REPLIES_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     replies: _containers.RepeatedCompositeFieldContainer[AdmitReply]
-    def __init__(self, replies: _Optional[_Iterable[_Union[AdmitReply, _Mapping]]] = ...) -> None: ...
+    columns: _containers.RepeatedCompositeFieldContainer[AdmitColumnsReply]
+    def __init__(self, replies: _Optional[_Iterable[_Union[AdmitReply, _Mapping]]] = ..., columns: _Optional[_Iterable[_Union[AdmitColumnsReply, _Mapping]]] = ...) -> None: ...
 
 class ReadRequest(_message.Message):
     __slots__ = ("device", "offset", "length", "deadline_us", "request_id")

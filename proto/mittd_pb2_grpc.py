@@ -91,10 +91,15 @@ class MittdServicer:
 
     def AdmitStream(self, request_iterator, context):
         """High-rate bidirectional stream. Each AdmitBatch carries admission requests
-        and completions; the daemon applies the completions of a batch first,
-        then decides its requests in order, and answers each batch with exactly
-        one AdmitBatchReply whose replies are in the same order as the batch's
-        requests. Batches are answered in the order they were sent.
+        and completions, as messages and/or as columns; the daemon applies the
+        batch's completions first, then decides its requests (messages in order,
+        one at a time, exactly as Admit; then each AdmitColumns block as a burst,
+        see AdmitColumns), and answers each batch with exactly one
+        AdmitBatchReply: replies in the order of the batch's requests, and one
+        AdmitColumnsReply per AdmitColumns block, in order. Batches are answered in
+        the order they were sent. A malformed item aborts the stream with
+        INVALID_ARGUMENT (or NOT_FOUND) naming batch[i] and the item; the failing
+        batch has no effect, replies already sent stand.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

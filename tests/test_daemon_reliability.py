@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 
-from mittd.daemon.client import Client, MittdBusy, ReplicaSet
+from mittd.daemon.client import Client, MittdBusy, ReplicaSet, columns_batch
 from mittd.predictor.bundle import load_bundle, save_bundle
 from mittd.predictor.synthetic import synthetic_bundle
 from mittd.proto import mittd_pb2, mittd_pb2_grpc
@@ -173,10 +174,10 @@ def test_client_drops_mid_stream(spawn, model: Path) -> None:  # type: ignore[no
     assert m.proc.poll() is None
 
 
-# 1,000,000 admissions (977 batches of 1,024), ~244x the pending tracker's
-# capacity, completions sent for half of them; ~30k admissions/s on a 2-core box,
-# so ~34 s. The stream also stops sending after LOAD_S seconds (a slower or busy
-# machine), and then must still have carried at least MIN_LOAD admissions.
+# 1,000,000 admissions (977 batches of 1,024, as AdmitColumns: the high-rate
+# path), ~244x the pending tracker's capacity, completions sent for half of them;
+# a few seconds at 200k+/s. The stream also stops sending after LOAD_S seconds (a
+# slower or busy machine), and then must still have carried at least MIN_LOAD.
 N_LOAD = 1_000_448
 LOAD_S = 42.0
 MIN_LOAD = 200_000
@@ -190,24 +191,22 @@ def test_load_with_missing_completions(spawn, model: Path) -> None:  # type: ign
     pending: list[float] = []
 
     t0 = time.monotonic()
+    offsets = (np.arange(BATCH) * 7919 % 256) * 4096  # the device is 1 MiB
 
     def batches() -> Iterator[mittd_pb2.AdmitBatch]:
         for b in range(n_batches):
             if time.monotonic() - t0 > LOAD_S:
                 return
-            base = 1 + b * BATCH
+            ids = 1 + b * BATCH + np.arange(BATCH)
             # complete the even ids of the previous batch: half never complete
-            done = [mittd_pb2.CompleteRequest(device="d0", request_id=base - BATCH + i,
-                                              latency_us=100.0)
-                    for i in range(0, BATCH, 2)] if b else []
-            yield mittd_pb2.AdmitBatch(requests=[_req(base + i) for i in range(BATCH)],
-                                       completions=done)
+            done = (ids[::2] - BATCH, np.full(BATCH // 2, 100.0)) if b else None
+            yield columns_batch("d0", offsets, 4096, ids, 500, completed=done)
 
     got = 0
     with grpc.insecure_channel(f"unix:{m.sock}") as ch:
         stub = mittd_pb2_grpc.MittdStub(ch)
         for i, reply in enumerate(stub.AdmitStream(batches(), timeout=LOAD_S + 15)):
-            assert len(reply.replies) == BATCH
+            assert len(reply.columns[0].decision) == BATCH
             got += BATCH
             if i + 1 == n_batches // 10:
                 rss["first"] = m.rss_kib()

@@ -1,0 +1,212 @@
+"""The burst path (AdmitStream columns): featurise many IOs in one kernel call,
+decide them with one batched model run, withdraw the rejected; batched completions;
+the core's histograms and their Prometheus form."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from mittd.daemon.admission import AdmissionCore, DeviceState
+from mittd.daemon.histogram import Histogram
+from mittd.daemon.metrics import CoreCollector
+from mittd.predictor.burst import encode_burst
+from mittd.predictor.features import HeimdallFeaturiser, LBAFeaturiser, LinnOSFeaturiser
+from mittd.predictor.synthetic import synthetic_bundle
+
+N = 64
+
+
+@pytest.fixture(scope="module")
+def bundle():  # type: ignore[no-untyped-def]
+    return synthetic_bundle("precise_linear", 0.95, "node")
+
+
+def core(bundle, p=None, budget=1e9) -> AdmissionCore:  # type: ignore[no-untyped-def]
+    return AdmissionCore({"d": DeviceState.from_bundle(bundle, "auto", None, p)},
+                         predict_budget_us=budget)
+
+
+def ios(n: int = N, seed: int = 0, base: int = 0) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(seed)
+    return (rng.integers(0, 2, n), rng.integers(0, 1 << 22, n) * 4096,
+            rng.choice([4096, 16384], n), np.zeros(n), base + np.arange(1, n + 1))
+
+
+def heimdall() -> HeimdallFeaturiser:
+    f = HeimdallFeaturiser()
+    rng = np.random.default_rng(1)
+    return f.fit_raw(rng.random((50, f.dim)) * 1000)
+
+
+class _Slow(LBAFeaturiser):
+    """A subclass: encode_burst must take the one-by-one fallback for it."""
+
+
+@pytest.mark.parametrize("make", [LBAFeaturiser, LinnOSFeaturiser, heimdall])
+def test_burst_kernel_equals_encode_then_issue_one_by_one(make) -> None:  # type: ignore[no-untyped-def]
+    f = make()
+    fast, slow = f.make_tracker(), f.make_tracker()
+    for i in range(30):  # some history and pending requests first
+        off = (i * 7919 % 1000) * 4096
+        for t in (fast, slow):
+            t.issue(1000 + i, i * 10, off, 4096, i % 2)
+            if i % 3 == 0:
+                t.complete(1000 + i, i * 10 + 5, 40.0 + i)
+    op, off, size, _, ids = ios(40)
+    x_fast = np.zeros((40, f.dim), np.float32)
+    encode_burst(f, fast, 400, ids, off, size, op, x_fast)
+    x_slow = np.zeros((40, f.dim), np.float32)
+    slow.expire(400)
+    for j in range(40):
+        f.encode_live(slow, int(off[j]), int(size[j]), int(op[j]), x_slow[j])
+        slow.issue(int(ids[j]), 400, int(off[j]), int(size[j]), int(op[j]))
+    assert np.array_equal(x_fast, x_slow)
+    assert np.array_equal(fast.pend, slow.pend) and np.array_equal(fast.meta, slow.meta)
+    assert set(fast.pending_ids()) == set(slow.pending_ids())
+
+
+def test_fallback_for_unknown_featuriser_classes_matches_the_kernel() -> None:
+    a, b = LBAFeaturiser(), _Slow()
+    ta, tb = a.make_tracker(), b.make_tracker()
+    op, off, size, _, ids = ios(N)
+    xa, xb = np.zeros((N, a.dim), np.float32), np.zeros((N, b.dim), np.float32)
+    encode_burst(a, ta, 10, ids, off, size, op, xa)
+    encode_burst(b, tb, 10, ids, off, size, op, xb)
+    assert np.array_equal(xa, xb) and np.array_equal(ta.pend, tb.pend)
+
+
+def test_burst_with_every_io_admitted_equals_admit_one_by_one(bundle) -> None:  # type: ignore[no-untyped-def]
+    burst, single = core(bundle, p=1.0), core(bundle, p=1.0)
+    op, off, size, dl, ids = ios()
+    d = burst.admit_burst("d", op, off, size, dl, ids, 500)
+    ref = [single.admit("d", int(o), int(f), int(s), 0.0, int(i), 500)
+           for o, f, s, i in zip(op, off, size, ids, strict=True)]
+    assert d.admit.all() and all(r.admit for r in ref)
+    np.testing.assert_allclose(d.p_slow, [r.p_slow for r in ref], rtol=1e-4, atol=1e-6)
+    a, b = burst.state("d").tracker, single.state("d").tracker
+    assert np.array_equal(a.pend, b.pend) and set(a.pending_ids()) == set(b.pending_ids())
+    assert burst.stats()["d"]["admitted"] == N
+
+
+def test_rejected_ios_are_withdrawn_and_counted(bundle) -> None:  # type: ignore[no-untyped-def]
+    c = core(bundle, p=0.0)  # P(slow) > 0: every prediction rejects
+    op, off, size, dl, ids = ios()
+    d = c.admit_burst("d", op, off, size, dl, ids, 500)
+    assert not d.admit.any() and not d.fail_open.any()
+    st = c.stats()["d"]
+    assert st["rejected"] == N and st["admitted"] == 0 and st["pending"] == 0
+    t = c.state("d").tracker
+    assert t.stats()["dropped"] == 0 and len(t.pending_ids()) == 0
+    assert st["predict_ns"]["count"] == N
+
+
+def test_mixed_decisions_leave_exactly_the_admitted_pending(bundle) -> None:  # type: ignore[no-untyped-def]
+    c = core(bundle)
+    op, off, size, dl, ids = ios(256)
+    d = c.admit_burst("d", op, off, size, dl, ids, 500)
+    assert set(c.state("d").tracker.pending_ids()) == set(ids[d.admit].tolist())
+    assert set(c.state("d").deadlines) == set(ids[d.admit].tolist())
+
+
+def test_deadline_beyond_the_model_admits_without_prediction(bundle) -> None:  # type: ignore[no-untyped-def]
+    c = core(bundle, p=0.0)
+    op, off, size, _, ids = ios(8)
+    dl = np.full(8, 3_600_000_000.0)
+    dl[:4] = 0  # the default: the first threshold, judged (and rejected)
+    d = c.admit_burst("d", op, off, size, dl, ids, 1)
+    assert list(d.admit) == [False] * 4 + [True] * 4
+    assert np.isnan(d.p_slow[4:]).all() and (d.threshold_index[4:] == -1).all()
+    assert c.stats()["d"]["beyond_model"] == 4
+
+
+def test_a_predictor_fault_admits_the_whole_burst(bundle) -> None:  # type: ignore[no-untyped-def]
+    c = core(bundle, p=0.0)
+    def boom(x: np.ndarray) -> np.ndarray:
+        raise RuntimeError("engine down")
+    c.state("d").engine.logits = boom  # type: ignore[method-assign]
+    op, off, size, dl, ids = ios(16)
+    d = c.admit_burst("d", op, off, size, dl, ids, 1)
+    assert d.admit.all() and d.fail_open.all() and np.isnan(d.p_slow).all()
+    st = c.stats()["d"]
+    assert st["fail_open"] == 16 and st["pending"] == 16
+
+
+def test_an_overrun_burst_fails_open(bundle) -> None:  # type: ignore[no-untyped-def]
+    c = core(bundle, p=0.0, budget=0.0)  # every burst overruns a zero budget
+    op, off, size, dl, ids = ios(16)
+    d = c.admit_burst("d", op, off, size, dl, ids, 1)
+    assert d.admit.all() and d.fail_open.all()
+    assert c.stats()["d"]["overruns"] == 16
+
+
+def test_bad_bursts_are_refused(bundle) -> None:  # type: ignore[no-untyped-def]
+    c = core(bundle)
+    op, off, size, dl, ids = ios(4)
+    with pytest.raises(ValueError, match="unique"):
+        c.admit_burst("d", op, off, size, dl, np.array([1, 2, 2, 3]), 1)
+    with pytest.raises(ValueError, match="NaN"):
+        c.admit_burst("d", op, off, size, np.array([0, math.nan, 0, 0]), ids, 1)
+    with pytest.raises(ValueError, match="same length"):
+        c.admit_burst("d", op[:3], off, size, dl, ids, 1)
+    assert c.stats()["d"]["pending"] == 0
+
+
+def test_a_pending_id_asked_again_is_replaced(bundle) -> None:  # type: ignore[no-untyped-def]
+    c = core(bundle, p=1.0)
+    op, off, size, dl, ids = ios(4)
+    c.admit_burst("d", op, off, size, dl, ids, 1)
+    c.admit_burst("d", op, off, size, dl, ids, 2)
+    assert c.stats()["d"]["pending"] == 4
+
+
+def test_complete_burst_equals_complete_one_by_one(bundle) -> None:  # type: ignore[no-untyped-def]
+    a, b = core(bundle, p=1.0), core(bundle, p=1.0)
+    op, off, size, _, ids = ios(32)
+    dl = np.full(32, 100.0)
+    dl[:] = 188.0
+    for c in (a, b):
+        c.admit_burst("d", op, off, size, dl, ids, 10)
+    lat = np.linspace(10.0, 400.0, 40)
+    done = np.concatenate([ids, [999_999] * 8])  # 8 unknown ids
+    known = a.complete_burst("d", done, lat, 300)
+    ref = sum(b.complete("d", int(i), float(x), 300) for i, x in zip(done, lat, strict=True))
+    assert known == ref == 32
+    sa, sb = a.stats()["d"], b.stats()["d"]
+    for key in ("completions", "unknown_completions", "slo_violations", "pending"):
+        assert sa[key] == sb[key], key
+    assert sa["slo_violations"] == int(np.sum(lat[:32] > 188.0))
+    assert sa["io_latency_us"] == sb["io_latency_us"]
+    assert np.array_equal(a.state("d").tracker.hist, b.state("d").tracker.hist)
+
+
+def test_histogram_buckets_are_le_bounds() -> None:
+    h = Histogram((10, 100))
+    for v in (5, 10, 11, 100, 101, 1e9):
+        h.observe(v)
+    assert h.counts == [2, 2, 2]
+    g = Histogram((10, 100))
+    g.observe_many(np.array([5, 10, 11, 100, 101, 1e9], np.float64))
+    assert g.counts == h.counts and g.total == h.total
+    with pytest.raises(ValueError):
+        Histogram((10, 5))
+
+
+def test_prometheus_exposes_both_histograms_in_seconds(bundle) -> None:  # type: ignore[no-untyped-def]
+    c = core(bundle, p=1.0)
+    op, off, size, dl, ids = ios(10)
+    c.admit_burst("d", op, off, size, dl, ids, 1)
+    c.admit("d", 0, 4096, 4096, 0.0, 77, 2)
+    c.complete_burst("d", ids[:4], np.array([50.0, 150.0, 250.0, 2500.0]), 3)
+    reg = CollectorRegistry()
+    reg.register(CoreCollector(c.stats))
+    text = generate_latest(reg).decode()
+    assert 'mittd_prediction_seconds_count{device="d"} 11.0' in text
+    assert 'mittd_device_io_latency_seconds_count{device="d"} 4.0' in text
+    assert 'mittd_device_io_latency_seconds_bucket{device="d",le="0.0001"} 1.0' in text
+    assert 'mittd_device_io_latency_seconds_bucket{device="d",le="+Inf"} 4.0' in text
+    assert 'mittd_device_io_latency_seconds_sum{device="d"} 0.00295' in text
+    assert f'sha256="{c.state("d").bundle.sha256}"' in text
