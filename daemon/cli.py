@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from mittd.daemon import check, serve
+from mittd.daemon import check, replay_cli, serve
 from mittd.predictor import cli as predictor_cli
 from mittd.predictor import eie_report
 from mittd.traces import cli as traces_cli
@@ -21,7 +21,8 @@ from mittd.training import cli as training_cli
 
 # Exceptions whose message is a complete, user-facing explanation.
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    TraceError, training_cli.TrainingError, *predictor_cli.USER_ERRORS, *check.USER_ERRORS)
+    TraceError, training_cli.TrainingError, *predictor_cli.USER_ERRORS, *check.USER_ERRORS,
+    *replay_cli.USER_ERRORS)
 
 
 def _version() -> str:
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     eie_report.add_commands(commands)
     check.add_commands(commands)
     serve.add_commands(commands)
+    replay_cli.add_commands(commands)
     training_cli.add_commands(commands)
     return parser
 
