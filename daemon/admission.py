@@ -19,6 +19,13 @@ Per request (:meth:`AdmissionCore.admit`):
    waited, a late "busy" is worth nothing.
 5. Only ADMITTED requests are issued into the tracker: a rejected IO is never
    sent to the device, so it must not appear in the device's pending queue.
+6. Probes (``probe_after = N > 0``): after N predicted rejections in a row on a
+   device, the next IO the model would reject is admitted instead (reason
+   ``"probe"``, counted). A model whose inputs include recent latencies (LinnOS,
+   Heimdall, lba_hist) only learns the device has recovered from completions,
+   and a rejected IO never completes: without probes such a model, once it
+   says "slow", can reject everything forever (seen in replays of our LinnOS
+   model). A probe costs at most one slow IO per N rejections.
 
 Threading: one ``threading.Lock`` per device alias guards the tracker and the
 engine (an engine has one input buffer) and the state swap; devices never wait
@@ -63,6 +70,7 @@ OP_READ, OP_WRITE, OP_OTHER = 0, 1, 2  # the featurisers' op codes
 REASON_PREDICTED = "predicted"
 REASON_BEYOND = "deadline-beyond-model"
 REASON_OVERRUN = "overrun"
+REASON_PROBE = "probe"
 NAN = float("nan")
 
 
@@ -111,15 +119,15 @@ class Counters:
     """
 
     __slots__ = ("admitted", "beyond_model", "completions", "fail_open", "io_latency_us",
-                 "overruns", "predict_ns", "rejected", "slo_violations", "tracker_errors",
-                 "unknown_completions")
-    COUNTS = ("admitted", "beyond_model", "completions", "fail_open", "overruns",
+                 "overruns", "predict_ns", "probes", "rejected", "slo_violations",
+                 "tracker_errors", "unknown_completions")
+    COUNTS = ("admitted", "beyond_model", "completions", "fail_open", "overruns", "probes",
               "rejected", "slo_violations", "tracker_errors", "unknown_completions")
 
     def __init__(self) -> None:
         self.admitted = self.rejected = self.fail_open = self.overruns = 0
         self.completions = self.unknown_completions = self.slo_violations = 0
-        self.beyond_model = self.tracker_errors = 0
+        self.beyond_model = self.tracker_errors = self.probes = 0
         self.predict_ns = Histogram(PREDICT_BUCKETS_NS)
         self.io_latency_us = Histogram(IO_LATENCY_BUCKETS_US)
 
@@ -199,6 +207,7 @@ class DeviceState:
         self.default_deadline_us = d
         self.counters = Counters()
         self.deadlines: OrderedDict[int, float] = OrderedDict()
+        self.reject_run = 0  # predicted rejections in a row (the probe rule)
         self._burst_x = np.zeros((0, self.featuriser.dim), np.float32)
 
     def burst_rows(self, n: int) -> np.ndarray:
@@ -240,7 +249,11 @@ class AdmissionCore:
         predict_budget_us: float = 50.0,
         clock: Callable[[], int] = time.perf_counter_ns,
         fail_open_on_overrun: bool = True,
+        probe_after: int = 0,
     ) -> None:
+        if not isinstance(probe_after, int) or probe_after < 0:
+            raise ValueError(f"probe_after must be an int >= 0, got {probe_after!r}")
+        self.probe_after = probe_after
         self._devices: dict[str, DeviceState] = dict(devices)
         self._locks = {alias: threading.Lock() for alias in self._devices}
         self._budget_ns = float(predict_budget_us) * 1000.0
@@ -314,8 +327,18 @@ class AdmissionCore:
                         late = self.fail_open_on_overrun and not admit
                         d = Decision(admit or late, _sigmoid(m), k, late, REASON_OVERRUN,
                                      st.model_version)
-                    else:
+                    elif admit or not self.probe_after:
+                        st.reject_run = 0
                         d = Decision(admit, _sigmoid(m), k, False, REASON_PREDICTED,
+                                     st.model_version)
+                    elif st.reject_run >= self.probe_after:
+                        st.reject_run = 0
+                        c.probes += 1
+                        d = Decision(True, _sigmoid(m), k, False, REASON_PROBE,
+                                     st.model_version)
+                    else:
+                        st.reject_run += 1
+                        d = Decision(False, _sigmoid(m), k, False, REASON_PREDICTED,
                                      st.model_version)
             if d.admit:
                 c.admitted += 1
@@ -441,6 +464,8 @@ class AdmissionCore:
                     reject[:] = False
             if n:
                 c.predict_ns.observe(elapsed / n, n)
+            if self.probe_after:
+                self._probes(st, reject, beyond | fail)
             for rid in ids[reject].tolist():
                 tracker.withdraw(rid)
             admit = ~reject
@@ -456,6 +481,20 @@ class AdmissionCore:
                 p = (1.0 / (1.0 + np.exp(-margins))).astype(np.float32)
             p[beyond | fail] = np.nan
             return BurstDecisions(admit, p, k.astype(np.int32), fail, st.model_version)
+
+    def _probes(self, st: DeviceState, reject: np.ndarray, skip: np.ndarray) -> None:
+        """The probe rule over a burst, in order (turns some rejections into admissions)."""
+        run, n_after = st.reject_run, self.probe_after
+        for j in np.flatnonzero(~skip).tolist():
+            if not reject[j]:
+                run = 0
+            elif run >= n_after:
+                reject[j] = False
+                st.counters.probes += 1
+                run = 0
+            else:
+                run += 1
+        st.reject_run = run
 
     def complete_burst(self, device: str, request_ids: np.ndarray, latencies_us: np.ndarray,
                        now_us: int) -> int:

@@ -90,6 +90,7 @@ class ServerConfig:
     max_stream_batch: int = 1024
     predict_budget_us: float = 50.0
     workers: int = 4
+    probe_after: int = 32
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,7 @@ class Config:
             "max_stream_batch": s.max_stream_batch,
             "predict_budget_us": s.predict_budget_us,
             "workers": s.workers,
+            "probe_after": s.probe_after,
         }
         devices = {
             a: {"path": str(d.path), "model": str(d.model), "engine": d.engine,
@@ -303,7 +305,8 @@ def _socket_mode(t: _Table) -> int:
 
 SERVER_KEYS = ("unix_socket", "socket_mode", "tcp", "tls", "metrics",
                "max_pending_per_device", "pending_timeout_ms", "max_read_bytes",
-               "max_stream_batch", "predict_budget_us", "workers")
+               "max_stream_batch", "predict_budget_us", "workers",
+               "probe_after")
 TLS_KEYS = ("cert", "key", "client_ca")
 DEVICE_KEYS = ("path", "model", "engine", "slo_us", "decision_threshold", "writable",
                "direct_io", "alignment")
@@ -347,6 +350,7 @@ def _server(raw: Any, base: Path) -> ServerConfig:
         predict_budget_us=_given(t.float_("predict_budget_us", 50.0, 0.0, 1e6,
                                           open_lo=True)),
         workers=t.int_("workers", min(4, os.cpu_count() or 1), 1, 1024),
+        probe_after=t.int_("probe_after", 32, 0, 1_000_000),
     )
 
 

@@ -36,6 +36,9 @@ class CoreCollector(Collector):
         overruns = CounterMetricFamily(
             "mittd_prediction_overruns", "Predictions slower than the budget",
             labels=["device"])
+        probes = CounterMetricFamily(
+            "mittd_probes", "Predicted rejections admitted as probes (probe_after rule)",
+            labels=["device"])
         violations = CounterMetricFamily(
             "mittd_slo_violations", "Admitted requests that completed after their deadline",
             labels=["device"])
@@ -61,6 +64,7 @@ class CoreCollector(Collector):
                 decisions.add_metric([dev, outcome], s.get(key, 0))
             overruns.add_metric([dev], s.get("overruns", 0))
             violations.add_metric([dev], s.get("slo_violations", 0))
+            probes.add_metric([dev], s.get("probes", 0))
             completions.add_metric([dev, "true"], s.get("completions", 0))
             completions.add_metric([dev, "false"], s.get("unknown_completions", 0))
             pending.add_metric([dev], s.get("pending", 0))
@@ -73,7 +77,7 @@ class CoreCollector(Collector):
                 _add_histogram(predict, dev, s["predict_ns"], 1e-9)
             if "io_latency_us" in s:
                 _add_histogram(io, dev, s["io_latency_us"], 1e-6)
-        yield from (decisions, overruns, violations, completions, pending, expired, model,
+        yield from (decisions, overruns, probes, violations, completions, pending, expired, model,
                     predict, io)
 
 

@@ -51,6 +51,11 @@ extra load from failed-over reads is not modelled.
   arrival + ceil(latency)). Own IOs issued at the arrival time come first.
 - The last replica never rejects (the client would otherwise have nowhere to go).
 
+*Probes.* As in the daemon (``server.probe_after``, default 32): after that many
+predicted rejections in a row on a replica, the next one is admitted as a probe,
+so a model fed by latency history cannot lock itself into rejecting everything
+(``--probe-after 0`` turns it off).
+
 *Policies.*
 
 - ``baseline``: no rejection; every read gets its recorded latency.
@@ -115,6 +120,7 @@ __all__ = [
 ]
 
 DEFAULT_FAILOVER_COST_US = 10
+DEFAULT_PROBE_AFTER = 32  # the daemon's default (server.probe_after)
 POLICIES = ("baseline", "models", "hedge", "random", "oracle")
 PRIMARY = "primary"
 CHUNK = 1 << 15  # IOs between progress-bar updates
@@ -457,6 +463,7 @@ def replay_model(
     rep_lat: Sequence[np.ndarray] | None = None,
     record_p_slow: bool = False,
     progress: bool = False,
+    probe_after: int = DEFAULT_PROBE_AFTER,
 ) -> PolicyResult:
     """Drive a fresh AdmissionCore over ``primary`` (see the module docstring)."""
     if not replicas:
@@ -467,7 +474,8 @@ def replay_model(
     k = len(replicas)
     states = make_states(model, k, engine, slo_us, decision_threshold)
     aliases = [PRIMARY] + [f"replica{j}" for j in range(1, k)]
-    core = AdmissionCore(dict(zip(aliases, states, strict=True)), predict_budget_us=math.inf)
+    core = AdmissionCore(dict(zip(aliases, states, strict=True)), predict_budget_us=math.inf,
+                         probe_after=probe_after)
     timeout = states[0].featuriser.timeout_us
     horizon = int(primary.cols.ts[-1]) - primary.t0
     feeds = [_ReplicaFeed(core, aliases[j], replicas[j - 1].stream(primary.t0, horizon), timeout)
@@ -683,11 +691,14 @@ def run_replay(
     seed: int = 0,
     progress: bool = False,
     say: Callable[[str], None] | None = None,
+    probe_after: int = DEFAULT_PROBE_AFTER,
 ) -> Replay:
     """Replay every requested policy; results follow the order of ``policies``
     (``models`` expands to one row per model, in the order given)."""
     if failover_cost_us < 0:
         raise ReplayError(f"--failover-cost-us must be >= 0, got {failover_cost_us}")
+    if probe_after < 0:
+        raise ReplayError(f"--probe-after must be >= 0, got {probe_after}")
     if decision_threshold is not None and not 0.0 <= decision_threshold <= 1.0:
         raise ReplayError(f"--decision-threshold must be in [0, 1], got {decision_threshold}")
     if "models" in policies and not models:
@@ -704,7 +715,8 @@ def run_replay(
                 say(f"replaying {m.name} ({m.bundle.version_id}) over {primary.n:,} IOs")
             done[m.name] = replay_model(
                 primary, reps, m, slo, engine=engine, failover_cost_us=cost,
-                decision_threshold=decision_threshold, rep_lat=rep_lat, progress=progress)
+                decision_threshold=decision_threshold, rep_lat=rep_lat, progress=progress,
+                probe_after=probe_after)
     if "baseline" in policies:
         done["baseline"] = replay_baseline(primary, rep_lat, cost)
     if "hedge" in policies:

@@ -8,6 +8,7 @@ from typing import Any
 
 from mittd.daemon.replay import (
     DEFAULT_FAILOVER_COST_US,
+    DEFAULT_PROBE_AFTER,
     POLICIES,
     ReplayError,
     load_model,
@@ -103,7 +104,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         primary, replicas, models, policies, args.slo,
         failover_cost_us=args.failover_cost_us, engine=args.engine,
         decision_threshold=args.decision_threshold, seed=args.seed, progress=show,
-        say=say)
+        say=say, probe_after=args.probe_after)
     report, files, drawn = write_report(replay, args.output)
     print(format_table(report))
     for r in report["policies"]:
@@ -147,6 +148,9 @@ def add_commands(commands: Any) -> None:
                    metavar="N",
                    help="µs added per failover hop: the fast EBUSY plus the re-send "
                         f"(default {DEFAULT_FAILOVER_COST_US}, a LAN round trip)")
+    p.add_argument("--probe-after", type=int, default=DEFAULT_PROBE_AFTER, metavar="N",
+                   help="admit one read as a probe after N predicted rejections in a row, "
+                        f"as the daemon does (default {DEFAULT_PROBE_AFTER}; 0: never)")
     p.add_argument("--decision-threshold", type=float, metavar="P",
                    help="reject when P(slow) > P (default: each bundle's own)")
     p.add_argument("--limit", type=int, metavar="N",

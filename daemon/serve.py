@@ -54,7 +54,8 @@ def device_state(dev: DeviceConfig, config: Config) -> DeviceState:
 
 def build_core(config: Config) -> AdmissionCore:
     states = {alias: device_state(dev, config) for alias, dev in config.devices.items()}
-    return AdmissionCore(states, predict_budget_us=config.server.predict_budget_us)
+    return AdmissionCore(states, predict_budget_us=config.server.predict_budget_us,
+                         probe_after=config.server.probe_after)
 
 
 class Daemon:

@@ -210,3 +210,23 @@ def test_prometheus_exposes_both_histograms_in_seconds(bundle) -> None:  # type:
     assert 'mittd_device_io_latency_seconds_bucket{device="d",le="+Inf"} 4.0' in text
     assert 'mittd_device_io_latency_seconds_sum{device="d"} 0.00295' in text
     assert f'sha256="{c.state("d").bundle.sha256}"' in text
+
+
+def test_probe_after_n_rejections_admits_one(bundle) -> None:  # type: ignore[no-untyped-def]
+    single = AdmissionCore({"d": DeviceState.from_bundle(bundle, "auto", None, 0.0)},
+                           predict_budget_us=1e9, probe_after=3)
+    got = [single.admit("d", 0, i * 4096, 4096, 0.0, i + 1, i).admit for i in range(9)]
+    assert got == [False, False, False, True] * 2 + [False]
+    assert single.stats()["d"]["probes"] == 2
+    assert single.admit("d", 0, 0, 4096, 0.0, 1, 99).reason == "predicted"
+    burst = AdmissionCore({"d": DeviceState.from_bundle(bundle, "auto", None, 0.0)},
+                          predict_budget_us=1e9, probe_after=3)
+    op, off, size, dl, ids = ios(6)
+    first = burst.admit_burst("d", op, off, size, dl, ids, 1)
+    second = burst.admit_burst("d", op[:3], off[:3], size[:3], dl[:3], ids[:3] + 100, 2)
+    # the run of rejections carries over from one burst to the next
+    assert list(first.admit) + list(second.admit) == [False, False, False, True,
+                                                      False, False, False, True, False]
+    assert burst.stats()["d"]["probes"] == 2 and burst.stats()["d"]["pending"] == 2
+    with pytest.raises(ValueError, match="probe_after"):
+        AdmissionCore({}, probe_after=-1)
