@@ -1,5 +1,5 @@
 # mittd — the two set-up commands of the README:
-#   make demo   creates .venv, installs mittd, runs the main job
+#   make demo   creates .venv, installs mittd, runs `mittd demo` (offline replay + live run)
 #   make test   creates .venv, installs mittd with the train and dev extras, runs ruff and pytest
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
@@ -31,12 +31,7 @@ fio:
 	  fi; }
 
 demo: $(VENV)/.base fio
-	@mkdir -p $(DEMO)
-	$(BIN)/mittd trace info traces/samples/fio_mixed_30s.parquet
-	$(BIN)/mittd collect $(DEMO)/device.img --size 256M --runtime 10s --force \
-	  --job rw=randread,bs=4k,iodepth=8 --job rw=write,bs=1m,iodepth=2,rate=40m \
-	  -o $(DEMO)/trace.parquet
-	$(BIN)/mittd trace info $(DEMO)/trace.parquet
+	$(BIN)/mittd demo --output $(DEMO)
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

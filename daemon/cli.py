@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from mittd.daemon import check, replay_cli, serve
+from mittd.daemon import check, demo, replay_cli, serve
 from mittd.predictor import cli as predictor_cli
 from mittd.predictor import eie_report
 from mittd.traces import cli as traces_cli
@@ -22,7 +22,7 @@ from mittd.training import cli as training_cli
 # Exceptions whose message is a complete, user-facing explanation.
 USER_ERRORS: tuple[type[BaseException], ...] = (
     TraceError, training_cli.TrainingError, *predictor_cli.USER_ERRORS, *check.USER_ERRORS,
-    *replay_cli.USER_ERRORS)
+    *replay_cli.USER_ERRORS, *demo.USER_ERRORS)
 
 
 def _version() -> str:
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_commands(commands)
     serve.add_commands(commands)
     replay_cli.add_commands(commands)
+    demo.add_commands(commands)
     training_cli.add_commands(commands)
     return parser
 

@@ -165,15 +165,20 @@ class ReplayTrace:
 
 
 def load_trace(path: str | Path, fmt: str = "auto", limit: int | None = None,
-               what: str = "trace") -> ReplayTrace:
+               what: str = "trace", start: float = 0.0) -> ReplayTrace:
     """Read a labelled single-device trace (any format ``open_trace`` reads)."""
-    return trace_from_table(open_trace(path, fmt).table(), str(path), limit, what)
+    return trace_from_table(open_trace(path, fmt).table(), str(path), limit, what, start)
 
 
 def trace_from_table(table: pa.Table | pa.RecordBatch, path: str = "<table>",
-                     limit: int | None = None, what: str = "trace") -> ReplayTrace:
+                     limit: int | None = None, what: str = "trace",
+                     start: float = 0.0) -> ReplayTrace:
     """A canonical trace table as a :class:`ReplayTrace` (checked: one device, reads
-    with known latencies)."""
+    with known latencies). ``start`` (a fraction in [0, 1)) skips that share of the
+    IOs in issue order first — e.g. 0.7 keeps the test split that ``mittd train``
+    held out (it trains on the first 70 %)."""
+    if not 0.0 <= start < 1.0:
+        raise ReplayError(f"--from must be a fraction in [0, 1), got {start}")
     if isinstance(table, pa.RecordBatch):
         table = pa.Table.from_batches([table])
     if table.num_rows == 0:
@@ -184,6 +189,9 @@ def trace_from_table(table: pa.Table | pa.RecordBatch, path: str = "<table>",
         shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
         raise ReplayError(f"{path}: the {what} holds {len(names)} devices ({shown}); replay "
                           "takes one device's trace")
+    if start > 0.0:
+        n = len(cols.ts)
+        cols = cols.take(np.arange(min(int(start * n), n - 1), n))
     if limit is not None:
         if limit < 1:
             raise ReplayError(f"--limit must be >= 1, got {limit}")

@@ -98,7 +98,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     model_paths = args.model or []
     names = unique_names(model_paths)
     models = [load_model(p, n) for p, n in zip(model_paths, names, strict=True)]
-    primary = load_trace(args.trace, args.format, args.limit)
+    primary = load_trace(args.trace, args.format, args.limit, start=args.start)
     replicas = [trace_replica(r, args.format) for r in args.replica or []]
     replay = run_replay(
         primary, replicas, models, policies, args.slo,
@@ -116,6 +116,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
               "(pip install matplotlib)", file=sys.stderr)
     say("wrote " + ", ".join(str(f) for f in files))
     return 0
+
+
+def _fraction(text: str) -> float:
+    t = text.strip()
+    try:
+        v = float(t[:-1]) / 100.0 if t.endswith("%") else float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a fraction like 0.7 or 70%, got {text!r}") from None
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text!r}")
+    return v
 
 
 def add_commands(commands: Any) -> None:
@@ -153,6 +165,9 @@ def add_commands(commands: Any) -> None:
                         f"as the daemon does (default {DEFAULT_PROBE_AFTER}; 0: never)")
     p.add_argument("--decision-threshold", type=float, metavar="P",
                    help="reject when P(slow) > P (default: each bundle's own)")
+    p.add_argument("--from", dest="start", type=_fraction, default=0.0, metavar="F",
+                   help="skip the first F of the IOs (issue order), e.g. 0.7 or 70%%: the "
+                        "test split that 'mittd train' holds out (default 0)")
     p.add_argument("--limit", type=int, metavar="N",
                    help="replay only the first N IOs of TRACE (issue order)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random policy (default 0)")
