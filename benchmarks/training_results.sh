@@ -27,4 +27,7 @@ done
 for m in linnos heimdall; do
   step $M train $T --model $m -o $R/$m.mittd --report $R/report --force --quiet
 done
+# precise_linear on the LBA bits plus queue/latency history (featuriser lba_hist)
+step $M train $T --model precise_linear_hist -o $R/plh.mittd --report $R/report --force --quiet
+step $M prune $R/plh.mittd --method node --sparsity 0.95 -o $R/plh_node95.mittd --report $R/report --force
 step $M tune $T --model precise_linear --auc-floor 0.85 --trials 10 --json $R/tune_pl.json

@@ -18,13 +18,16 @@ from mittd.predictor.features import (
     Featuriser,
     HeimdallFeaturiser,
     LBAFeaturiser,
+    LBAHistFeaturiser,
     LinnOSFeaturiser,
 )
 from mittd.predictor.features_kernels import (
     KIND_HEIMDALL,
     KIND_LBA,
+    KIND_LBA_HIST,
     KIND_LINNOS,
     heimdall_row,
+    lba_hist_row,
     lba_row,
     linnos_row,
 )
@@ -43,6 +46,8 @@ def _burst(kind, iparams, lo, hi, pend, free, meta, hist, removed, now, timeout,
             lba_row(row, pend, meta, offs[j], iparams[0], iparams[1], iparams[2])
         elif kind == KIND_LINNOS:
             linnos_row(row, meta, hist, iparams[0], iparams[1], iparams[2])
+        elif kind == KIND_LBA_HIST:
+            lba_hist_row(row, pend, meta, hist, offs[j], sizes[j], iparams, lo, hi)
         else:
             heimdall_row(row, meta, hist, sizes[j], iparams[0], lo, hi, True)
         s, n = t_issue(pend, free, meta, removed[r:], ids[j], now, offs[j], sizes[j], ops[j],
@@ -82,4 +87,4 @@ def encode_burst(featuriser: Featuriser, tracker: PendingTracker, now_us: int,
 
 # Featuriser classes with a kernel here (exact classes: a subclass may encode differently).
 _FAST: dict[type, int] = {LBAFeaturiser: KIND_LBA, LinnOSFeaturiser: KIND_LINNOS,
-                          HeimdallFeaturiser: KIND_HEIMDALL}
+                          HeimdallFeaturiser: KIND_HEIMDALL, LBAHistFeaturiser: KIND_LBA_HIST}

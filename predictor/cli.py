@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -109,6 +110,36 @@ def cmd_bench_rpc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_live(args: argparse.Namespace) -> int:
+    from mittd.daemon import live
+
+    def fail(msg: str) -> int:
+        print(f"mittd: error: {msg}", file=sys.stderr)
+        return 2
+
+    m = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)i?B?\s*", args.size, re.IGNORECASE)
+    if not m:
+        return fail(f"--size {args.size!r}: expected a size like 512M or 1G")
+    size = int(m.group(1)) << (10 * " KMGT".index(m.group(2).upper() or " "))
+    say = (lambda _m: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+    try:
+        r = live.run_live(duration_s=args.duration, replicas=args.replicas, size=size,
+                          clients=args.clients, model=args.model, directory=args.dir,
+                          period_s=args.period, busy=args.busy, write_qd=args.write_qd,
+                          deadline_us=args.deadline_us, hedge_after_us=args.hedge_after_us,
+                          seed=args.seed, keep_files=args.keep_files, say=say)
+    except live.LiveError as e:
+        return fail(str(e))
+    print(live.render(r))
+    if args.json:
+        Path(args.json).write_text(json.dumps(r, indent=1, default=_plain))
+    if args.png:
+        note = live.plot(r, args.png)
+        if note:
+            print(f"mittd: {note}", file=sys.stderr)
+    return 0
+
+
 def _plain(o: object) -> object:
     """numpy scalars and arrays in JSON output."""
     import numpy as np
@@ -190,3 +221,48 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     d.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     d.add_argument("--quiet", action="store_true", help="no progress lines")
     d.set_defaults(func=cmd_bench_rpc)
+
+    d = bsub.add_parser(
+        "live", help="real IO, real tails: client latency with mittd, without, with hedging",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Start one daemon per replica (file-backed replicas on the local disk, "
+        "O_DIRECT proxy reads), drive closed-loop client threads of 4 KiB random reads "
+        "through ReplicaSet while fio's 1 MiB direct writes make each replica slow at "
+        "its own times, and compare the client-observed latency distribution in three "
+        "modes interleaved in slices of one contention period: 'mittd' (deadline = the "
+        "model's threshold, EBUSY -> next replica), 'none' (every read served by its "
+        "primary, never rejected) and 'hedge' (a duplicate to the next replica after "
+        "--hedge-after-us, default the p95 of a warm-up period without mittd).",
+        epilog="Contention: replica i is under writes for --busy of every --period "
+        "seconds, starting at i*period/replicas (fio paused and resumed with "
+        "SIGSTOP/SIGCONT). Progress goes to stderr, the table to stdout. Daemons and fio "
+        "are stopped on exit, on errors, on Ctrl-C and on SIGTERM.")
+    d.add_argument("--duration", type=float, default=60.0,
+                   help="seconds in all, warm-up included (default 60; at least "
+                   "4 periods)")
+    d.add_argument("--replicas", type=int, default=2, help="replica files/daemons (2)")
+    d.add_argument("--size", default="1G", help="size of each replica file (1G)")
+    d.add_argument("--clients", type=int, default=4, help="closed-loop client threads (4)")
+    d.add_argument("--model", metavar="B.mittd",
+                   help="bundle every daemon serves (default: the shipped heimdall bundle, "
+                   "else out/results/heimdall.mittd)")
+    d.add_argument("--deadline-us", type=int,
+                   help="deadline of mittd-mode reads (default: the model's first "
+                   "trained threshold)")
+    d.add_argument("--hedge-after-us", type=float,
+                   help="hedging delay (default: p95 of the warm-up period without mittd)")
+    d.add_argument("--period", type=float, default=3.0,
+                   help="contention period and mode slice, seconds (3)")
+    d.add_argument("--busy", type=float, default=1 / 3,
+                   help="fraction of each period a replica is under writes (1/3; 0: none)")
+    d.add_argument("--write-qd", type=int, default=4,
+                   help="queue depth of each fio writer (1 MiB direct writes) (4)")
+    d.add_argument("--dir", help="where the replica files go (default ./out if it exists, "
+                   "else /var/tmp; must support O_DIRECT, so not tmpfs)")
+    d.add_argument("--seed", type=int, default=0, help="seed of the read offsets (0)")
+    d.add_argument("--keep-files", action="store_true",
+                   help="keep the replica files, configs and logs")
+    d.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    d.add_argument("--png", metavar="FILE", help="also plot the CDFs (needs matplotlib)")
+    d.add_argument("--quiet", action="store_true", help="no progress lines")
+    d.set_defaults(func=cmd_bench_live)

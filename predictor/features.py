@@ -36,6 +36,13 @@ Featurisers
     scaled to [0, 1] with per-feature bounds fitted on training data
     (``fit``/``fit_raw``); values outside clip. A constant feature (max == min)
     maps to 0 at or below the bound, 1 above.
+``lba_hist`` (the LBA bits with queue and latency history), dim 352 + 31 + 11 = 394
+    by default: the ``lba`` vector, then the ``linnos`` digits, then the
+    ``heimdall`` features, each encoded exactly as its own featuriser does (same
+    parameters, same row kernel on a slice of the row). Only the heimdall part is
+    min-max scaled; ``min``/``max`` hold its 2 + 3·history bounds, fitted on
+    training data like Heimdall's (``fit``/``fit_raw``; ``raw_trace`` gives that
+    part unscaled).
 """
 
 from __future__ import annotations
@@ -50,8 +57,10 @@ import pyarrow.compute as pc
 from mittd.predictor.features_kernels import (
     KIND_HEIMDALL,
     KIND_LBA,
+    KIND_LBA_HIST,
     KIND_LINNOS,
     heimdall_row,
+    lba_hist_row,
     lba_row,
     linnos_row,
     simulate,
@@ -70,7 +79,9 @@ __all__ = [
     "Featuriser",
     "HeimdallFeaturiser",
     "LBAFeaturiser",
+    "LBAHistFeaturiser",
     "LinnOSFeaturiser",
+    "MinMaxFeaturiser",
     "NotFittedError",
     "issue_order",
     "make_featuriser",
@@ -177,6 +188,11 @@ class Featuriser(ABC):
         self.timeout_us = timeout_us
         self.capacity = capacity
         self._checked: PendingTracker | None = None
+
+    @property
+    def fitted(self) -> bool:
+        """Whether every parameter is known (always, but for a MinMaxFeaturiser's bounds)."""
+        return True
 
     # subclass hooks
     @property
@@ -417,10 +433,79 @@ class LinnOSFeaturiser(Featuriser):
         return out
 
 
+# -- min-max scaled features (heimdall, lba_hist) ---------------------------------------------
+
+
+class MinMaxFeaturiser(Featuriser):
+    """A featuriser with ``fit_dim`` raw features min-max scaled by bounds fitted on
+    training data (Heimdall's; the heimdall part of lba_hist)."""
+
+    fit_dim: int
+
+    def _init_bounds(self, min: Any, max: Any) -> None:
+        self.lo: np.ndarray | None = None
+        self.hi: np.ndarray | None = None
+        if (min is None) != (max is None):
+            raise ValueError("min and max must be given together (both or neither)")
+        if min is not None and max is not None:
+            self._set_bounds(min, max)
+
+    def _set_bounds(self, lo: Any, hi: Any) -> None:
+        lo_a = np.array(lo, np.float64).reshape(-1)
+        hi_a = np.array(hi, np.float64).reshape(-1)
+        for nm, a in (("min", lo_a), ("max", hi_a)):
+            if a.shape != (self.fit_dim,):
+                raise ValueError(f"{nm} must hold {self.fit_dim} values, got {a.shape[0]}")
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"{nm} must be finite")
+        if np.any(hi_a < lo_a):
+            raise ValueError("max must be >= min for every feature")
+        self.lo, self.hi = lo_a, hi_a
+
+    @property
+    def fitted(self) -> bool:
+        return self.lo is not None
+
+    def _bound_params(self) -> dict[str, Any]:
+        return {
+            "min": None if self.lo is None else [float(v) for v in self.lo],
+            "max": None if self.hi is None else [float(v) for v in self.hi],
+        }
+
+    def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.lo is None or self.hi is None:
+            raise NotFittedError(
+                f"{self.name} featuriser is not fitted: call fit(table) or fit_raw(X) on "
+                "training data, or load a config that has min and max"
+            )
+        return self.lo, self.hi
+
+    @abstractmethod
+    def raw_trace(self, table: pa.Table | pa.RecordBatch) -> np.ndarray:
+        """Unscaled scaled-part features, float64 (N, fit_dim), issue order: what
+        ``fit`` sees."""
+
+    def fit_raw(self, x: np.ndarray) -> MinMaxFeaturiser:
+        """Store per-feature min/max of raw features ``x`` (N, fit_dim); returns self."""
+        x = np.asarray(x, np.float64)
+        if x.ndim != 2 or x.shape[1] != self.fit_dim or x.shape[0] == 0:
+            raise ValueError(
+                f"fit_raw needs a non-empty (N, {self.fit_dim}) array, got {x.shape}"
+            )
+        if not np.all(np.isfinite(x)):
+            raise ValueError("fit_raw: raw features must be finite")
+        self._set_bounds(x.min(axis=0), x.max(axis=0))
+        return self
+
+    def fit(self, table: pa.Table | pa.RecordBatch) -> MinMaxFeaturiser:
+        """Fit the min-max bounds on a training trace; returns self."""
+        return self.fit_raw(self.raw_trace(table))
+
+
 # -- heimdall ----------------------------------------------------------------------------------
 
 
-class HeimdallFeaturiser(Featuriser):
+class HeimdallFeaturiser(MinMaxFeaturiser):
     """Size, queue length and the last IOs' queue/latency/throughput, min-max scaled."""
 
     name = "heimdall"
@@ -436,30 +521,9 @@ class HeimdallFeaturiser(Featuriser):
     ) -> None:
         super().__init__(timeout_us, capacity)
         self.history = _int_param("history", history, 0, 64)
-        self.dim = 2 + 3 * history
+        self.dim = self.fit_dim = 2 + 3 * history
         self._iparams = np.array([history], np.int64)
-        self.lo: np.ndarray | None = None
-        self.hi: np.ndarray | None = None
-        if (min is None) != (max is None):
-            raise ValueError("min and max must be given together (both or neither)")
-        if min is not None and max is not None:
-            self._set_bounds(min, max)
-
-    def _set_bounds(self, lo: Any, hi: Any) -> None:
-        lo_a = np.array(lo, np.float64).reshape(-1)
-        hi_a = np.array(hi, np.float64).reshape(-1)
-        for nm, a in (("min", lo_a), ("max", hi_a)):
-            if a.shape != (self.dim,):
-                raise ValueError(f"{nm} must hold {self.dim} values, got {a.shape[0]}")
-            if not np.all(np.isfinite(a)):
-                raise ValueError(f"{nm} must be finite")
-        if np.any(hi_a < lo_a):
-            raise ValueError("max must be >= min for every feature")
-        self.lo, self.hi = lo_a, hi_a
-
-    @property
-    def fitted(self) -> bool:
-        return self.lo is not None
+        self._init_bounds(min, max)
 
     @property
     def feature_names(self) -> list[str]:
@@ -473,19 +537,7 @@ class HeimdallFeaturiser(Featuriser):
         return self.history
 
     def _params(self) -> dict[str, Any]:
-        return {
-            "history": self.history,
-            "min": None if self.lo is None else [float(v) for v in self.lo],
-            "max": None if self.hi is None else [float(v) for v in self.hi],
-        }
-
-    def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        if self.lo is None or self.hi is None:
-            raise NotFittedError(
-                "heimdall featuriser is not fitted: call fit(table) or fit_raw(X) on "
-                "training data, or load a config that has min and max"
-            )
-        return self.lo, self.hi
+        return {"history": self.history, **self._bound_params()}
 
     def _kernel_args(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         lo, hi = self._bounds()
@@ -497,20 +549,6 @@ class HeimdallFeaturiser(Featuriser):
         args = (self._iparams, unused, unused)
         return self._replay(trace_columns(table), np.dtype(np.float64), False, args)
 
-    def fit_raw(self, x: np.ndarray) -> HeimdallFeaturiser:
-        """Store per-feature min/max of raw features ``x`` (N, dim); returns self."""
-        x = np.asarray(x, np.float64)
-        if x.ndim != 2 or x.shape[1] != self.dim or x.shape[0] == 0:
-            raise ValueError(f"fit_raw needs a non-empty (N, {self.dim}) array, got {x.shape}")
-        if not np.all(np.isfinite(x)):
-            raise ValueError("fit_raw: raw features must be finite")
-        self._set_bounds(x.min(axis=0), x.max(axis=0))
-        return self
-
-    def fit(self, table: pa.Table | pa.RecordBatch) -> HeimdallFeaturiser:
-        """Fit the min-max bounds on a training trace; returns self."""
-        return self.fit_raw(self.raw_trace(table))
-
     def encode_live(
         self, tracker: PendingTracker, offset: int, size: int, op: int,
         out: np.ndarray | None = None, *, now_us: int | None = None,
@@ -521,12 +559,97 @@ class HeimdallFeaturiser(Featuriser):
         return out
 
 
+# -- lba_hist ----------------------------------------------------------------------------------
+
+
+class LBAHistFeaturiser(MinMaxFeaturiser):
+    """The LBA bits (``lba``) followed by queue/latency history: the ``linnos`` digits
+    and the min-max scaled ``heimdall`` features, each as its own featuriser encodes it."""
+
+    name = "lba_hist"
+    kind = KIND_LBA_HIST
+
+    def __init__(
+        self,
+        pending: int = 10,
+        lba_bytes: int = 4,
+        lba_unit: int = 4096,
+        n_reads: int = 4,
+        queue_digits: int = 3,
+        latency_digits: int = 4,
+        history: int = 3,
+        min: list[float] | None = None,
+        max: list[float] | None = None,
+        timeout_us: int = DEFAULT_TIMEOUT_US,
+        capacity: int = DEFAULT_CAPACITY,
+    ) -> None:
+        super().__init__(timeout_us, capacity)
+        # the parts validate their own parameters (same names, same ranges)
+        self._lba = LBAFeaturiser(pending, lba_bytes, lba_unit, timeout_us, capacity)
+        self._linnos = LinnOSFeaturiser(n_reads, queue_digits, latency_digits, timeout_us,
+                                        capacity)
+        self._heimdall = HeimdallFeaturiser(history, None, None, timeout_us, capacity)
+        self.pending, self.lba_bytes, self.lba_unit = pending, lba_bytes, lba_unit
+        self.n_reads, self.queue_digits, self.latency_digits = (n_reads, queue_digits,
+                                                                latency_digits)
+        self.history = history
+        self.lba_dim = self._lba.dim
+        self.linnos_dim = self._linnos.dim
+        self.fit_dim = self._heimdall.dim
+        self.dim = self.lba_dim + self.linnos_dim + self.fit_dim
+        self._iparams = np.array([pending, lba_bytes, lba_unit, n_reads, queue_digits,
+                                  latency_digits, history], np.int64)
+        self._init_bounds(min, max)
+
+    @property
+    def parts(self) -> dict[str, tuple[int, int]]:
+        """(start, stop) of each part of the vector: lba, linnos, heimdall."""
+        a, b = self.lba_dim, self.lba_dim + self.linnos_dim
+        return {"lba": (0, a), "linnos": (a, b), "heimdall": (b, self.dim)}
+
+    @property
+    def history_needed(self) -> int:
+        return max(self.n_reads, self.history)
+
+    def _params(self) -> dict[str, Any]:
+        return {
+            "pending": self.pending,
+            "lba_bytes": self.lba_bytes,
+            "lba_unit": self.lba_unit,
+            "n_reads": self.n_reads,
+            "queue_digits": self.queue_digits,
+            "latency_digits": self.latency_digits,
+            "history": self.history,
+            **self._bound_params(),
+        }
+
+    def _kernel_args(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        lo, hi = self._bounds()
+        return self._iparams, lo, hi
+
+    def raw_trace(self, table: pa.Table | pa.RecordBatch) -> np.ndarray:
+        """The heimdall part unscaled, float64 (N, fit_dim), issue order: what ``fit``
+        sees (the other parts are not scaled)."""
+        return self._heimdall.raw_trace(table)
+
+    def encode_live(
+        self, tracker: PendingTracker, offset: int, size: int, op: int,
+        out: np.ndarray | None = None, *, now_us: int | None = None,
+    ) -> np.ndarray:
+        lo, hi = self._bounds()
+        out = self._prepare(tracker, out, now_us)
+        lba_hist_row(out, tracker.pend, tracker.meta, tracker.hist, offset, size,
+                     self._iparams, lo, hi)
+        return out
+
+
 # -- registry ----------------------------------------------------------------------------------
 
 FEATURISERS: dict[str, type[Featuriser]] = {
     "lba": LBAFeaturiser,
     "linnos": LinnOSFeaturiser,
     "heimdall": HeimdallFeaturiser,
+    "lba_hist": LBAHistFeaturiser,
 }
 
 

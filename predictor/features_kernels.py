@@ -36,7 +36,7 @@ from mittd.predictor.tracker import (
     t_issue,
 )
 
-KIND_LBA, KIND_LINNOS, KIND_HEIMDALL = 0, 1, 2
+KIND_LBA, KIND_LINNOS, KIND_HEIMDALL, KIND_LBA_HIST = 0, 1, 2, 3
 
 
 @numba.njit(cache=True)
@@ -155,6 +155,22 @@ def heimdall_row(out, meta, hist, size, nhist, lo, hi, scale):  # pragma: no cov
 
 
 @numba.njit(cache=True)
+def lba_hist_row(out, pend, meta, hist, offset, size, iparams, lo, hi):  # pragma: no cover
+    """[lba_row | linnos_row | heimdall_row (scaled)], each kernel on its own slice.
+
+    iparams = (pending, lba_bytes, lba_unit, n_reads, queue_digits, latency_digits,
+    history); lo/hi bound the heimdall part only.
+    """
+    k, nbytes, unit = iparams[0], iparams[1], iparams[2]
+    nreads, qd, ld, nhist = iparams[3], iparams[4], iparams[5], iparams[6]
+    a = (1 + k) * nbytes * 8
+    b = a + qd + nreads * (qd + ld)
+    lba_row(out[:a], pend, meta, offset, k, nbytes, unit)
+    linnos_row(out[a:b], meta, hist, nreads, qd, ld)
+    heimdall_row(out[b:], meta, hist, size, nhist, lo, hi, True)
+
+
+@numba.njit(cache=True)
 def simulate(
     kind, ts, comp, corder, lat, off, size, op, iparams, lo, hi, scale,
     capacity, timeout, history, out,
@@ -192,6 +208,8 @@ def simulate(
             lba_row(row, pend, meta, off[j], iparams[0], iparams[1], iparams[2])
         elif kind == KIND_LINNOS:
             linnos_row(row, meta, hist, iparams[0], iparams[1], iparams[2])
+        elif kind == KIND_LBA_HIST:
+            lba_hist_row(row, pend, meta, hist, off[j], size[j], iparams, lo, hi)
         else:
             heimdall_row(row, meta, hist, size[j], iparams[0], lo, hi, scale)
         s, nrem = t_issue(pend, free, meta, removed, j, t, off[j], size[j], op[j], timeout)

@@ -12,6 +12,10 @@
   placement layer, applied once to the sum of their address bits (a linear layer
   commutes with the sum), which keeps every kernel within 128×128 as the
   paper's Table 1 says.
+- ``precise_linear_hist``: precise_linear's topology on the ``lba_hist``
+  features (the 352 LBA bits, then the 31 LinnOS digits and the 11 Heimdall
+  features: queue lengths, recent latencies and throughputs, the request's size),
+  394 wide; 598,690 weights (the first kernel is 394×352 instead of 352×352).
 - ``linnos``: LinnOS (OSDI '20), 31 → 256 (ReLU) → 2.
 - ``heimdall``: Heimdall (EuroSys '25), 11 → 128 (ReLU) → 16 (ReLU) → 1.
 
@@ -41,14 +45,27 @@ def _head(n_out: int | None, head: str) -> tuple[int, str]:
     return (n_out or 1), head
 
 
-def precise_linear(input_dim: int = 352, n_out: int | None = None,
-                   head: str = "softmax") -> Graph:
+PRECISE_LINEAR_UNITS = (352, 352, 352, 352, 176, 128, 16)  # hidden layers, then the logits
+
+
+def _fully_connected(name: str, input_dim: int, n_out: int | None, head: str) -> Graph:
     out, head = _head(n_out, head)
-    g = GraphBuilder("precise_linear", input_dim)
+    g = GraphBuilder(name, input_dim)
     x = "input"
-    for i, units in enumerate((352, 352, 352, 352, 176, 128, 16), start=1):
+    for i, units in enumerate(PRECISE_LINEAR_UNITS, start=1):
         x = g.relu(g.dense(x, units, name=f"fc{i}"), name=f"relu{i}")
     return g.build(g.dense(x, out, name="logits"), head)
+
+
+def precise_linear(input_dim: int = 352, n_out: int | None = None,
+                   head: str = "softmax") -> Graph:
+    return _fully_connected("precise_linear", input_dim, n_out, head)
+
+
+def precise_linear_hist(input_dim: int = 394, n_out: int | None = None,
+                        head: str = "softmax") -> Graph:
+    """precise_linear on the LBA bits plus queue/latency history (``lba_hist``)."""
+    return _fully_connected("precise_linear_hist", input_dim, n_out, head)
 
 
 def good_custom(input_dim: int = 352, slot_bits: int = 32, n_out: int | None = None,
@@ -97,13 +114,14 @@ def heimdall(input_dim: int = 11, n_out: int | None = None, head: str = "sigmoid
 
 MODELS: dict[str, Callable[..., Graph]] = {
     "precise_linear": precise_linear,
+    "precise_linear_hist": precise_linear_hist,
     "good_custom": good_custom,
     "linnos": linnos,
     "heimdall": heimdall,
 }
 # The featuriser each model is meant for (predictor.features).
-MODEL_FEATURISER = {"precise_linear": "lba", "good_custom": "lba", "linnos": "linnos",
-                    "heimdall": "heimdall"}
+MODEL_FEATURISER = {"precise_linear": "lba", "precise_linear_hist": "lba_hist",
+                    "good_custom": "lba", "linnos": "linnos", "heimdall": "heimdall"}
 
 
 def build_model(name: str, **kw: object) -> Graph:

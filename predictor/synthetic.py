@@ -125,7 +125,7 @@ def node_prune_to(graph: Graph, params: Mapping[str, tuple[np.ndarray, np.ndarra
 def synthetic_bundle(model: str, sparsity: float = 0.0, method: str = "magnitude",
                      seed: int = 0, group: int = 8) -> Bundle:
     """A bundle of ``model`` with random weights pruned to ``sparsity``."""
-    from mittd.predictor.features import FEATURISERS
+    from mittd.predictor.features import FEATURISERS, MinMaxFeaturiser
 
     if method not in METHODS:
         raise ValueError(f"pruning method must be one of {METHODS}, not {method!r}")
@@ -141,8 +141,9 @@ def synthetic_bundle(model: str, sparsity: float = 0.0, method: str = "magnitude
         else:
             params = node_prune_to(graph, params, sparsity)
     featuriser = FEATURISERS[MODEL_FEATURISER[model]]()
-    if model == "heimdall":  # a fitted range, so the bundle is usable end to end
-        featuriser.fit_raw(np.vstack([np.zeros(graph.input_dim), np.ones(graph.input_dim)]))
+    if isinstance(featuriser, MinMaxFeaturiser):  # a fitted range: usable end to end
+        n = featuriser.fit_dim
+        featuriser.fit_raw(np.vstack([np.zeros(n), np.ones(n)]))
     config = featuriser.config()
     return Bundle(
         graph, params, config,

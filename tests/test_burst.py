@@ -14,7 +14,12 @@ from mittd.daemon.admission import AdmissionCore, DeviceState
 from mittd.daemon.histogram import Histogram
 from mittd.daemon.metrics import CoreCollector
 from mittd.predictor.burst import encode_burst
-from mittd.predictor.features import HeimdallFeaturiser, LBAFeaturiser, LinnOSFeaturiser
+from mittd.predictor.features import (
+    HeimdallFeaturiser,
+    LBAFeaturiser,
+    LBAHistFeaturiser,
+    LinnOSFeaturiser,
+)
 from mittd.predictor.synthetic import synthetic_bundle
 
 N = 64
@@ -42,11 +47,17 @@ def heimdall() -> HeimdallFeaturiser:
     return f.fit_raw(rng.random((50, f.dim)) * 1000)
 
 
+def lba_hist() -> LBAHistFeaturiser:
+    f = LBAHistFeaturiser()
+    rng = np.random.default_rng(1)
+    return f.fit_raw(rng.random((50, f.fit_dim)) * 1000)
+
+
 class _Slow(LBAFeaturiser):
     """A subclass: encode_burst must take the one-by-one fallback for it."""
 
 
-@pytest.mark.parametrize("make", [LBAFeaturiser, LinnOSFeaturiser, heimdall])
+@pytest.mark.parametrize("make", [LBAFeaturiser, LinnOSFeaturiser, heimdall, lba_hist])
 def test_burst_kernel_equals_encode_then_issue_one_by_one(make) -> None:  # type: ignore[no-untyped-def]
     f = make()
     fast, slow = f.make_tracker(), f.make_tracker()

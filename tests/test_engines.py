@@ -32,6 +32,7 @@ CASES = [
     ("precise_linear", "magnitude", 0.98),
     ("precise_linear", "simd", 0.95),
     ("precise_linear", "node", 0.98),
+    ("precise_linear_hist", "node", 0.95),
     ("good_custom", "magnitude", 0.0),
     ("good_custom", "magnitude", 0.9),
     ("good_custom", "node", 0.95),

@@ -17,7 +17,9 @@ from mittd.predictor.features import (
     Featuriser,
     HeimdallFeaturiser,
     LBAFeaturiser,
+    LBAHistFeaturiser,
     LinnOSFeaturiser,
+    MinMaxFeaturiser,
     NotFittedError,
     issue_order,
     make_featuriser,
@@ -77,7 +79,9 @@ def live_encode(feat: Featuriser, table: pa.Table) -> np.ndarray:
 def all_featurisers(table: pa.Table, **kw: int) -> list[Featuriser]:
     heim = HeimdallFeaturiser(**kw)
     heim.fit(table)
-    return [LBAFeaturiser(**kw), LinnOSFeaturiser(**kw), heim]
+    hist = LBAHistFeaturiser(**kw)
+    hist.fit(table)
+    return [LBAFeaturiser(**kw), LinnOSFeaturiser(**kw), heim, hist]
 
 
 # -- live == offline --------------------------------------------------------------------------
@@ -148,15 +152,23 @@ def test_live_equals_offline_on_generated_traces(
         heim.fit(table)
     else:
         heim.fit_raw(np.zeros((1, heim.dim)))
+    hist = LBAHistFeaturiser(pending=k, lba_bytes=nbytes, lba_unit=unit, n_reads=nreads,
+                             queue_digits=qd, latency_digits=ld, history=hdepth,
+                             min=heim.config()["min"], max=heim.config()["max"], **tk)
     feats = [
         LBAFeaturiser(pending=k, lba_bytes=nbytes, lba_unit=unit, **tk),
         LinnOSFeaturiser(n_reads=nreads, queue_digits=qd, latency_digits=ld, **tk),
         heim,
+        hist,
     ]
+    rows = []
     for feat in feats:
         offline = feat.encode_trace(table)
         assert offline.shape == (table.num_rows, feat.dim)
         assert np.array_equal(live_encode(feat, table), offline), feat.config()
+        rows.append(offline)
+    # lba_hist is the other three side by side, bit for bit
+    assert np.array_equal(rows[3], np.concatenate(rows[:3], axis=1))
 
 
 def test_unsorted_trace_rows_follow_issue_order() -> None:
@@ -301,6 +313,40 @@ def test_heimdall_unfitted_raises() -> None:
         feat.fit_raw(np.zeros((0, 11)))
     with pytest.raises(ValueError, match="together"):
         HeimdallFeaturiser(min=[0.0] * 11)
+
+
+# -- lba_hist ----------------------------------------------------------------------------------
+
+
+def test_lba_hist_is_lba_linnos_heimdall_side_by_side(sample: pa.Table) -> None:
+    small = sample.slice(0, 5_000)
+    hist = LBAHistFeaturiser().fit(small)
+    heim = HeimdallFeaturiser().fit(small)
+    assert hist.dim == 352 + 31 + 11 == 394 and hist.fit_dim == 11
+    assert hist.parts == {"lba": (0, 352), "linnos": (352, 383), "heimdall": (383, 394)}
+    assert hist.history_needed == 4
+    assert hist.config()["min"] == heim.config()["min"]
+    want = np.concatenate([LBAFeaturiser().encode_trace(small),
+                           LinnOSFeaturiser().encode_trace(small),
+                           heim.encode_trace(small)], axis=1)
+    assert np.array_equal(hist.encode_trace(small), want)
+
+
+def test_lba_hist_unfitted_and_bad_params() -> None:
+    feat = LBAHistFeaturiser()
+    assert isinstance(feat, MinMaxFeaturiser) and not feat.fitted
+    assert LBAFeaturiser().fitted and LinnOSFeaturiser().fitted
+    with pytest.raises(NotFittedError, match="lba_hist featuriser is not fitted"):
+        feat.encode_live(feat.make_tracker(), 0, 4096, 0)
+    with pytest.raises(ValueError, match=r"\(N, 11\)"):
+        feat.fit_raw(np.zeros((3, 394)))
+    with pytest.raises(ValueError, match="min must hold 11"):
+        LBAHistFeaturiser(min=[0.0] * 394, max=[1.0] * 394)
+    with pytest.raises(ValueError, match="queue_digits"):
+        make_featuriser({**feat.config(), "queue_digits": 0})
+    feat.fit_raw(np.zeros((1, 11)))
+    with pytest.raises(ValueError, match="history 3 < 4"):  # n_reads=4 > history=3
+        feat.encode_live(PendingTracker(history=3), 0, 4096, 0)
 
 
 # -- configs and checks ------------------------------------------------------------------------

@@ -41,6 +41,20 @@ def test_baselines_shapes() -> None:
         "fc1": (11, 128), "fc2": (128, 16), "logits": (16, 1)}
 
 
+def test_precise_linear_hist_is_precise_linear_on_a_wider_input() -> None:
+    from mittd.predictor.features import make_featuriser
+    from mittd.predictor.models import MODEL_FEATURISER
+
+    pl, plh = build_model("precise_linear"), build_model("precise_linear_hist")
+    feat = make_featuriser({"name": MODEL_FEATURISER["precise_linear_hist"]})
+    assert plh.input_dim == feat.dim == 394
+    assert plh.kernel_shapes() == {**pl.kernel_shapes(), "fc1": (394, 352)}
+    assert [n.op for n in plh.nodes] == [n.op for n in pl.nodes]
+    d = plh.describe()
+    assert (d["layers"], d["max_kernel"]) == (8, "394x352")
+    assert d["weights"] == plh.count_weights() == 583_906 + 42 * 352 == 598_690
+
+
 def test_graph_round_trips_through_json() -> None:
     g = build_model("good_custom")
     assert Graph.from_dict(g.to_dict()) == g

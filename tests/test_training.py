@@ -17,7 +17,7 @@ pytest.importorskip("tensorflow_model_optimization")
 from mittd.predictor.bundle import load_bundle
 from mittd.predictor.engines import make_engine
 from mittd.predictor.graph import decision_margin
-from mittd.traces.schema import build_metadata, make_batch, write_trace
+from mittd.traces.schema import build_metadata, make_batch, read_trace, write_trace
 from tests.conftest import run_cli
 
 
@@ -165,3 +165,28 @@ def test_heimdall_single_sigmoid_output(tmp_path: Path) -> None:
                    verbose=0)
     assert r["agreement"] == 1.0
     assert load_bundle(out).featuriser["name"] == "heimdall"
+
+
+def test_precise_linear_hist_trains_prunes_and_matches_keras(tmp_path: Path) -> None:
+    from mittd.predictor.features import make_featuriser
+    from mittd.training.pipeline import prune_flow, train_flow
+
+    trace = _trace(tmp_path / "t.parquet", n=2000, seed=9)
+    out = tmp_path / "plh.mittd"
+    r = train_flow([str(trace)], "precise_linear_hist", "1000us", out, epochs=2,
+                   batch_size=128, learning_rate=1e-3, seed=0, test_fraction=0.3,
+                   ladder_k=None, reads_only=False, report_dir=None, sweep=False,
+                   say=lambda _: None, verbose=0)
+    assert r["agreement"] == 1.0
+    b = load_bundle(out)
+    assert b.graph.name == "precise_linear_hist" and b.graph.input_dim == 394
+    assert b.featuriser["name"] == "lba_hist" and len(b.featuriser["min"]) == 11
+    x = make_featuriser(b.featuriser).encode_trace(read_trace(trace))  # fitted bounds kept
+    assert x.shape == (2000, 394)
+    pruned = tmp_path / "plh_node.mittd"
+    prune_flow(out, "node", 0.9, pruned, group=8, epochs=1, traces=None, seed=0,
+               report_dir=None, say=lambda _: None)
+    p = load_bundle(pruned)
+    assert p.featuriser == b.featuriser and p.provenance["sparsity"] >= 0.89
+    assert _agreement(out, x) == 1.0
+    assert _agreement(pruned, x) == 1.0

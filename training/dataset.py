@@ -25,7 +25,7 @@ import pyarrow as pa
 from mittd.predictor.features import (
     FEATURISERS,
     Featuriser,
-    HeimdallFeaturiser,
+    MinMaxFeaturiser,
     make_featuriser,
     trace_columns,
 )
@@ -129,12 +129,13 @@ def _read(path: Path, reads_only: bool, test_fraction: float) -> _Part:
                  cols.lat, split_ts)
 
 
-def _fit_heimdall(feat: HeimdallFeaturiser, parts: list[_Part]) -> None:
-    """Min-max bounds from the training examples of every trace, nothing later."""
+def _fit_bounds(feat: MinMaxFeaturiser, parts: list[_Part]) -> None:
+    """Min-max bounds (heimdall, lba_hist) from the training examples of every trace,
+    nothing later."""
     raw = [feat.raw_trace(p.table)[p.train] for p in parts]
-    train_raw = np.concatenate(raw) if raw else np.zeros((0, feat.dim))
+    train_raw = np.concatenate(raw) if raw else np.zeros((0, feat.fit_dim))
     if train_raw.shape[0] == 0:
-        raise ValueError("no training example to fit the heimdall featuriser's bounds on")
+        raise ValueError(f"no training example to fit the {feat.name} featuriser's bounds on")
     feat.fit_raw(train_raw)
 
 
@@ -183,7 +184,7 @@ def load_dataset(
     issue times, so every training IO precedes every test IO of its trace. The
     threshold is ``parse_slo(slo, training latencies)`` or, with ``ladder_k``,
     ``ladder(training latencies, ladder_k)`` (``slo`` must then stay ``"auto"``).
-    Heimdall's min-max bounds are fitted on the training examples only — unless
+    Min-max bounds (heimdall, lba_hist) are fitted on the training examples only — unless
     ``featuriser_config`` already carries ``min``/``max`` (a bundle's featuriser),
     which are kept so the features match the weights trained on them.
     """
@@ -221,11 +222,11 @@ def load_dataset(
     _check_classes(y_train, thresholds, test_fraction)
 
     fit_note = "not needed"
-    if isinstance(feat, HeimdallFeaturiser):
+    if isinstance(feat, MinMaxFeaturiser):
         if feat.fitted:
             fit_note = "bounds given in featuriser_config"
         else:
-            _fit_heimdall(feat, parts)
+            _fit_bounds(feat, parts)
             fit_note = "training split"
 
     xs_train, xs_test = [], []
