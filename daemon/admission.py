@@ -208,7 +208,24 @@ class DeviceState:
         self.counters = Counters()
         self.deadlines: OrderedDict[int, float] = OrderedDict()
         self.reject_run = 0  # predicted rejections in a row (the probe rule)
+        self.last_now = -(1 << 62)
         self._burst_x = np.zeros((0, self.featuriser.dim), np.float32)
+
+    def clock_floor(self, now_us: int) -> int:
+        """``now_us``, never before the last admission's time on this device.
+
+        Concurrent RPCs read the clock before taking the device lock, so a later
+        lock holder can carry an earlier time by a few µs. Issued out of order,
+        the tracker would fall back to scanning its whole pending set on every
+        expiry (correct, but O(capacity) per IO: measured 5x fewer stream
+        decisions/s with 4 clients); stamping it with the later time keeps the
+        issue order, which is what the device saw anyway.
+        """
+        now = int(now_us)
+        if now < self.last_now:
+            return self.last_now
+        self.last_now = now
+        return now
 
     def burst_rows(self, n: int) -> np.ndarray:
         """A reusable float32 (n, dim) feature matrix for a burst of n IOs."""
@@ -302,7 +319,7 @@ class AdmissionCore:
         with self._lock(device):
             st = self._devices[device]
             c = st.counters
-            now = int(now_us)
+            now = st.clock_floor(now_us)
             if deadline_us <= 0:
                 deadline_us = st.default_deadline_us
             k = index_in(deadline_us, st.thresholds_us)
@@ -419,7 +436,7 @@ class AdmissionCore:
         with self._lock(device):
             st = self._devices[device]
             c = st.counters
-            now = int(now_us)
+            now = st.clock_floor(now_us)
             dl[dl <= 0] = st.default_deadline_us
             th = st.thresholds_us
             k = np.searchsorted(np.asarray(th), dl, side="left")  # index_in, vectorised
@@ -558,6 +575,7 @@ class AdmissionCore:
             if new_state.featuriser.config() == old.featuriser.config():
                 new_state.tracker = old.tracker
                 new_state.deadlines = old.deadlines
+                new_state.last_now = old.last_now
             new_state.counters = old.counters
             self._devices[device] = new_state
             return old

@@ -241,3 +241,15 @@ def test_probe_after_n_rejections_admits_one(bundle) -> None:  # type: ignore[no
     assert burst.stats()["d"]["probes"] == 2 and burst.stats()["d"]["pending"] == 2
     with pytest.raises(ValueError, match="probe_after"):
         AdmissionCore({}, probe_after=-1)
+
+
+def test_a_late_lock_holder_with_an_earlier_clock_keeps_the_issue_order(bundle) -> None:  # type: ignore[no-untyped-def]
+    from mittd.predictor.tracker import M_LAST_TS, M_UNORDERED
+
+    c = core(bundle, p=1.0)
+    c.admit("d", 0, 0, 4096, 0.0, 1, 1_000)
+    c.admit("d", 0, 4096, 4096, 0.0, 2, 990)  # read the clock first, got the lock second
+    op, off, size, dl, ids = ios(4, base=10)
+    c.admit_burst("d", op, off, size, dl, ids, 995)
+    meta = c.state("d").tracker.meta
+    assert meta[M_UNORDERED] == 0 and meta[M_LAST_TS] == 1_000
