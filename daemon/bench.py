@@ -1,8 +1,9 @@
 """``mittd bench rpc``: what an admission check costs over gRPC, side by side.
 
-A real daemon (``mittd serve`` in its own process, Unix socket, a pruned bundle
-on a file-backed device) answers; client processes (one per concurrent client,
-so the client side never shares a GIL) measure in one run:
+A real daemon (``mittd serve`` in its own process, Unix socket, by default the
+shipped node-pruned precise_linear bundle, on a file-backed device) answers;
+client processes (one per concurrent client, so the client side never shares a
+GIL) measure in one run:
 
 * ``Echo`` — a no-op with Admit's message sizes: the gRPC floor;
 * ``Admit`` unary (with a ``Complete`` after each admitted IO, as a real
@@ -212,7 +213,10 @@ def _stream(job: tuple[str, str, int, int, int, int]) -> tuple[str, np.ndarray, 
 
 
 def _bundle(tmp: Path, bundle: str | None, model: str, sparsity: float, method: str) -> Path:
-    if bundle:
+    if bundle is None:
+        from mittd.predictor.shipped import shipped_bundle
+        return shipped_bundle("precise_linear_node95")
+    if bundle != "synthetic":
         return Path(bundle)
     from mittd.predictor.bundle import save_bundle
     from mittd.predictor.synthetic import synthetic_bundle

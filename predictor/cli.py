@@ -96,7 +96,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 def cmd_bench_rpc(args: argparse.Namespace) -> int:
     from mittd.daemon import bench as dbench
 
-    if args.bundle and not Path(args.bundle).is_file():
+    if args.bundle not in (None, "synthetic") and not Path(args.bundle).is_file():
         raise BundleError(f"{args.bundle}: no such bundle")
     say = (lambda _m: None) if args.quiet else (lambda m: print(m, flush=True))
     r = dbench.run(bundle=args.bundle, model=args.model, sparsity=args.sparsity,
@@ -127,7 +127,8 @@ def cmd_bench_live(args: argparse.Namespace) -> int:
                           clients=args.clients, model=args.model, directory=args.dir,
                           period_s=args.period, busy=args.busy, write_qd=args.write_qd,
                           deadline_us=args.deadline_us, hedge_after_us=args.hedge_after_us,
-                          seed=args.seed, keep_files=args.keep_files, say=say)
+                          decision_threshold=args.decision_threshold, seed=args.seed,
+                          keep_files=args.keep_files, say=say)
     except live.LiveError as e:
         return fail(str(e))
     print(live.render(r))
@@ -200,9 +201,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "(column batches, and one-message-per-IO batches), with 1 and several concurrent "
         "clients: p50/p99 per call (per batch for streams) and decisions/s.")
     d.add_argument("--bundle", metavar="B.mittd",
-                   help="model bundle to serve (default: a synthetic one, see --model)")
+                   help="model bundle to serve (default: the shipped precise_linear_node95; "
+                   "'synthetic': random weights shaped by --model/--sparsity/--method)")
     d.add_argument("--model", choices=["precise_linear", "good_custom"],
-                   default="precise_linear", help="synthetic model when no --bundle")
+                   default="precise_linear", help="synthetic model (with --bundle synthetic)")
     d.add_argument("--sparsity", type=float, default=0.98, help="synthetic sparsity (0.98)")
     d.add_argument("--method", choices=["magnitude", "simd", "node"], default="node",
                    help="synthetic pruning pattern (node)")
@@ -251,6 +253,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                    "trained threshold)")
     d.add_argument("--hedge-after-us", type=float,
                    help="hedging delay (default: p95 of the warm-up period without mittd)")
+    d.add_argument("--decision-threshold", type=float, metavar="P",
+                   help="the daemons reject when P(slow) > P (default: the bundle's)")
     d.add_argument("--period", type=float, default=3.0,
                    help="contention period and mode slice, seconds (3)")
     d.add_argument("--busy", type=float, default=1 / 3,
