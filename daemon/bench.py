@@ -156,9 +156,10 @@ def _unary(job: tuple[str, str, int, int, int]) -> tuple[str, np.ndarray, int]:
     return kind, times, busy
 
 
-def _stream(job: tuple[str, str, int, int, int, int]) -> tuple[str, np.ndarray, int, float]:
+def _stream(job: tuple[str, str, int, int, int, int]
+            ) -> tuple[str, np.ndarray, int, float, int]:
     """One AdmitStream: ``batches`` round trips of ``batch`` IOs; (kind, ns per batch,
-    decisions, wall seconds)."""
+    decisions, wall seconds, EBUSY count)."""
     from mittd.daemon.client import columns_batch
     from mittd.proto import mittd_pb2 as pb
 
@@ -175,7 +176,7 @@ def _stream(job: tuple[str, str, int, int, int, int]) -> tuple[str, np.ndarray, 
             yield b
 
     call = stub.AdmitStream(outgoing())
-    decisions = 0
+    decisions = busy = 0
     prev_ids = np.zeros(0, np.int64)
     t_start = time.perf_counter()
     for b in range(batches):
@@ -201,12 +202,13 @@ def _stream(job: tuple[str, str, int, int, int, int]) -> tuple[str, np.ndarray, 
             admitted = np.array([r.decision == pb.ADMIT for r in reply.replies])
             decisions += len(reply.replies)
         times[b] = time.perf_counter_ns() - t0
+        busy += int((~admitted).sum())
         prev_ids = ids[admitted]
     seconds = time.perf_counter() - t_start
     q.put(None)
     for _ in call:  # drain: the server ends the stream after our half-close
         pass
-    return kind, times, decisions, seconds
+    return kind, times, decisions, seconds, busy
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -291,7 +293,7 @@ def run(bundle: str | None = None, model: str = "precise_linear", sparsity: floa
                         "p50_us": float(np.percentile(t, 50)),
                         "p99_us": float(np.percentile(t, 99)),
                         "per_s": decisions / max(o[3] for o in out),
-                        "wall_per_s": decisions / wall_s, "ebusy": 0})
+                        "wall_per_s": decisions / wall_s, "ebusy": sum(o[4] for o in out)})
     finally:
         if proc is not None:
             proc.terminate()

@@ -18,11 +18,13 @@ from mittd.predictor import eie_report
 from mittd.traces import cli as traces_cli
 from mittd.traces.errors import TraceError
 from mittd.training import cli as training_cli
+from mittd.training import offline_eval
 
 # Exceptions whose message is a complete, user-facing explanation.
 USER_ERRORS: tuple[type[BaseException], ...] = (
     TraceError, training_cli.TrainingError, *predictor_cli.USER_ERRORS, *check.USER_ERRORS,
-    *replay_cli.USER_ERRORS, *demo.USER_ERRORS)
+    *replay_cli.USER_ERRORS, *demo.USER_ERRORS,
+    *offline_eval.USER_ERRORS)
 
 
 def _version() -> str:
@@ -54,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay_cli.add_commands(commands)
     demo.add_commands(commands)
     training_cli.add_commands(commands)
+    offline_eval.add_commands(commands)
     return parser
 
 

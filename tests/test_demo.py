@@ -41,3 +41,19 @@ def test_replay_from_keeps_the_tail_of_the_trace(tmp_path: Path) -> None:
     assert 0.09 * 120_000 < n < 0.11 * 120_000
     bad = run_cli("replay", str(SAMPLE), "--from", "1.5", "-o", str(tmp_path))
     assert bad.returncode == 2 and "must be in [0, 1)" in bad.stderr
+
+
+def test_evaluate_scores_shipped_bundles_on_a_trace(tmp_path: Path) -> None:
+    bundles = Path(__file__).resolve().parent.parent / "predictor" / "bundles"
+    out = tmp_path / "eval.json"
+    r = run_cli("evaluate", str(bundles / "heimdall.mittd"),
+                str(bundles / "precise_linear_node95.mittd"), "--trace", str(SAMPLE),
+                "--from", "0.9", "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "| heimdall |" in r.stdout and "ROC-AUC" in r.stdout
+    rows = json.loads(out.read_text())
+    assert len(rows) == 2 and all(0.5 < row["roc_auc"] <= 1.0 for row in rows)
+    assert rows[0]["ios"] == rows[1]["ios"] < 0.11 * 130_923
+    bad = run_cli("evaluate", str(bundles / "heimdall.mittd"), "--trace", str(SAMPLE),
+                  "--from", "2")
+    assert bad.returncode == 2 and "--from must be in [0, 1)" in bad.stderr
