@@ -283,15 +283,35 @@ class Model:
     name: str
     path: str
     bundle: Bundle
+    decision_threshold: float | None = None  # this row's P(slow) cutoff (None: default)
 
     @property
     def thresholds_us(self) -> list[float]:
         return self.bundle.latency_thresholds_us()
 
 
+def split_operating_point(spec: str | Path) -> tuple[str, float | None]:
+    """``B.mittd@0.97`` -> (``B.mittd``, 0.97): a model row at its own P(slow) cutoff."""
+    text = str(spec)
+    path, sep, p = text.rpartition("@")
+    if not sep or not path.endswith(".mittd"):
+        return text, None
+    try:
+        v = float(p)
+    except ValueError:
+        raise ReplayError(f"{text}: the part after '@' must be a P(slow) cutoff in [0, 1]"
+                          ) from None
+    if not 0.0 <= v <= 1.0:
+        raise ReplayError(f"{text}: the P(slow) cutoff must be in [0, 1], got {v}")
+    return path, v
+
+
 def load_model(path: str | Path, name: str | None = None) -> Model:
-    """Load and check a bundle (featuriser, thresholds) before any replay starts."""
-    m = Model(name or Path(path).stem, str(path), load_bundle(path))
+    """Load and check a bundle (featuriser, thresholds) before any replay starts;
+    ``path@P`` replays it rejecting when P(slow) > P (its own operating point)."""
+    file, cut = split_operating_point(path)
+    default = Path(file).stem + (f"@{cut:g}" if cut is not None else "")
+    m = Model(name or default, file, load_bundle(file), cut)
     check_model(m)
     return m
 
@@ -315,7 +335,8 @@ def unique_names(paths: Sequence[str | Path]) -> list[str]:
     """File stems, made unique (``pl``, ``pl#2``) and distinct from the policy names."""
     out: list[str] = []
     for p in paths:
-        base = Path(p).stem or str(p)
+        file, cut = split_operating_point(p)
+        base = (Path(file).stem or file) + (f"@{cut:g}" if cut is not None else "")
         name, k = base, 1
         while name in out or name in POLICIES:
             k += 1
@@ -723,7 +744,9 @@ def run_replay(
                 say(f"replaying {m.name} ({m.bundle.version_id}) over {primary.n:,} IOs")
             done[m.name] = replay_model(
                 primary, reps, m, slo, engine=engine, failover_cost_us=cost,
-                decision_threshold=decision_threshold, rep_lat=rep_lat, progress=progress,
+                decision_threshold=(decision_threshold if m.decision_threshold is None
+                                    else m.decision_threshold),
+                rep_lat=rep_lat, progress=progress,
                 probe_after=probe_after)
     if "baseline" in policies:
         done["baseline"] = replay_baseline(primary, rep_lat, cost)

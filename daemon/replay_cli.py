@@ -142,7 +142,9 @@ def add_commands(commands: Any) -> None:
                    help="a replica's labelled trace, in failover order (repeatable); default: "
                         "TRACE itself shifted by half its duration")
     p.add_argument("--model", "-m", action="append", metavar="BUNDLE",
-                   help="a .mittd model bundle to replay (repeatable; one report row each)")
+                   help="a .mittd model bundle to replay (repeatable; one report row each); "
+                        "BUNDLE@P replays it rejecting when P(slow) > P (an operating point; "
+                        "the same bundle may appear at several)")
     p.add_argument("--policy", default=",".join(POLICIES), metavar="LIST",
                    help=f"comma-separated policies among {', '.join(POLICIES)} "
                         "(default: all; 'models' = one row per --model)")

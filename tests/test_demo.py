@@ -14,11 +14,12 @@ SAMPLE = Path(__file__).resolve().parent.parent / "traces" / "samples" / "fio_mi
 def test_demo_offline_prints_the_before_after_table(tmp_path: Path) -> None:
     r = run_cli("demo", "--no-live", "--quiet", "-o", str(tmp_path))
     assert r.returncode == 0, r.stderr
-    assert "| offline: shipped trace, held-out 30 %" in r.stdout
+    assert "| offline, shipped trace's held-out 30 %: precise_linear_hist_node95@0.97 |" in r.stdout
     assert "p99 without mittd" in r.stdout and "peers on the same replay" in r.stdout
     report = json.loads((tmp_path / "replay" / "report.json").read_text())
     rows = {p["policy"]: p for p in report["policies"]}
     for name in ("baseline", "precise_linear_node95", "precise_linear_hist_node95",
+                 "precise_linear_hist_node95@0.97",
                  "heimdall", "linnos", "hedge", "random", "oracle"):
         assert name in rows
     # the held-out 30 % of the shipped trace (39,277 of 130,923 IOs)

@@ -293,3 +293,22 @@ def test_replay_error_is_a_user_error() -> None:
     from mittd.daemon.cli import USER_ERRORS
 
     assert ReplayError in USER_ERRORS
+
+
+def test_a_bundle_at_its_own_operating_point(tmp_path: Path) -> None:
+    from mittd.daemon.replay import split_operating_point
+
+    assert split_operating_point("a/b.mittd@0.97") == ("a/b.mittd", 0.97)
+    assert split_operating_point("a/b@c.mittd") == ("a/b@c.mittd", None)
+    with pytest.raises(ReplayError, match="cutoff"):
+        split_operating_point("b.mittd@x")
+    path = tmp_path / "m.mittd"
+    save_bundle(synthetic_bundle("precise_linear", 0.95, "node"), path)
+    r = run_cli("replay", str(SAMPLE), "--limit", "3000", "-m", str(path),
+                "-m", f"{path}@1.0", "--policy", "baseline,models", "--slo", "300us",
+                "-q", "-o", str(tmp_path / "rep"))
+    assert r.returncode == 0, r.stderr
+    rows = {p["policy"]: p for p in json.loads((tmp_path / "rep" / "report.json")
+                                               .read_text())["policies"]}
+    assert rows["m@1"]["reject_rate"] == 0.0  # P(slow) > 1 never holds
+    assert "m" in rows
