@@ -26,10 +26,7 @@ from mittd.predictor.features_kernels import (
     KIND_LBA,
     KIND_LBA_HIST,
     KIND_LINNOS,
-    heimdall_row,
-    lba_hist_row,
-    lba_row,
-    linnos_row,
+    encode_row,
 )
 from mittd.predictor.tracker import PendingTracker, t_expire, t_issue
 
@@ -41,15 +38,7 @@ def _burst(kind, iparams, lo, hi, pend, free, meta, hist, removed, now, timeout,
     """Rows of ``x`` and slots of the issued IOs; returns how many ids went to ``removed``."""
     r = t_expire(pend, free, meta, removed, now, timeout)
     for j in range(ids.shape[0]):
-        row = x[j]
-        if kind == KIND_LBA:
-            lba_row(row, pend, meta, offs[j], iparams[0], iparams[1], iparams[2])
-        elif kind == KIND_LINNOS:
-            linnos_row(row, meta, hist, iparams[0], iparams[1], iparams[2])
-        elif kind == KIND_LBA_HIST:
-            lba_hist_row(row, pend, meta, hist, offs[j], sizes[j], iparams, lo, hi)
-        else:
-            heimdall_row(row, meta, hist, sizes[j], iparams[0], lo, hi, True)
+        encode_row(kind, x[j], pend, meta, hist, offs[j], sizes[j], iparams, lo, hi, True)
         s, n = t_issue(pend, free, meta, removed[r:], ids[j], now, offs[j], sizes[j], ops[j],
                        timeout)
         r += n

@@ -171,6 +171,22 @@ def lba_hist_row(out, pend, meta, hist, offset, size, iparams, lo, hi):  # pragm
 
 
 @numba.njit(cache=True)
+def encode_row(kind, row, pend, meta, hist, offset, size, iparams, lo, hi,
+               scale):  # pragma: no cover - numba
+    """The featuriser ``kind``'s row for an IO, from the tracker's arrays: the one
+    dispatch of :func:`simulate` and of the daemon's bursts (``encode_live`` calls
+    its own row kernel directly)."""
+    if kind == KIND_LBA:
+        lba_row(row, pend, meta, offset, iparams[0], iparams[1], iparams[2])
+    elif kind == KIND_LINNOS:
+        linnos_row(row, meta, hist, iparams[0], iparams[1], iparams[2])
+    elif kind == KIND_LBA_HIST:
+        lba_hist_row(row, pend, meta, hist, offset, size, iparams, lo, hi)
+    else:
+        heimdall_row(row, meta, hist, size, iparams[0], lo, hi, scale)
+
+
+@numba.njit(cache=True)
 def simulate(
     kind, ts, comp, corder, lat, off, size, op, iparams, lo, hi, scale,
     capacity, timeout, history, out,
@@ -203,15 +219,7 @@ def simulate(
         nrem = t_expire(pend, free, meta, removed, t, timeout)
         for i in range(nrem):
             slot_of[removed[i]] = NIL
-        row = out[j]
-        if kind == KIND_LBA:
-            lba_row(row, pend, meta, off[j], iparams[0], iparams[1], iparams[2])
-        elif kind == KIND_LINNOS:
-            linnos_row(row, meta, hist, iparams[0], iparams[1], iparams[2])
-        elif kind == KIND_LBA_HIST:
-            lba_hist_row(row, pend, meta, hist, off[j], size[j], iparams, lo, hi)
-        else:
-            heimdall_row(row, meta, hist, size[j], iparams[0], lo, hi, scale)
+        encode_row(kind, out[j], pend, meta, hist, off[j], size[j], iparams, lo, hi, scale)
         s, nrem = t_issue(pend, free, meta, removed, j, t, off[j], size[j], op[j], timeout)
         for i in range(nrem):
             slot_of[removed[i]] = NIL
