@@ -121,14 +121,13 @@ def cmd_bench_live(args: argparse.Namespace) -> int:
     if not m:
         return fail(f"--size {args.size!r}: expected a size like 512M or 1G")
     size = int(m.group(1)) << (10 * " KMGT".index(m.group(2).upper() or " "))
-    say = (lambda _m: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     try:
         r = live.run_live(duration_s=args.duration, replicas=args.replicas, size=size,
                           clients=args.clients, model=args.model, directory=args.dir,
                           period_s=args.period, busy=args.busy, write_qd=args.write_qd,
                           deadline_us=args.deadline_us, hedge_after_us=args.hedge_after_us,
                           decision_threshold=args.decision_threshold, seed=args.seed,
-                          keep_files=args.keep_files, say=say)
+                          keep_files=args.keep_files, quiet=args.quiet)
     except live.LiveError as e:
         return fail(str(e))
     print(live.render(r))
@@ -244,7 +243,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                    "4 periods)")
     d.add_argument("--replicas", type=int, default=2, help="replica files/daemons (2)")
     d.add_argument("--size", default="1G", help="size of each replica file (1G)")
-    d.add_argument("--clients", type=int, default=4, help="closed-loop client threads (4)")
+    d.add_argument("--clients", type=int, default=2,
+                   help="closed-loop client threads (2; on 2 cores more threads measure the "
+                   "CPU queue more than the disk)")
     d.add_argument("--model", metavar="B.mittd",
                    help="bundle every daemon serves (default: the shipped heimdall bundle, "
                    "else out/results/heimdall.mittd)")
@@ -255,14 +256,17 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                    help="hedging delay (default: p95 of the warm-up period without mittd)")
     d.add_argument("--decision-threshold", type=float, metavar="P",
                    help="the daemons reject when P(slow) > P (default: the bundle's)")
-    d.add_argument("--period", type=float, default=3.0,
-                   help="contention period and mode slice, seconds (3)")
+    d.add_argument("--period", type=float,
+                   help="contention period and mode slice, seconds (3; a quarter of "
+                   "--duration below 12 s)")
     d.add_argument("--busy", type=float, default=1 / 3,
                    help="fraction of each period a replica is under writes (1/3; 0: none)")
     d.add_argument("--write-qd", type=int, default=4,
                    help="queue depth of each fio writer (1 MiB direct writes) (4)")
-    d.add_argument("--dir", help="where the replica files go (default ./out if it exists, "
-                   "else /var/tmp; must support O_DIRECT, so not tmpfs)")
+    d.add_argument("--dir", metavar="DIR[,DIR...]",
+                   help="where the replica files go, replica i in the (i mod n)-th DIR: give "
+                   "one per disk for independent replicas (default ./out if it exists, else "
+                   "/var/tmp; must support O_DIRECT, so not tmpfs)")
     d.add_argument("--seed", type=int, default=0, help="seed of the read offsets (0)")
     d.add_argument("--keep-files", action="store_true",
                    help="keep the replica files, configs and logs")

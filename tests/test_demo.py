@@ -16,6 +16,7 @@ def test_demo_offline_prints_the_before_after_table(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "| offline, shipped trace's held-out 30 %: precise_linear_hist_node95@0.97 |" in r.stdout
     assert "p99 without mittd" in r.stdout and "peers on the same replay" in r.stdout
+    assert "reads sent elsewhere, mittd" in r.stdout
     report = json.loads((tmp_path / "replay" / "report.json").read_text())
     rows = {p["policy"]: p for p in report["policies"]}
     for name in ("baseline", "precise_linear_node95", "precise_linear_hist_node95",
