@@ -16,6 +16,10 @@ $(VENV)/.base: pyproject.toml
 	$(BIN)/pip install --quiet -e .
 	@touch $@
 
+$(VENV)/.plot: $(VENV)/.base
+	$(BIN)/pip install --quiet -e ".[plot]"
+	@touch $@
+
 $(VENV)/.dev: $(VENV)/.base
 	$(BIN)/pip install --quiet -e ".[train,dev]"
 	@touch $@
@@ -30,7 +34,7 @@ fio:
 	    echo "fio is missing: install it (e.g. sudo apt-get install fio)"; exit 1; \
 	  fi; }
 
-demo: $(VENV)/.base fio
+demo: $(VENV)/.plot fio
 	$(BIN)/mittd demo --output $(DEMO)
 
 lint: $(VENV)/.dev
