@@ -548,6 +548,7 @@ def run_live(duration_s: float = 60.0, replicas: int = 2, size: int = 1 << 30,
         bases = [Path(d) for d in directory]
     if not bases:
         raise LiveError("--dir: no directory given")
+    bases = [b.absolute() for b in bases]  # the daemons' configs need absolute paths
     placement = [bases[i % len(bases)] for i in range(replicas)]
     for base in dict.fromkeys(bases):
         if not base.is_dir():

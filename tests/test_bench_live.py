@@ -88,8 +88,10 @@ def test_schedule_staggers_the_replicas() -> None:
 @needs_fio
 def test_bench_live_runs_every_mode_and_leaves_nothing(disk_dir: Path, tmp_path: Path) -> None:
     out, png = tmp_path / "live.json", tmp_path / "live.png"
+    # --dir relative to the working directory (the daemons' configs need it absolute)
     r = run_cli("bench", "live", "--duration", "8", *TINY, "--hedge-after-us", "1",
-                "--dir", str(disk_dir), "--json", str(out), "--png", str(png), "--quiet")
+                "--dir", disk_dir.name, "--json", str(out), "--png", str(png), "--quiet",
+                cwd=disk_dir.parent)
     assert r.returncode == 0, r.stderr
     assert "| mittd |" in r.stdout and "| none |" in r.stdout and "| hedge |" in r.stdout
     res = json.loads(out.read_text())
