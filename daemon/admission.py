@@ -370,12 +370,18 @@ class AdmissionCore:
             return d
 
     def _fail_open(self, device: str, st: DeviceState, k: int, e: Exception) -> Decision:
-        st.counters.fail_open += 1
-        n = st.counters.fail_open
-        if n & (n - 1) == 0:  # 1, 2, 4, 8, ...: visible, never a log flood
-            log.warning("%s: predictor failed (%s: %s); admitting (fail-open #%d)",
-                        device, type(e).__name__, e, n)
+        self._count_fail_open(device, st, e, 1)
         return Decision(True, NAN, k, True, f"fail-open:{type(e).__name__}", st.model_version)
+
+    @staticmethod
+    def _count_fail_open(device: str, st: DeviceState, e: Exception, n: int) -> None:
+        """Count ``n`` fail-opens; log when the total passes 1, 2, 4, 8, ...: visible,
+        never a log flood."""
+        before = st.counters.fail_open
+        after = st.counters.fail_open = before + n
+        if after.bit_length() > before.bit_length():
+            log.warning("%s: predictor failed (%s: %s); admitting (fail-open #%d)",
+                        device, type(e).__name__, e, after)
 
     @staticmethod
     def _issue(st: DeviceState, request_id: int, now: int, offset: int, length: int,
@@ -464,8 +470,7 @@ class AdmissionCore:
                 margins = np.where(beyond, -np.inf, m.astype(np.float64))
             except Exception as e:  # any fault of ours admits (the whole burst)
                 fail[~beyond] = True
-                self._fail_open(device, st, 0, e)
-                c.fail_open += int(fail.sum()) - 1  # _fail_open counted one
+                self._count_fail_open(device, st, e, int(fail.sum()))
                 if not issued:  # the fallback may have stopped half way: issue the rest
                     for j, rid in enumerate(ids.tolist()):
                         if rid not in tracker:

@@ -32,6 +32,9 @@ from typing import Any
 
 import numpy as np
 
+from mittd.daemon.client import daemon_healthy
+from mittd.traces.collect import direct_io_error
+
 DEVICE_BYTES = 64 << 20
 UNARY_KINDS = ("echo", "admit", "read")
 
@@ -54,19 +57,6 @@ def _write_config(tmp: Path, bundle: Path, workers: int, direct_io: bool) -> Pat
     return cfg
 
 
-def _o_direct_ok(directory: Path) -> bool:
-    probe = directory / ".odirect"
-    probe.write_bytes(b"\0" * 4096)
-    try:
-        fd = os.open(probe, os.O_RDONLY | getattr(os, "O_DIRECT", 0))
-    except OSError:
-        return False
-    finally:
-        probe.unlink(missing_ok=True)
-    os.close(fd)
-    return True
-
-
 def _start_daemon(cfg: Path, sock: Path, timeout_s: float = 60.0) -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, "-m", "mittd.daemon.cli", "serve", "--config", str(cfg),
@@ -77,24 +67,11 @@ def _start_daemon(cfg: Path, sock: Path, timeout_s: float = 60.0) -> subprocess.
         if proc.poll() is not None:
             raise RuntimeError(f"the daemon exited ({proc.returncode}): "
                                f"{(proc.stderr.read() if proc.stderr else '').strip()}")
-        if sock.exists() and _healthy(f"unix:{sock}"):
+        if sock.exists() and daemon_healthy(f"unix:{sock}"):
             return proc
         time.sleep(0.1)
     proc.kill()
     raise RuntimeError(f"the daemon did not come up within {timeout_s:.0f} s")
-
-
-def _healthy(target: str) -> bool:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    with grpc.insecure_channel(target) as ch:
-        try:
-            r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(),
-                                                     timeout=1.0)
-        except grpc.RpcError:
-            return False
-    return r.status == health_pb2.HealthCheckResponse.SERVING
 
 
 # -- client processes ------------------------------------------------------------------------
@@ -244,7 +221,7 @@ def run(bundle: str | None = None, model: str = "precise_linear", sparsity: floa
         path = _bundle(tmp, bundle, model, sparsity, method)
         b = load_bundle(path)
         results["model"] = f"{b.version_id} ({path.name})"
-        direct = _o_direct_ok(tmp)
+        direct = direct_io_error(tmp) is None
         results["direct_io"] = direct
         cfg = _write_config(tmp, path, workers, direct)
         sock = tmp / "mittd.sock"

@@ -37,6 +37,7 @@ from typing import Any, NamedTuple, Self
 
 import grpc
 import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mittd.proto import EBUSY_ERRNO, ERRNO_METADATA_KEY, P_SLOW_METADATA_KEY
 from mittd.proto import mittd_pb2 as pb
@@ -54,6 +55,7 @@ __all__ = [
     "ReadResult",
     "ReplicaSet",
     "columns_batch",
+    "daemon_healthy",
 ]
 
 #: A deadline (1 hour) beyond every trained latency threshold. The daemon admits
@@ -195,6 +197,34 @@ class ReadResult(NamedTuple):
     attempts: int
 
 
+class _ClosedOnExit:
+    """``with x:`` closes ``x`` on the way out (Client, AdmitStream, ReplicaSet)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def daemon_healthy(target: str, timeout_s: float = 1.0) -> bool:
+    """True when the daemon at ``target`` answers the standard gRPC health check
+    SERVING (used to wait for a freshly started daemon)."""
+    with grpc.insecure_channel(target) as ch:
+        try:
+            r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(),
+                                                     timeout=timeout_s)
+        except grpc.RpcError:
+            return False
+    return r.status == health_pb2.HealthCheckResponse.SERVING
+
+
 def _metadata(call: Any) -> dict[str, str]:
     try:
         items = call.trailing_metadata() or ()
@@ -226,7 +256,7 @@ def _admission(reply: pb.AdmitReply) -> Admission:
     )
 
 
-class Client:
+class Client(_ClosedOnExit):
     """One channel to one mittd daemon; thread-safe (gRPC channels are)."""
 
     def __init__(
@@ -374,14 +404,6 @@ class Client:
         """Close the channel; calls in flight are cancelled."""
         self._channel.close()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"Client({self.target!r})"
@@ -417,7 +439,7 @@ def _check_batch(
     return [_admission(r) for r in replies[0].replies]
 
 
-class AdmitStream:
+class AdmitStream(_ClosedOnExit):
     """One open AdmitStream: :meth:`send` is a batch round trip without a new call.
 
     For high-rate clients: per-call setup is paid once. Sends are serialised by a
@@ -489,17 +511,8 @@ class AdmitStream:
             self._queue.put(self._END)
             self._call.cancel()
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class ReplicaSet:
+class ReplicaSet(_ClosedOnExit):
     """MittOS failover over replicas of the same data, each ``(client, device alias)``.
 
     :meth:`read` asks replicas in order with the caller's deadline and moves on
@@ -628,11 +641,3 @@ class ReplicaSet:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

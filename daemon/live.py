@@ -492,8 +492,9 @@ def run_live(duration_s: float = 60.0, replicas: int = 2, size: int = 1 << 30,
     Raises :class:`LiveError` (one line) for bad options, a missing fio, a file
     system refusing O_DIRECT, too little space, or a daemon that fails to start.
     """
-    from mittd.daemon.bench import _healthy, _o_direct_ok
+    from mittd.daemon.client import daemon_healthy
     from mittd.predictor.bundle import load_bundle
+    from mittd.traces.collect import direct_io_error
 
     # -- options ---------------------------------------------------------------
     if quiet:
@@ -555,7 +556,7 @@ def run_live(duration_s: float = 60.0, replicas: int = 2, size: int = 1 << 30,
             raise LiveError(f"{base}: not a directory")
         if not os.access(base, os.W_OK):
             raise LiveError(f"{base}: not writable")
-        if not _o_direct_ok(base):
+        if direct_io_error(base) is not None:
             raise LiveError(f"{base}: the file system refuses O_DIRECT (tmpfs?); pass --dir on "
                             "a disk-backed file system")
         need = placement.count(base) * size + 64 * MiB
@@ -625,7 +626,7 @@ def run_live(duration_s: float = 60.0, replicas: int = 2, size: int = 1 << 30,
                 if proc.poll() is not None:
                     raise LiveError(f"the daemon of replica {i} exited ({proc.returncode}): "
                                     f"{_tail(work / f'replica{i}.log')}")
-                if socks[i].exists() and _healthy(f"unix:{socks[i]}"):
+                if socks[i].exists() and daemon_healthy(f"unix:{socks[i]}"):
                     break
                 if time.monotonic() > deadline:
                     raise LiveError(f"the daemon of replica {i} did not come up within 60 s")

@@ -22,21 +22,14 @@ from pathlib import Path
 import pytest
 
 from mittd.daemon.live import MODES, Schedule
+from mittd.traces.collect import direct_io_error
 from tests.conftest import needs_fio, run_cli
 
 TINY = ("--period", "2", "--size", "64M", "--clients", "2", "--write-qd", "1")
 
 
 def _o_direct(directory: Path) -> bool:
-    probe = directory / ".odirect-probe"
-    probe.write_bytes(b"\0" * 4096)
-    try:
-        os.close(os.open(probe, os.O_RDONLY | getattr(os, "O_DIRECT", 0)))
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.unlink(missing_ok=True)
+    return direct_io_error(directory) is None
 
 
 @pytest.fixture

@@ -163,26 +163,33 @@ def check_target(spec: CollectSpec, writes: bool) -> Target:
     return Target(p, "file", spec.size, False)
 
 
-def check_direct_io(target: Target) -> None:
-    """O_DIRECT is refused by some file systems (tmpfs); say so before fio does."""
-    probe = target.path if target.exists else target.path.parent
+def direct_io_error(path: Path) -> OSError | None:
+    """Why an O_DIRECT open fails at ``path`` (a file, or a directory probed with a
+    temporary file), or None when it works. Some file systems (tmpfs) refuse it."""
     flags = os.O_RDONLY | getattr(os, "O_DIRECT", 0)
     tmp: str | None = None
     try:
-        if not target.exists:
-            fd_tmp, tmp = tempfile.mkstemp(dir=probe, prefix=".mittd-odirect-")
+        if Path(path).is_dir():
+            fd_tmp, tmp = tempfile.mkstemp(dir=path, prefix=".mittd-odirect-")
             os.close(fd_tmp)
-            probe = Path(tmp)
-        fd = os.open(probe, flags)
-        os.close(fd)
+            path = Path(tmp)
+        os.close(os.open(path, flags))
     except OSError as e:
-        raise TraceError(
-            f"{target.path}: the file system does not support direct IO ({e.strerror}); "
-            "use a disk-backed path, or --buffered (latencies then include the page cache)"
-        ) from None
+        return e
     finally:
         if tmp:
             os.unlink(tmp)
+    return None
+
+
+def check_direct_io(target: Target) -> None:
+    """O_DIRECT is refused by some file systems (tmpfs); say so before fio does."""
+    e = direct_io_error(target.path if target.exists else target.path.parent)
+    if e is not None:
+        raise TraceError(
+            f"{target.path}: the file system does not support direct IO ({e.strerror}); "
+            "use a disk-backed path, or --buffered (latencies then include the page cache)"
+        )
 
 
 def _parse_job(spec: str) -> dict[str, str]:
