@@ -12,7 +12,10 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from mittd.daemon import check, demo, replay_cli, serve
+from mittd.daemon import check, serve
+from mittd.daemon.bench import cli as bench_cli
+from mittd.daemon.bench import demo
+from mittd.daemon.replay import cli as replay_cli
 from mittd.predictor import cli as predictor_cli
 from mittd.predictor import eie_report
 from mittd.traces import cli as traces_cli
@@ -50,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
     traces_cli.add_commands(commands)
     predictor_cli.add_commands(commands)
+    bench_cli.add_commands(commands)
     eie_report.add_commands(commands)
     check.add_commands(commands)
     serve.add_commands(commands)

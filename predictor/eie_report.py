@@ -17,8 +17,9 @@ import numpy as np
 from mittd.predictor import eie_perf as ep
 from mittd.predictor.bundle import Bundle, BundleError, load_bundle
 from mittd.predictor.graph import GraphError
+from mittd.traces.shipped import shipped_trace
 
-DEFAULT_TRACE = Path(__file__).resolve().parent.parent / "traces/samples/fio_mixed_30s.parquet"
+DEFAULT_TRACE = shipped_trace()
 
 
 def parse_pes(text: str) -> list[int]:

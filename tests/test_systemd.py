@@ -11,8 +11,9 @@ import pytest
 from mittd.daemon.config import load_config
 from mittd.predictor.bundle import save_bundle
 from mittd.predictor.synthetic import synthetic_bundle
+from tests.conftest import REPO
 
-SYSTEMD = Path(__file__).resolve().parent.parent / "systemd"
+SYSTEMD = REPO / "systemd"
 UNIT = SYSTEMD / "mittd.service"
 EXAMPLE = SYSTEMD / "mittd.toml"
 EXEC = "ExecStart=/usr/bin/mittd serve --config /etc/mittd/mittd.toml"

@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.conftest import run_cli
+from mittd.traces.shipped import shipped_trace
+from tests.conftest import REPO, run_cli
 
-SAMPLE = Path(__file__).resolve().parent.parent / "traces" / "samples" / "fio_mixed_30s.parquet"
+SAMPLE = shipped_trace()
 
 
 def test_demo_offline_prints_the_before_after_table(tmp_path: Path) -> None:
@@ -46,7 +47,7 @@ def test_replay_from_keeps_the_tail_of_the_trace(tmp_path: Path) -> None:
 
 
 def test_evaluate_scores_shipped_bundles_on_a_trace(tmp_path: Path) -> None:
-    bundles = Path(__file__).resolve().parent.parent / "predictor" / "bundles"
+    bundles = REPO / "predictor" / "bundles"
     out = tmp_path / "eval.json"
     r = run_cli("evaluate", str(bundles / "heimdall.mittd"),
                 str(bundles / "precise_linear_node95.mittd"), "--trace", str(SAMPLE),

@@ -20,15 +20,16 @@ from mittd.daemon.replay import (
     self_replica,
     trace_from_table,
 )
-from mittd.daemon.replay_report import build_report, format_table
+from mittd.daemon.replay.report import build_report, format_table
 from mittd.predictor.bundle import save_bundle
 from mittd.predictor.engines import DenseNumpyEngine
 from mittd.predictor.features import make_featuriser
 from mittd.predictor.synthetic import synthetic_bundle
 from mittd.traces.schema import make_batch, read_trace, write_trace
+from mittd.traces.shipped import shipped_trace
 from tests.conftest import run_cli
 
-SAMPLE = Path(__file__).resolve().parent.parent / "traces" / "samples" / "fio_mixed_30s.parquet"
+SAMPLE = shipped_trace()
 SLO = "300us"  # below the synthetic bundles' trained threshold (500 µs): they predict
 
 

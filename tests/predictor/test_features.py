@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -26,8 +25,9 @@ from mittd.predictor.features import (
 )
 from mittd.predictor.tracker import PendingTracker
 from mittd.traces.schema import make_batch, read_trace
+from mittd.traces.shipped import shipped_trace
 
-SAMPLE = Path(__file__).parents[1] / "traces" / "samples" / "fio_mixed_30s.parquet"
+SAMPLE = shipped_trace()
 
 
 def make_table(ts, lat, op, off, size, device="dev") -> pa.Table:  # type: ignore[no-untyped-def]

@@ -11,7 +11,7 @@ import pytest
 
 from mittd.daemon.client import Client, MittdUnavailable, columns_batch
 from mittd.proto import mittd_pb2 as pb
-from tests.test_service import SIZE, Server
+from tests.daemon.test_service import SIZE, Server
 
 
 @pytest.fixture(scope="module")

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from mittd.predictor.shipped import shipped_bundle
+from mittd.traces.shipped import shipped_trace
 
-SAMPLE = Path(__file__).resolve().parent.parent / "traces" / "samples" / "fio_mixed_30s.parquet"
+SAMPLE = shipped_trace()
 # mittd's own models: seed 000's precise_linear on LBA bits only, and on LBA bits +
 # queue/latency history, the latter also at a stricter operating point (reject only
 # when P(slow) > 0.97) whose extra load stays at or below hedging's 5 %
@@ -47,7 +48,7 @@ def _say(msg: str) -> None:
 def offline(out: Path, quiet: bool = False) -> dict[str, Any]:
     """Replay the shipped trace's test split with the shipped models; the report dict."""
     from mittd.daemon.replay import POLICIES, load_model, load_trace, run_replay
-    from mittd.daemon.replay_report import format_table, write_report
+    from mittd.daemon.replay.report import format_table, write_report
 
     if not SAMPLE.is_file():
         raise DemoError(f"{SAMPLE}: the shipped trace is missing from this checkout")
@@ -68,7 +69,7 @@ def offline(out: Path, quiet: bool = False) -> dict[str, Any]:
 def live(out: Path, duration_s: float, quiet: bool = False) -> dict[str, Any] | None:
     """The short live run; None (with the reason printed) where it cannot run here."""
     try:
-        from mittd.daemon import live as live_mod
+        from mittd.daemon.bench import live as live_mod
     except ImportError as e:  # pragma: no cover - packaging error
         _say(f"  live run skipped: {e}")
         return None

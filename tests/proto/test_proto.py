@@ -29,8 +29,9 @@ from mittd.proto import (
     mittd_pb2,
     mittd_pb2_grpc,
 )
+from tests.conftest import REPO
 
-PROTO_DIR = Path(__file__).resolve().parents[1] / "proto"
+PROTO_DIR = REPO / "proto"
 PROTO_FILE = PROTO_DIR / "mittd.proto"
 U64_MAX = 2**64 - 1
 U32_MAX = 2**32 - 1

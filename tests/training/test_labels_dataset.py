@@ -12,6 +12,7 @@ import pytest
 
 from mittd.predictor.features import HeimdallFeaturiser, trace_columns
 from mittd.traces.schema import OP_READ, make_batch, read_trace, write_trace
+from mittd.traces.shipped import shipped_trace
 from mittd.training.dataset import MIN_LABELLED, load_dataset
 from mittd.training.labels import (
     inflection_point,
@@ -20,9 +21,9 @@ from mittd.training.labels import (
     parse_slo,
     threshold_index_for,
 )
+from tests.conftest import DATA
 
-SAMPLE = Path(__file__).parents[1] / "traces" / "samples" / "fio_mixed_30s.parquet"
-DATA = Path(__file__).parent / "data"
+SAMPLE = shipped_trace()
 
 
 # -- parse_slo --------------------------------------------------------------------------------

@@ -138,7 +138,7 @@ def default_model() -> Path | None:
             p = Path(shipped_bundle("heimdall"))
             if p.is_file():
                 return p
-    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
+    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
         p = base / "out" / "results" / "heimdall.mittd"
         if p.is_file():
             return p

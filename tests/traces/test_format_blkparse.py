@@ -11,8 +11,9 @@ from mittd.traces.errors import BadLines, MalformedLineError
 from mittd.traces.formats.base import ReadOptions
 from mittd.traces.formats.blkparse import BlkparseFormat, _Pairer, op_code
 from mittd.traces.registry import FORMATS, open_trace
+from tests.conftest import DATA
 
-SAMPLE = Path(__file__).parent / "data" / "blkparse_sample.txt"
+SAMPLE = DATA / "blkparse_sample.txt"
 S = 512  # bytes per sector
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -13,8 +11,9 @@ from mittd.predictor.features import make_featuriser
 from mittd.predictor.graph import decision_margin, forward
 from mittd.predictor.shipped import BUNDLES_DIR, SHIPPED_BUNDLES, shipped_bundle
 from mittd.traces.schema import read_trace
+from mittd.traces.shipped import shipped_trace
 
-SAMPLE = Path(__file__).parents[1] / "traces" / "samples" / "fio_mixed_30s.parquet"
+SAMPLE = shipped_trace()
 
 
 @pytest.fixture(scope="module")

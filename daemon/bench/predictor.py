@@ -34,14 +34,14 @@ from mittd.predictor.features import FEATURISERS
 from mittd.predictor.models import MODEL_FEATURISER
 from mittd.predictor.synthetic import synthetic_bundle
 from mittd.traces.schema import read_trace
+from mittd.traces.shipped import shipped_trace
 
 DEFAULT_CONFIGS = (
     ("precise_linear", (0.0, 0.90, 0.95, 0.97, 0.98)),
     ("good_custom", (0.0, 0.90, 0.95)),
 )
 METHODS = ("magnitude", "simd", "node")
-SAMPLE_TRACE = Path(__file__).resolve().parent.parent / "traces" / "samples" / \
-    "fio_mixed_30s.parquet"
+SAMPLE_TRACE = shipped_trace()
 
 
 @dataclass

@@ -92,7 +92,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if not quiet:
             print(msg, file=sys.stderr)
 
-    from mittd.daemon.replay_report import format_table, write_report
+    from mittd.daemon.replay.report import format_table, write_report
 
     policies = parse_policies(args.policy)
     model_paths = args.model or []

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from mittd.daemon.live import MODES, Schedule
+from mittd.daemon.bench.live import MODES, Schedule
 from mittd.traces.collect import direct_io_error
 from tests.conftest import needs_fio, run_cli
 

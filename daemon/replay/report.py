@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from mittd.daemon.replay import PolicyResult, Replay
+from mittd.daemon.replay.core import PolicyResult
+from mittd.daemon.replay.policies import Replay
 
 __all__ = ["build_report", "format_table", "policy_metrics", "write_cdf_png", "write_report"]
 

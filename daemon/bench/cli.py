@@ -1,0 +1,221 @@
+"""``mittd bench predictor|rpc|live``: what mittd costs and what it cuts, on this machine.
+
+The benchmarks are tools, not the service: they start daemons, fio and client
+processes, and the predictor one compares against TensorFlow when installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from mittd.predictor.bundle import BundleError
+from mittd.predictor.engines import ENGINES
+
+__all__ = ["add_commands"]
+
+
+def cmd_bench_predictor(args: argparse.Namespace) -> int:
+    from mittd.daemon.bench import predictor as bench
+
+    configs = bench.DEFAULT_CONFIGS
+    if args.models:
+        configs = tuple((m, s) for m, s in bench.DEFAULT_CONFIGS if m in args.models)
+    if args.sparsity is not None:
+        configs = tuple((m, tuple(args.sparsity)) for m, _ in configs)
+    engines = args.engines or list(ENGINES)
+
+    def progress(msg: str) -> None:
+        if not args.quiet:
+            print(f"… {msg}", file=sys.stderr, flush=True)
+
+    results = bench.run(configs, args.methods or bench.METHODS, engines, args.calls,
+                        args.batch, not args.no_tf, progress=progress)
+    print(bench.render(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1, default=_plain))
+    return 0
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 1,4, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"counts must be >= 1, got {text!r}")
+    return values
+
+
+def cmd_bench_rpc(args: argparse.Namespace) -> int:
+    from mittd.daemon.bench import rpc as dbench
+
+    if args.bundle not in (None, "synthetic") and not Path(args.bundle).is_file():
+        raise BundleError(f"{args.bundle}: no such bundle")
+    say = (lambda _m: None) if args.quiet else (lambda m: print(m, flush=True))
+    r = dbench.run(bundle=args.bundle, model=args.model, sparsity=args.sparsity,
+                   method=args.method, calls=args.calls, rounds=args.rounds,
+                   clients=args.clients, batch=args.batch, batches=args.batches,
+                   workers=args.workers, deadline_us=args.deadline_us, directory=args.dir,
+                   say=say)
+    print(dbench.render(r))
+    if args.json:
+        Path(args.json).write_text(json.dumps(r, indent=1, default=str))
+    return 0
+
+
+def cmd_bench_live(args: argparse.Namespace) -> int:
+    from mittd.daemon.bench import live
+
+    def fail(msg: str) -> int:
+        print(f"mittd: error: {msg}", file=sys.stderr)
+        return 2
+
+    m = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)i?B?\s*", args.size, re.IGNORECASE)
+    if not m:
+        return fail(f"--size {args.size!r}: expected a size like 512M or 1G")
+    size = int(m.group(1)) << (10 * " KMGT".index(m.group(2).upper() or " "))
+    try:
+        r = live.run_live(duration_s=args.duration, replicas=args.replicas, size=size,
+                          clients=args.clients, model=args.model, directory=args.dir,
+                          period_s=args.period, busy=args.busy, write_qd=args.write_qd,
+                          deadline_us=args.deadline_us, hedge_after_us=args.hedge_after_us,
+                          decision_threshold=args.decision_threshold, seed=args.seed,
+                          keep_files=args.keep_files, quiet=args.quiet)
+    except live.LiveError as e:
+        return fail(str(e))
+    print(live.render(r))
+    if args.json:
+        Path(args.json).write_text(json.dumps(r, indent=1, default=_plain))
+    if args.png:
+        note = live.plot(r, args.png)
+        if note:
+            print(f"mittd: {note}", file=sys.stderr)
+    return 0
+
+
+def _plain(o: object) -> object:
+    """numpy scalars and arrays in JSON output."""
+    import numpy as np
+
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Register the ``bench`` command group on the ``mittd`` subparsers object."""
+    bench = commands.add_parser("bench", help="benchmarks",
+                                description="Measure mittd on this machine.")
+    bsub = bench.add_subparsers(dest="bench_command", metavar="SUBCOMMAND")
+    bsub.required = True
+    p = bsub.add_parser(
+        "predictor", help="µs per decision and decisions/s of every engine (and TF)",
+        description="Per-decision latency (p50/p99, batch 1, with and without "
+        "featurisation) and batched throughput of every inference engine on the seed's "
+        "models at several sparsities and pruning methods, with TF eager, tf.function and "
+        "TF Lite side by side when TensorFlow is installed. Inputs are featurised from the "
+        "shipped real trace. Takes several minutes.")
+    p.add_argument("--models", nargs="+", choices=["precise_linear", "good_custom"],
+                   help="models to measure (default both)")
+    p.add_argument("--sparsity", nargs="+", type=float,
+                   help="sparsities to measure (default: 0 .9 .95 .97 .98 for "
+                   "precise_linear, 0 .9 .95 for good_custom)")
+    p.add_argument("--methods", nargs="+", choices=["magnitude", "simd", "node"],
+                   help="pruning methods for the sparse bundles (default all three)")
+    p.add_argument("--engines", nargs="+", choices=list(ENGINES), help="engines (default all)")
+    p.add_argument("--calls", type=int, default=20_000, help="timed calls per cell")
+    p.add_argument("--batch", type=int, default=256, help="batch size for throughput")
+    p.add_argument("--no-tf", action="store_true", help="skip the TensorFlow comparison")
+    p.add_argument("--json", metavar="FILE", help="also write the raw results as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_bench_predictor)
+
+    d = bsub.add_parser(
+        "rpc", help="gRPC cost of Admit, Read and AdmitStream next to an Echo",
+        description="Start a daemon (mittd serve, own process, Unix socket) on a pruned "
+        "bundle and a 64 MiB file-backed device, then measure side by side from separate "
+        "client processes: Echo (a no-op with Admit's message sizes: the gRPC floor), "
+        "Admit unary, Read proxy (admission + a 4 KiB O_DIRECT read) and AdmitStream "
+        "(column batches, and one-message-per-IO batches), with 1 and several concurrent "
+        "clients: p50/p99 per call (per batch for streams) and decisions/s.")
+    d.add_argument("--bundle", metavar="B.mittd",
+                   help="model bundle to serve (default: the shipped precise_linear_node95; "
+                   "'synthetic': random weights shaped by --model/--sparsity/--method)")
+    d.add_argument("--model", choices=["precise_linear", "good_custom"],
+                   default="precise_linear", help="synthetic model (with --bundle synthetic)")
+    d.add_argument("--sparsity", type=float, default=0.98, help="synthetic sparsity (0.98)")
+    d.add_argument("--method", choices=["magnitude", "simd", "node"], default="node",
+                   help="synthetic pruning pattern (node)")
+    d.add_argument("--clients", type=_int_list, default=(1, 4),
+                   help="concurrent client processes to measure, e.g. 1,4 (default)")
+    d.add_argument("--calls", type=int, default=2000,
+                   help="timed unary calls per client, kind and round (2000)")
+    d.add_argument("--rounds", type=int, default=3,
+                   help="interleaved rounds of echo/admit/read (3)")
+    d.add_argument("--batch", type=int, default=1024, help="IOs per stream batch (1024)")
+    d.add_argument("--batches", type=int, default=300, help="batches per stream client (300)")
+    d.add_argument("--workers", type=int, default=4, help="daemon RPC worker threads (4)")
+    d.add_argument("--deadline-us", type=int, default=0,
+                   help="deadline sent with every IO (0: the model's first threshold)")
+    d.add_argument("--dir", help="where to put the device file (default: the temp dir)")
+    d.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    d.add_argument("--quiet", action="store_true", help="no progress lines")
+    d.set_defaults(func=cmd_bench_rpc)
+
+    d = bsub.add_parser(
+        "live", help="real IO, real tails: client latency with mittd, without, with hedging",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Start one daemon per replica (file-backed replicas on the local disk, "
+        "O_DIRECT proxy reads), drive closed-loop client threads of 4 KiB random reads "
+        "through ReplicaSet while fio's 1 MiB direct writes make each replica slow at "
+        "its own times, and compare the client-observed latency distribution in three "
+        "modes interleaved in slices of one contention period: 'mittd' (deadline = the "
+        "model's threshold, EBUSY -> next replica), 'none' (every read served by its "
+        "primary, never rejected) and 'hedge' (a duplicate to the next replica after "
+        "--hedge-after-us, default the p95 of a warm-up period without mittd).",
+        epilog="Contention: replica i is under writes for --busy of every --period "
+        "seconds, starting at i*period/replicas (fio paused and resumed with "
+        "SIGSTOP/SIGCONT). Progress goes to stderr, the table to stdout. Daemons and fio "
+        "are stopped on exit, on errors, on Ctrl-C and on SIGTERM.")
+    d.add_argument("--duration", type=float, default=60.0,
+                   help="seconds in all, warm-up included (default 60; at least "
+                   "4 periods)")
+    d.add_argument("--replicas", type=int, default=2, help="replica files/daemons (2)")
+    d.add_argument("--size", default="1G", help="size of each replica file (1G)")
+    d.add_argument("--clients", type=int, default=2,
+                   help="closed-loop client threads (2; on 2 cores more threads measure the "
+                   "CPU queue more than the disk)")
+    d.add_argument("--model", metavar="B.mittd",
+                   help="bundle every daemon serves (default: the shipped heimdall bundle, "
+                   "else out/results/heimdall.mittd)")
+    d.add_argument("--deadline-us", type=int,
+                   help="deadline of mittd-mode reads (default: the model's first "
+                   "trained threshold)")
+    d.add_argument("--hedge-after-us", type=float,
+                   help="hedging delay (default: p95 of the warm-up period without mittd)")
+    d.add_argument("--decision-threshold", type=float, metavar="P",
+                   help="the daemons reject when P(slow) > P (default: the bundle's)")
+    d.add_argument("--period", type=float,
+                   help="contention period and mode slice, seconds (3; a quarter of "
+                   "--duration below 12 s)")
+    d.add_argument("--busy", type=float, default=1 / 3,
+                   help="fraction of each period a replica is under writes (1/3; 0: none)")
+    d.add_argument("--write-qd", type=int, default=4,
+                   help="queue depth of each fio writer (1 MiB direct writes) (4)")
+    d.add_argument("--dir", metavar="DIR[,DIR...]",
+                   help="where the replica files go, replica i in the (i mod n)-th DIR: give "
+                   "one per disk for independent replicas (default ./out if it exists, else "
+                   "/var/tmp; must support O_DIRECT, so not tmpfs)")
+    d.add_argument("--seed", type=int, default=0, help="seed of the read offsets (0)")
+    d.add_argument("--keep-files", action="store_true",
+                   help="keep the replica files, configs and logs")
+    d.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    d.add_argument("--png", metavar="FILE", help="also plot the CDFs (needs matplotlib)")
+    d.add_argument("--quiet", action="store_true", help="no progress lines")
+    d.set_defaults(func=cmd_bench_live)

@@ -1,0 +1,341 @@
+"""The model policy: the daemon's own admission core driven over a trace on a
+virtual clock, with failover into deciding replicas (see ``mittd.daemon.replay``)."""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from mittd.daemon.admission import AdmissionCore, DeviceState
+from mittd.daemon.replay.traces import ReplayError, ReplayTrace, Replica
+from mittd.predictor.bundle import Bundle, load_bundle
+from mittd.predictor.engines import Engine, make_engine
+from mittd.predictor.features import TraceColumns, make_featuriser
+from mittd.predictor.graph import GraphError
+from mittd.predictor.thresholds import check_thresholds, index_in
+from mittd.predictor.tracker import NEVER, completion_times_us
+from mittd.traces.schema import OP_READ
+from mittd.training.labels import parse_slo
+
+__all__ = ["DEFAULT_FAILOVER_COST_US", "DEFAULT_PROBE_AFTER", "Model", "PolicyResult",
+           "load_model", "replay_model", "replica_latencies", "resolve_slo",
+           "split_operating_point"]
+
+DEFAULT_FAILOVER_COST_US = 10
+DEFAULT_PROBE_AFTER = 32  # the daemon's default (server.probe_after)
+PRIMARY = "primary"
+CHUNK = 1 << 15  # IOs between progress-bar updates
+
+
+# -- models, SLO, policies ----------------------------------------------------------------------
+
+
+@dataclass
+class Model:
+    """A bundle to replay, named by its file stem."""
+
+    name: str
+    path: str
+    bundle: Bundle
+    decision_threshold: float | None = None  # this row's P(slow) cutoff (None: default)
+
+    @property
+    def thresholds_us(self) -> list[float]:
+        return self.bundle.latency_thresholds_us()
+
+
+def split_operating_point(spec: str | Path) -> tuple[str, float | None]:
+    """``B.mittd@0.97`` -> (``B.mittd``, 0.97): a model row at its own P(slow) cutoff."""
+    text = str(spec)
+    path, sep, p = text.rpartition("@")
+    if not sep or not path.endswith(".mittd"):
+        return text, None
+    try:
+        v = float(p)
+    except ValueError:
+        raise ReplayError(f"{text}: the part after '@' must be a P(slow) cutoff in [0, 1]"
+                          ) from None
+    if not 0.0 <= v <= 1.0:
+        raise ReplayError(f"{text}: the P(slow) cutoff must be in [0, 1], got {v}")
+    return path, v
+
+
+def load_model(path: str | Path, name: str | None = None) -> Model:
+    """Load and check a bundle (featuriser, thresholds) before any replay starts;
+    ``path@P`` replays it rejecting when P(slow) > P (its own operating point)."""
+    file, cut = split_operating_point(path)
+    default = Path(file).stem + (f"@{cut:g}" if cut is not None else "")
+    m = Model(name or default, file, load_bundle(file), cut)
+    check_model(m)
+    return m
+
+
+def check_model(m: Model) -> None:
+    """Refuse, in one line, a bundle the daemon could not serve (it would fail open)."""
+    b = m.bundle
+    try:
+        feat = make_featuriser(b.featuriser)
+        check_thresholds(b.latency_thresholds_us())
+    except (ValueError, KeyError, TypeError) as e:
+        raise ReplayError(f"{m.path}: cannot serve this model: {e}") from None
+    if feat.dim != b.graph.input_dim:
+        raise ReplayError(f"{m.path}: model/featuriser mismatch: the {feat.name} featuriser "
+                          f"gives {feat.dim} inputs, the model takes {b.graph.input_dim}")
+    if not getattr(feat, "fitted", True):
+        raise ReplayError(f"{m.path}: the {feat.name} featuriser has no fitted bounds")
+
+
+def resolve_slo(text: str, primary: ReplayTrace, models: Sequence[Model] = ()) -> float:
+    """The SLO in µs: a duration, a percentile or ``auto`` (the knee of the CDF) of the
+    primary's read latencies, or ``model`` (the first model's smallest trained threshold)."""
+    if isinstance(text, str) and text.strip().lower() == "model":
+        if not models or not models[0].thresholds_us:
+            raise ReplayError("--slo model needs a --model with a trained latency threshold")
+        return float(models[0].thresholds_us[0])
+    lat = primary.cols.lat[primary.known_reads]
+    try:
+        return parse_slo(text, lat)
+    except ValueError as e:
+        raise ReplayError(f"--slo: {e}") from None
+
+
+# -- results ------------------------------------------------------------------------------------
+
+
+@dataclass
+class PolicyResult:
+    """What one policy did, per primary IO (only reads are meaningful)."""
+
+    name: str
+    kind: str  # baseline | model | hedge | random | oracle
+    latency_us: np.ndarray  # float64 per IO: what the application saw
+    rejected: np.ndarray  # bool per IO: EBUSY from the primary
+    served_by: np.ndarray  # int8 per IO: 0 primary, j replica j
+    failovers: int  # re-sent reads (one per replica hop)
+    hedges: int  # duplicate reads sent by hedging
+    decisions: int  # admission decisions made (0: the policy does not decide)
+    wall_s: float
+    model: Model | None = None
+    counters: dict[str, Any] | None = None
+    p_slow: np.ndarray | None = None  # per IO (NaN: no prediction), when recorded
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def extra_ios(self) -> int:
+        return self.failovers + self.hedges
+
+
+def _served_latency(primary: ReplayTrace, served: np.ndarray, rep_lat: Sequence[np.ndarray],
+                    cost: int) -> np.ndarray:
+    lat = primary.cols.lat.copy()
+    for j, rl in enumerate(rep_lat, start=1):
+        m = served == j
+        lat[m] = j * cost + rl[m]
+    return lat
+
+
+def _result(name: str, kind: str, primary: ReplayTrace, served: np.ndarray,
+            rep_lat: Sequence[np.ndarray], cost: int, decisions: int, wall_s: float,
+            **kw: Any) -> PolicyResult:
+    reads = primary.reads
+    served = np.where(reads, served, 0).astype(np.int8)
+    return PolicyResult(
+        name, kind, _served_latency(primary, served, rep_lat, cost), served > 0, served,
+        int(served[primary.known_reads].sum()), 0, decisions, wall_s, **kw)
+
+
+# -- the model policy: the admission core on a virtual clock -------------------------------------
+
+
+class _ReplicaFeed:
+    """An intermediate replica's device in the core, fed lazily with its own IOs."""
+
+    def __init__(self, core: AdmissionCore, alias: str, stream: TraceColumns,
+                 timeout_us: int) -> None:
+        self.core = core
+        self.alias = alias
+        self.timeout = timeout_us
+        self.ts = stream.ts.tolist()
+        self.op = stream.op.tolist()
+        self.off = stream.off.tolist()
+        self.size = stream.size.tolist()
+        self.lat = stream.lat.tolist()
+        self.comp = completion_times_us(stream.ts, stream.lat, timeout_us).tolist()
+        self.p = 0
+        self.seq = 0
+        self.heap: list[tuple[int, int, int, float]] = []
+        self.decisions = 0
+
+    def _drain(self, t: int) -> None:
+        heap, complete, alias = self.heap, self.core.complete, self.alias
+        while heap and heap[0][0] <= t:
+            c, _, rid, lat = heapq.heappop(heap)
+            complete(alias, rid, lat, c)
+
+    def catch_up(self, t: int) -> None:
+        """Apply own issues at times <= t (completions before each), then completions <= t."""
+        ts, p, m = self.ts, self.p, len(self.ts)
+        admit, alias, heap = self.core.admit, self.alias, self.heap
+        while p < m and ts[p] <= t:
+            tt = ts[p]
+            self._drain(tt)
+            admit(alias, self.op[p], self.off[p], self.size[p], math.inf, p, tt)
+            c = self.comp[p]
+            if c != NEVER:
+                heapq.heappush(heap, (c, self.seq, p, self.lat[p]))
+                self.seq += 1
+            p += 1
+        self.p = p
+        self._drain(t)
+
+    def offer(self, rid: int, t: int, off: int, size: int, slo: float, lat: float) -> bool:
+        """A failed-over read arrives at ``t``; True when this replica admits it."""
+        self.catch_up(t)
+        self.decisions += 1
+        d = self.core.admit(self.alias, OP_READ, off, size, slo, rid, t)
+        if d[0] and math.isfinite(lat) and lat < self.timeout:
+            c = t + (math.ceil(lat) if lat > 0.0 else 0)
+            heapq.heappush(self.heap, (c, self.seq, rid, lat))
+            self.seq += 1
+        return bool(d[0])
+
+
+def make_states(model: Model, n_devices: int, engine: str | Engine, slo_us: float,
+                decision_threshold: float | None) -> list[DeviceState]:
+    """One DeviceState per deciding device, sharing one engine (one thread replays)."""
+    b = model.bundle
+    try:
+        eng = engine if isinstance(engine, Engine) else make_engine(engine, b.graph, b.params)
+        return [DeviceState(b, eng, slo_us, decision_threshold) for _ in range(n_devices)]
+    except (ValueError, GraphError, KeyError, TypeError) as e:
+        raise ReplayError(f"{model.path}: cannot serve this model: {e}") from None
+
+
+def replay_model(
+    primary: ReplayTrace,
+    replicas: Sequence[Replica],
+    model: Model,
+    slo_us: float,
+    *,
+    engine: str | Engine = "auto",
+    failover_cost_us: int = DEFAULT_FAILOVER_COST_US,
+    decision_threshold: float | None = None,
+    rep_lat: Sequence[np.ndarray] | None = None,
+    record_p_slow: bool = False,
+    progress: bool = False,
+    probe_after: int = DEFAULT_PROBE_AFTER,
+) -> PolicyResult:
+    """Drive a fresh AdmissionCore over ``primary`` (see the module docstring)."""
+    if not replicas:
+        raise ValueError("at least one replica is needed")
+    cost = int(failover_cost_us)
+    if rep_lat is None:
+        rep_lat = replica_latencies(primary, replicas, cost)
+    k = len(replicas)
+    states = make_states(model, k, engine, slo_us, decision_threshold)
+    aliases = [PRIMARY] + [f"replica{j}" for j in range(1, k)]
+    core = AdmissionCore(dict(zip(aliases, states, strict=True)), predict_budget_us=math.inf,
+                         probe_after=probe_after)
+    timeout = states[0].featuriser.timeout_us
+    horizon = int(primary.cols.ts[-1]) - primary.t0
+    feeds = [_ReplicaFeed(core, aliases[j], replicas[j - 1].stream(primary.t0, horizon), timeout)
+             for j in range(1, k)]
+
+    cols = primary.cols
+    n = primary.n
+    ts = cols.ts.tolist()
+    lat = cols.lat.tolist()
+    op = cols.op.tolist()
+    off = cols.off.tolist()
+    size = cols.size.tolist()
+    comp_np = completion_times_us(cols.ts, cols.lat, timeout)
+    corder = np.argsort(comp_np, kind="stable").tolist()
+    comp = comp_np.tolist()
+    issued = bytearray(n)
+    served = bytearray(n)
+    p_slow = [math.nan] * n if record_p_slow else None
+    rep_lists = [r.tolist() for r in rep_lat[:-1]] if feeds else []
+    admit, complete = core.admit, core.complete
+    slo = float(slo_us)
+    inf = math.inf
+    last = k
+    decisions = 0
+    bar = tqdm(total=n, desc=model.name, unit="IO", unit_scale=True, leave=False,
+               disable=not progress, mininterval=0.5)
+    cp = 0
+    t_start = time.perf_counter()
+    try:
+        for lo in range(0, n, CHUNK):
+            hi = min(n, lo + CHUNK)
+            for i in range(lo, hi):
+                t = ts[i]
+                while cp < n:  # completions at or before t of IOs issued before i
+                    j = corder[cp]
+                    if comp[j] > t or j >= i:
+                        break
+                    cp += 1
+                    if issued[j]:
+                        complete(PRIMARY, j, lat[j], comp[j])
+                o = op[i]
+                if o == OP_READ:
+                    d = admit(PRIMARY, OP_READ, off[i], size[i], slo, i, t)
+                    decisions += 1
+                    if d[0]:
+                        issued[i] = 1
+                    elif feeds:
+                        served[i] = last
+                        for r, feed in enumerate(feeds, start=1):
+                            if feed.offer(-1 - i, t + r * cost, off[i], size[i], slo,
+                                          rep_lists[r - 1][i]):
+                                served[i] = r
+                                break
+                    else:
+                        served[i] = last
+                    if p_slow is not None:
+                        p_slow[i] = d[1]
+                else:
+                    admit(PRIMARY, o, off[i], size[i], inf, i, t)
+                    issued[i] = 1
+            bar.update(hi - lo)
+    finally:
+        bar.close()
+    wall = time.perf_counter() - t_start
+    decisions += sum(f.decisions for f in feeds)
+    res = _result(model.name, "model", primary, np.frombuffer(served, np.int8), rep_lat, cost,
+                  decisions, wall, model=model, counters=core.stats())
+    if p_slow is not None:
+        res.p_slow = np.asarray(p_slow, np.float64)
+    known = primary.known_reads
+    share = float(res.rejected[known].mean())
+    if share >= 0.9:
+        res.notes.append(
+            f"{model.name}: rejects {share:.1%} of reads. A rejected read never completes, so "
+            "history features (e.g. LinnOS's last read latencies) stop moving and a model "
+            "that once says 'slow' can keep saying it (offline evaluation admits every IO "
+            "and never sees this feedback)")
+    fails = res.counters[PRIMARY]["fail_open"]
+    if fails:
+        res.notes.append(f"{model.name}: the predictor failed on {fails:,} reads, which were "
+                         "admitted (fail-open)")
+    if index_in(slo, states[0].thresholds_us) is None:
+        res.notes.append(
+            f"{model.name}: SLO {slo:g} µs is above every threshold the model was trained for "
+            f"({', '.join(f'{t:g}' for t in states[0].thresholds_us)} µs), so the daemon admits "
+            "every read without a prediction (deadline beyond the model); try --slo model")
+    return res
+
+
+def replica_latencies(primary: ReplayTrace, replicas: Sequence[Replica],
+                      cost: int) -> list[np.ndarray]:
+    """Per primary IO, replica j's latency for a read arriving at ``u + j·cost``."""
+    rel = primary.cols.ts - primary.t0
+    return [r.latency_at(rel + j * cost) for j, r in enumerate(replicas, start=1)]
+
