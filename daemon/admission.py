@@ -40,37 +40,43 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from mittd.daemon.histogram import IO_LATENCY_BUCKETS_US, PREDICT_BUCKETS_NS, Histogram
+from mittd.daemon.histogram import (
+    IO_LATENCY_BUCKETS_US,
+    PREDICT_BUCKETS_NS,
+    Histogram,
+    HistogramSnapshot,
+)
 from mittd.predictor.bundle import Bundle
 from mittd.predictor.burst import encode_burst
-from mittd.predictor.engines import Engine, make_engine
-from mittd.predictor.features import Featuriser, make_featuriser
-from mittd.predictor.thresholds import check_thresholds, index_in
+from mittd.predictor.engines import Engine
+from mittd.predictor.features import Featuriser
+from mittd.predictor.thresholds import index_in
+from mittd.predictor.tracker import TrackerStats
 
 __all__ = [
-    "OP_OTHER",
-    "OP_READ",
-    "OP_WRITE",
+    "REASONS",
     "AdmissionCore",
     "BurstDecisions",
     "Counters",
+    "Counts",
     "Decision",
     "DeviceState",
+    "DeviceStats",
     "UnknownDevice",
 ]
 
 log = logging.getLogger(__name__)
 
-OP_READ, OP_WRITE, OP_OTHER = 0, 1, 2  # the featurisers' op codes
-
-REASON_PREDICTED = "predicted"
-REASON_BEYOND = "deadline-beyond-model"
-REASON_OVERRUN = "overrun"
-REASON_PROBE = "probe"
+#: Why an IO was decided as it was; ``BurstDecisions.reason`` holds indices into it.
+REASONS = ("predicted", "deadline-beyond-model", "overrun", "probe", "fail-open")
+R_PREDICTED, R_BEYOND, R_OVERRUN, R_PROBE, R_FAIL_OPEN = range(len(REASONS))
+# How an IO's prediction went, before the rules: made, not needed, or failed.
+_PREDICTED, _BEYOND, _FAILED = 0, 1, 2
 NAN = float("nan")
 
 
@@ -80,11 +86,11 @@ class UnknownDevice(KeyError):
 
 class Decision(NamedTuple):
     """The answer to one admission request (a NamedTuple: 4x cheaper to build than a
-    frozen dataclass, and this is built on every request).
+    frozen dataclass, and this is built on every request; read it by field name).
 
     ``p_slow`` is NaN when no prediction was made; ``threshold_index`` is the
-    head asked (None beyond the model); ``reason`` is ``"predicted"``,
-    ``"deadline-beyond-model"``, ``"fail-open:<ExceptionType>"`` or ``"overrun"``.
+    head asked (None beyond the model); ``reason`` is one of :data:`REASONS`,
+    a fail-open naming its exception (``"fail-open:<ExceptionType>"``).
     """
 
     admit: bool
@@ -99,49 +105,87 @@ class BurstDecisions(NamedTuple):
     """The answers to one burst (:meth:`AdmissionCore.admit_burst`), one entry per IO.
 
     ``p_slow`` is NaN where no prediction was made; ``threshold_index`` is -1
-    for a deadline beyond the model.
+    for a deadline beyond the model; ``reason`` indexes :data:`REASONS`.
     """
 
     admit: np.ndarray  # bool
     p_slow: np.ndarray  # float32
     threshold_index: np.ndarray  # int32
     fail_open: np.ndarray  # bool
+    reason: np.ndarray  # int8
     model_version: str
 
 
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """A device's monotonic decision counters: the one list of their names (the live
+    :class:`Counters`, the stats snapshot and the Prometheus collector all use it).
+
+    ``fail_open`` counts predictor faults (the IO was admitted unjudged);
+    ``overruns`` predictions slower than the budget; ``probes`` predicted
+    rejections admitted by the probe rule; ``beyond_model`` IOs whose deadline
+    no trained threshold covers (admitted without a prediction).
+    """
+
+    admitted: int = 0
+    rejected: int = 0
+    fail_open: int = 0
+    overruns: int = 0
+    probes: int = 0
+    beyond_model: int = 0
+    completions: int = 0
+    unknown_completions: int = 0
+    slo_violations: int = 0
+    tracker_errors: int = 0
+
+
+COUNT_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Counts))
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeviceStats(Counts):
+    """A consistent, typed snapshot of one device (``AdmissionCore.stats()``)."""
+
+    pending: int
+    model_version: str
+    model_sha256: str
+    tracker: TrackerStats
+    predict_ns: HistogramSnapshot
+    io_latency_us: HistogramSnapshot
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain nested dicts, for JSON reports."""
+        return asdict(self)
+
+
 class Counters:
-    """Monotonic per-device counters and histograms (Prometheus reads them at scrape
-    time); carried over swaps.
+    """The live counters of :class:`Counts` and the histograms (Prometheus reads them
+    at scrape time); carried over swaps.
 
     ``predict_ns``: featurise + model time per decision (a burst adds its mean
     per decision once per IO); ``io_latency_us``: latencies reported by
     completions of admitted IOs (proxy reads included).
     """
 
-    __slots__ = ("admitted", "beyond_model", "completions", "fail_open", "io_latency_us",
-                 "overruns", "predict_ns", "probes", "rejected", "slo_violations",
-                 "tracker_errors", "unknown_completions")
-    COUNTS = ("admitted", "beyond_model", "completions", "fail_open", "overruns", "probes",
-              "rejected", "slo_violations", "tracker_errors", "unknown_completions")
+    __slots__ = (*COUNT_NAMES, "io_latency_us", "predict_ns")
 
     def __init__(self) -> None:
-        self.admitted = self.rejected = self.fail_open = self.overruns = 0
-        self.completions = self.unknown_completions = self.slo_violations = 0
-        self.beyond_model = self.tracker_errors = self.probes = 0
+        for name in COUNT_NAMES:
+            setattr(self, name, 0)
         self.predict_ns = Histogram(PREDICT_BUCKETS_NS)
         self.io_latency_us = Histogram(IO_LATENCY_BUCKETS_US)
 
-    def as_dict(self) -> dict[str, int]:
-        return {k: getattr(self, k) for k in self.COUNTS}
+    def counts(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in COUNT_NAMES}
 
 
-def _logit(p: float) -> float:
-    if not 0.0 <= p <= 1.0 or math.isnan(p):
-        raise ValueError(f"decision threshold must be a probability in [0, 1], got {p!r}")
-    if p == 0.0:
-        return -math.inf  # every IO is "slow"
-    if p == 1.0:
-        return math.inf  # never reject
+def logit(p: float) -> float:
+    """The margin a model's score is compared with for P(slow) > p (p in [0, 1]:
+    0 rejects every IO, 1 none)."""
+    if p <= 0.0:
+        return -math.inf
+    if p >= 1.0:
+        return math.inf
     return math.log(p / (1.0 - p))
 
 
@@ -155,6 +199,10 @@ def _sigmoid(m: float) -> float:
 class DeviceState:
     """Everything one device alias needs to decide: model, featuriser, live state.
 
+    Built by ``mittd.daemon.devices`` (the one servability check: it validates the
+    bundle, the overrides and the config's limits before anything is built);
+    this class only holds the checked values.
+
     ``deadlines`` maps the request id of every admitted, still-tracked request to
     its deadline, so a completion can be judged against the SLO; it holds at most
     what the tracker holds (stale ids are dropped as the tracker expires or drops
@@ -165,51 +213,29 @@ class DeviceState:
         self,
         bundle: Bundle,
         engine: Engine,
-        default_deadline_us: float | None = None,
-        decision_thresholds: float | list[float] | None = None,
-        featuriser: Featuriser | None = None,
+        featuriser: Featuriser,
+        thresholds_us: tuple[float, ...],
+        p_thresholds: tuple[float, ...],
+        default_deadline_us: float,
     ) -> None:
         self.bundle = bundle
         self.engine = engine
-        self.featuriser = featuriser or make_featuriser(bundle.featuriser)
-        self.tracker = self.featuriser.make_tracker()
+        self.featuriser = featuriser
+        self.tracker = featuriser.make_tracker()
         self.model_version = bundle.version_id
-        graph = engine.graph
         self.input = engine.input
         if hasattr(engine, "threads"):  # bursts run on the calling RPC thread: the daemon's
             engine.threads = 1  # parallelism is its worker pool, not a pool per engine call
-        if self.input.shape != (self.featuriser.dim,):
-            raise ValueError(f"{bundle.version_id}: the featuriser gives {self.featuriser.dim} "
-                             f"inputs, the engine takes {self.input.shape}")
-        n_heads = graph.output_dim if graph.head == "sigmoid" else 1
-        try:
-            self.thresholds_us = check_thresholds(bundle.latency_thresholds_us())
-        except ValueError as e:
-            raise ValueError(f"{bundle.version_id}: bad latency thresholds: {e}") from None
-        if len(self.thresholds_us) != n_heads:
-            raise ValueError(f"{bundle.version_id}: {len(self.thresholds_us)} latency "
-                             f"thresholds for {n_heads} output head(s)")
-        if decision_thresholds is None:
-            probs = bundle.decision_thresholds()
-        elif isinstance(decision_thresholds, (int, float)):
-            probs = [float(decision_thresholds)] * n_heads
-        else:
-            probs = [float(p) for p in decision_thresholds]
-        if len(probs) != n_heads:
-            raise ValueError(f"{bundle.version_id}: {len(probs)} decision thresholds for "
-                             f"{n_heads} output head(s)")
-        self.p_thresholds = tuple(probs)
-        self.cutoffs = tuple(_logit(p) for p in probs)
-        self.multi_head = n_heads > 1  # ask run1()[k], else margin1()
-        d = self.thresholds_us[0] if default_deadline_us is None else float(default_deadline_us)
-        if not d > 0.0:
-            raise ValueError(f"default deadline must be > 0 µs, got {default_deadline_us!r}")
-        self.default_deadline_us = d
+        self.thresholds_us = thresholds_us
+        self.p_thresholds = p_thresholds
+        self.cutoffs = tuple(logit(p) for p in p_thresholds)
+        self.multi_head = len(thresholds_us) > 1  # ask run1()[k], else margin1()
+        self.default_deadline_us = default_deadline_us
         self.counters = Counters()
         self.deadlines: OrderedDict[int, float] = OrderedDict()
         self.reject_run = 0  # predicted rejections in a row (the probe rule)
         self.last_now = -(1 << 62)
-        self._burst_x = np.zeros((0, self.featuriser.dim), np.float32)
+        self._burst_x = np.zeros((0, featuriser.dim), np.float32)
 
     def clock_floor(self, now_us: int) -> int:
         """``now_us``, never before the last admission's time on this device.
@@ -234,27 +260,14 @@ class DeviceState:
                                      np.float32)
         return self._burst_x[:n]
 
-    @classmethod
-    def from_bundle(
-        cls,
-        bundle: Bundle,
-        engine_name: str = "auto",
-        default_deadline_us: float | None = None,
-        decision_threshold: float | list[float] | None = None,
-        **engine_opts: Any,
-    ) -> DeviceState:
-        """Build the engine too (``auto`` times the formats on this machine: load time)."""
-        engine = make_engine(engine_name, bundle.graph, bundle.params, **engine_opts)
-        return cls(bundle, engine, default_deadline_us, decision_threshold)
-
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> DeviceStats:
         c = self.counters
-        return {**c.as_dict(), "pending": len(self.tracker),
-                "model_version": self.model_version,
-                "model_sha256": self.bundle.sha256,
-                "tracker": self.tracker.stats(),
-                "predict_ns": c.predict_ns.snapshot(),
-                "io_latency_us": c.io_latency_us.snapshot()}
+        return DeviceStats(**c.counts(), pending=len(self.tracker),
+                           model_version=self.model_version,
+                           model_sha256=self.bundle.sha256,
+                           tracker=self.tracker.stats(),
+                           predict_ns=c.predict_ns.snapshot(),
+                           io_latency_us=c.io_latency_us.snapshot())
 
 
 class AdmissionCore:
@@ -277,18 +290,6 @@ class AdmissionCore:
         self._clock = clock
         self.fail_open_on_overrun = fail_open_on_overrun
 
-    @classmethod
-    def from_bundles(
-        cls,
-        specs: Mapping[str, tuple[Bundle, str, float | None, float | None]],
-        **kw: Any,
-    ) -> AdmissionCore:
-        """``{alias: (bundle, engine_name, default_deadline_us, decision_threshold)}``;
-        None keeps the bundle's first threshold / its decision thresholds."""
-        states = {alias: DeviceState.from_bundle(b, eng, dl, p)
-                  for alias, (b, eng, dl, p) in specs.items()}
-        return cls(states, **kw)
-
     @property
     def devices(self) -> list[str]:
         return list(self._devices)
@@ -305,27 +306,70 @@ class AdmissionCore:
         except KeyError:
             raise UnknownDevice(device) from None
 
+    # -- the rules ---------------------------------------------------------------------
+    def _rule(self, st: DeviceState, status: int, reject: bool, overrun: bool
+              ) -> tuple[bool, int, bool]:
+        """The admission rules after the model, for one IO in arrival order: the one
+        routine behind :meth:`admit` and :meth:`admit_burst`, so both decide, explain
+        and count alike. Returns (admit, reason index, fail_open) and counts the
+        decision; ``reject`` is the model's verdict (ignored unless predicted).
+
+        - no prediction needed (deadline beyond the model): admit;
+        - the predictor failed: admit (fail open; counted where it failed);
+        - the prediction overran its budget: counted; a would-be rejection is
+          admitted with ``fail_open_on_overrun`` (a late "busy" is worth nothing);
+        - otherwise the verdict, but after ``probe_after`` predicted rejections in a
+          row the next one is admitted as a probe.
+        """
+        c = st.counters
+        fail_open = False
+        if status == _BEYOND:
+            admit, why = True, R_BEYOND
+            c.beyond_model += 1
+        elif status == _FAILED:
+            admit, why, fail_open = True, R_FAIL_OPEN, True
+        elif overrun:
+            c.overruns += 1
+            fail_open = reject and self.fail_open_on_overrun
+            admit, why = not reject or fail_open, R_OVERRUN
+        elif not reject or not self.probe_after:
+            st.reject_run = 0
+            admit, why = not reject, R_PREDICTED
+        elif st.reject_run >= self.probe_after:
+            st.reject_run = 0
+            c.probes += 1
+            admit, why = True, R_PROBE
+        else:
+            st.reject_run += 1
+            admit, why = False, R_PREDICTED
+        if admit:
+            c.admitted += 1
+        else:
+            c.rejected += 1
+        return admit, why, fail_open
+
     # -- hot path ----------------------------------------------------------------------
     def admit(self, device: str, op: int, offset: int, length: int, deadline_us: float,
               request_id: int, now_us: int) -> Decision:
         """Decide one IO arriving at ``now_us``; admitted ones become pending.
 
-        ``op`` is a featuriser op code (``OP_READ``/``OP_WRITE``/``OP_OTHER``);
-        ``request_id`` an int64 unique among the device's pending requests.
-        Raises ``UnknownDevice``, or ``ValueError`` for a NaN deadline.
+        ``op`` is a trace op code (``mittd.traces.schema.OP_READ``/``OP_WRITE``/
+        ``OP_OTHER``); ``request_id`` an int64 unique among the device's pending
+        requests. Raises ``UnknownDevice``, or ``ValueError`` for a NaN deadline.
         """
         if deadline_us != deadline_us:
             raise ValueError("deadline_us must be a number, got NaN")
         with self._lock(device):
             st = self._devices[device]
-            c = st.counters
             now = st.clock_floor(now_us)
             if deadline_us <= 0:
                 deadline_us = st.default_deadline_us
             k = index_in(deadline_us, st.thresholds_us)
+            m = NAN
+            overrun = False
+            failed = ""
             if k is None:
-                c.beyond_model += 1
-                d = Decision(True, NAN, None, False, REASON_BEYOND, st.model_version)
+                status = _BEYOND
             else:
                 clock = self._clock
                 t0 = clock()
@@ -334,44 +378,25 @@ class AdmissionCore:
                                               now_us=now)
                     m = float(st.engine.run1()[k]) if st.multi_head else st.engine.margin1()
                 except Exception as e:  # any fault of ours admits
-                    d = self._fail_open(device, st, k, e)
+                    status = _FAILED
+                    failed = type(e).__name__
+                    self._count_fail_open(device, st, e, 1)
                 else:
+                    status = _PREDICTED
                     elapsed = clock() - t0
-                    c.predict_ns.observe(elapsed)
-                    admit = not m > st.cutoffs[k]
-                    if elapsed > self._budget_ns:
-                        c.overruns += 1
-                        late = self.fail_open_on_overrun and not admit
-                        d = Decision(admit or late, _sigmoid(m), k, late, REASON_OVERRUN,
-                                     st.model_version)
-                    elif admit or not self.probe_after:
-                        st.reject_run = 0
-                        d = Decision(admit, _sigmoid(m), k, False, REASON_PREDICTED,
-                                     st.model_version)
-                    elif st.reject_run >= self.probe_after:
-                        st.reject_run = 0
-                        c.probes += 1
-                        d = Decision(True, _sigmoid(m), k, False, REASON_PROBE,
-                                     st.model_version)
-                    else:
-                        st.reject_run += 1
-                        d = Decision(False, _sigmoid(m), k, False, REASON_PREDICTED,
-                                     st.model_version)
-            if d.admit:
-                c.admitted += 1
+                    st.counters.predict_ns.observe(elapsed)
+                    overrun = elapsed > self._budget_ns
+            admit, why, fail_open = self._rule(st, status, m > st.cutoffs[k or 0], overrun)
+            d = Decision(admit, _sigmoid(m) if status == _PREDICTED else NAN, k, fail_open,
+                         f"fail-open:{failed}" if failed else REASONS[why], st.model_version)
+            if admit:
                 try:
                     self._issue(st, request_id, now, offset, length, op, deadline_us)
                 except Exception as e:  # e.g. an id beyond int64: untracked, still admitted
-                    c.tracker_errors += 1
+                    st.counters.tracker_errors += 1
                     log.warning("%s: request %r not tracked (%s: %s)", device, request_id,
                                 type(e).__name__, e)
-            else:
-                c.rejected += 1
             return d
-
-    def _fail_open(self, device: str, st: DeviceState, k: int, e: Exception) -> Decision:
-        self._count_fail_open(device, st, e, 1)
-        return Decision(True, NAN, k, True, f"fail-open:{type(e).__name__}", st.model_version)
 
     @staticmethod
     def _count_fail_open(device: str, st: DeviceState, e: Exception, n: int) -> None:
@@ -415,13 +440,15 @@ class AdmissionCore:
 
         The burst is featurised in order, each IO seeing the earlier IOs of the
         burst as pending (they were submitted together), all rows go through the
-        engine in one batched call, and the rejected IOs are then withdrawn from
-        the tracker, so only admitted ones stay pending — the same end state as
-        :meth:`admit` one by one, while a rejected IO's presence may have nudged
-        the features of the IOs after it in its own burst. Deadlines ``<= 0``
-        take the device default; beyond the model → admitted. Any predictor
-        fault admits the whole burst (fail open); an overrun is a burst slower
-        than ``n × predict_budget_us`` (each of its IOs counts).
+        engine in one batched call, the rules of :meth:`_rule` are applied in
+        order (as :meth:`admit` applies them one by one), and the rejected IOs are
+        then withdrawn from the tracker, so only admitted ones stay pending — the
+        same end state as :meth:`admit` one by one, while a rejected IO's presence
+        may have nudged the features of the IOs after it in its own burst.
+        Deadlines ``<= 0`` take the device default; beyond the model → admitted.
+        Any predictor fault admits the whole burst (fail open); an overrun is a
+        burst slower than ``n × predict_budget_us`` (each of its predicted IOs
+        counts).
 
         ``request_ids`` must be unique in the burst and fit in int64; an id that
         is already pending is replaced, as in :meth:`admit`.
@@ -441,15 +468,14 @@ class AdmissionCore:
             raise ValueError("burst columns must have the same length")
         with self._lock(device):
             st = self._devices[device]
-            c = st.counters
             now = st.clock_floor(now_us)
             dl[dl <= 0] = st.default_deadline_us
             th = st.thresholds_us
             k = np.searchsorted(np.asarray(th), dl, side="left")  # index_in, vectorised
             beyond = k >= len(th)
             k[beyond] = -1
-            fail = np.zeros(n, bool)
-            margins = np.full(n, -np.inf)
+            status = np.where(beyond, _BEYOND, _PREDICTED)
+            margins = np.full(n, NAN)
             tracker = st.tracker
             if not idset.isdisjoint(tracker.pending_ids()):
                 for rid in idset & tracker.pending_ids():
@@ -467,56 +493,36 @@ class AdmissionCore:
                     m = out[:, 1] - out[:, 0]
                 else:
                     m = out[:, 0]
-                margins = np.where(beyond, -np.inf, m.astype(np.float64))
+                margins = np.where(beyond, NAN, m.astype(np.float64))
             except Exception as e:  # any fault of ours admits (the whole burst)
-                fail[~beyond] = True
-                self._count_fail_open(device, st, e, int(fail.sum()))
+                status[~beyond] = _FAILED
+                self._count_fail_open(device, st, e, int(np.count_nonzero(~beyond)))
                 if not issued:  # the fallback may have stopped half way: issue the rest
                     for j, rid in enumerate(ids.tolist()):
                         if rid not in tracker:
                             tracker.issue(rid, now, int(offsets[j]), int(lengths[j]),
                                           int(ops[j]))
             elapsed = self._clock() - t0
-            cut = np.asarray(st.cutoffs)[np.maximum(k, 0)]
-            reject = margins > cut
-            if n and elapsed > self._budget_ns * n:
-                c.overruns += n
-                if self.fail_open_on_overrun:
-                    fail |= reject
-                    reject[:] = False
             if n:
-                c.predict_ns.observe(elapsed / n, n)
-            if self.probe_after:
-                self._probes(st, reject, beyond | fail)
-            for rid in ids[reject].tolist():
+                st.counters.predict_ns.observe(elapsed / n, n)
+            overrun = bool(n) and elapsed > self._budget_ns * n
+            reject = margins > np.asarray(st.cutoffs)[np.maximum(k, 0)]  # NaN: False
+            admit = np.empty(n, bool)
+            reason = np.empty(n, np.int8)
+            fail_open = np.empty(n, bool)
+            rule = self._rule
+            for j, (s, r) in enumerate(zip(status.tolist(), reject.tolist(), strict=True)):
+                admit[j], reason[j], fail_open[j] = rule(st, s, r, overrun)
+            for rid in ids[~admit].tolist():
                 tracker.withdraw(rid)
-            admit = ~reject
-            nrej = int(reject.sum())
-            c.rejected += nrej
-            c.admitted += n - nrej
-            c.beyond_model += int(beyond.sum())
             dls = st.deadlines
             for rid, d in zip(ids[admit].tolist(), dl[admit].tolist(), strict=True):
                 dls[rid] = d
             self._trim_deadlines(st)
             with np.errstate(over="ignore"):
                 p = (1.0 / (1.0 + np.exp(-margins))).astype(np.float32)
-            p[beyond | fail] = np.nan
-            return BurstDecisions(admit, p, k.astype(np.int32), fail, st.model_version)
-
-    def _probes(self, st: DeviceState, reject: np.ndarray, skip: np.ndarray) -> None:
-        """The probe rule over a burst, in order (turns some rejections into admissions)."""
-        run, n_after = st.reject_run, self.probe_after
-        for j in np.flatnonzero(~skip).tolist():
-            if not reject[j]:
-                run = 0
-            elif run >= n_after:
-                reject[j] = False
-                st.counters.probes += 1
-                run = 0
-            else:
-                run += 1
-        st.reject_run = run
+            return BurstDecisions(admit, p, k.astype(np.int32), fail_open, reason,
+                                  st.model_version)
 
     def complete_burst(self, device: str, request_ids: np.ndarray, latencies_us: np.ndarray,
                        now_us: int) -> int:
@@ -585,8 +591,8 @@ class AdmissionCore:
             self._devices[device] = new_state
             return old
 
-    def stats(self) -> dict[str, dict[str, Any]]:
-        """Per-device counters, pending count and model version."""
+    def stats(self) -> dict[str, DeviceStats]:
+        """A typed snapshot per device: counters, pending count, model, histograms."""
         out = {}
         for alias, lock in self._locks.items():
             with lock:

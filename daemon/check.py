@@ -1,10 +1,10 @@
 """``mittd check --config FILE``: everything ``mittd serve`` would refuse, found first.
 
-Loading the config catches bad fields; this goes on to load every device's
-bundle (checksum, format version, featuriser against the model's input) and to
-build its engine, the same steps the daemon takes at start and on SIGHUP, so an
-operator can validate a new config or model before reloading (gunicorn's
-``--check-config``). Every device is checked even after one fails, so a single
+Loading the config catches bad fields; this goes on to build every device's
+state with ``mittd.daemon.devices.load_device`` — the very call ``mittd serve``
+makes at start and on SIGHUP, so ``check`` passes exactly what serving accepts
+(gunicorn's ``--check-config``) — and then times each engine against the
+prediction budget. Every device is checked even after one fails, so a single
 run lists every problem. Exit status: 0 all good, 1 a device has problems, 2
 the config itself is invalid (a ``ConfigError``, printed by the caller).
 """
@@ -15,12 +15,12 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mittd.daemon.config import Config, ConfigError, DeviceConfig, load_config
-from mittd.predictor.bundle import BundleError, load_bundle
-from mittd.predictor.engines import make_engine
+from mittd.daemon.config import Config, ConfigError, DeviceConfig, ServerConfig, load_config
+from mittd.daemon.devices import DeviceError, load_device
 
 # Exceptions whose message is a complete, user-facing explanation (the caller
 # prints "mittd: error: MESSAGE" and exits 2).
@@ -50,7 +50,7 @@ class DeviceReport:
         return out
 
 
-def _fmt(xs: list[float]) -> str:
+def _fmt(xs: Sequence[float]) -> str:
     return "[" + ", ".join(f"{x:g}" if x != int(x) else f"{x:.1f}" for x in xs) + "]"
 
 
@@ -66,51 +66,36 @@ def _median_inference_us(engine: Any, repeats: int = 200) -> float:
     return statistics.median(samples) / 1000.0
 
 
-def check_device(dev: DeviceConfig, predict_budget_us: float, models: bool = True
+def check_device(dev: DeviceConfig, server: ServerConfig, models: bool = True
                  ) -> DeviceReport:
-    """Load ``dev``'s bundle and build its engine, collecting every problem found."""
+    """Build ``dev``'s state as serving does, then time its engine."""
     rep = DeviceReport(dev.alias, str(dev.path))
     if not models:
         rep.summary = f"model {dev.model} (not loaded: --no-models)  engine {dev.engine}"
         return rep
     try:
-        bundle = load_bundle(dev.model)
-    except BundleError as e:
-        rep.problems.append(str(e))
+        st = load_device(dev, server)
+    except DeviceError as e:  # the FAIL line names the alias already
+        rep.problems.append(str(e).removeprefix(f"devices.{dev.alias}: "))
         return rep
-    latency = bundle.latency_thresholds_us()
-    if dev.slo_us is None and not latency:
-        rep.problems.append(f"devices.{dev.alias}.slo_us is not set and the bundle carries "
-                            "no latency threshold to default to; set slo_us")
-    if dev.decision_threshold is None:
-        cutoffs = bundle.decision_thresholds()
-        bad = [c for c in cutoffs if not 0.0 < c < 1.0]
-        if bad:
-            rep.problems.append(f"{dev.model}: bundle decision threshold(s) {bad} not in "
-                                f"(0, 1); set devices.{dev.alias}.decision_threshold")
-    else:
-        cutoffs = [dev.decision_threshold]
     try:
-        engine = make_engine(dev.engine, bundle.graph, bundle.params)
-        took = _median_inference_us(engine)
-    except Exception as e:  # any engine failure is this device's problem, reported
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        rep.problems.append(f"engine {dev.engine} failed on {bundle.version_id}: {msg}")
+        took = _median_inference_us(st.engine)
+    except Exception as e:  # serving would fail open on every IO: a problem, reported
+        rep.problems.append(f"engine {dev.engine} failed on {st.model_version}: {e}")
         return rep
-    if took > predict_budget_us:
+    if took > server.predict_budget_us:
         rep.warnings.append(
             f"median inference {took:.1f} µs exceeds server.predict_budget_us "
-            f"{predict_budget_us:g}: most predictions would fail open (admit)")
-    slo = dev.slo_us if dev.slo_us is not None else (latency[0] if latency else 0.0)
-    rep.summary = (f"{bundle.version_id}  engine {dev.engine}  thresholds {_fmt(latency)} µs"
-                   f"  slo {slo:g} µs  p_slow {_fmt(cutoffs)}  inference {took:.1f} µs")
+            f"{server.predict_budget_us:g}: most predictions would fail open (admit)")
+    rep.summary = (f"{st.model_version}  engine {dev.engine}  thresholds "
+                   f"{_fmt(st.thresholds_us)} µs  slo {st.default_deadline_us:g} µs  "
+                   f"p_slow {_fmt(st.p_thresholds)}  inference {took:.1f} µs")
     return rep
 
 
 def check_config(config: Config, models: bool = True) -> list[DeviceReport]:
     """One report per device, in config order."""
-    budget = config.server.predict_budget_us
-    return [check_device(d, budget, models) for d in config.devices.values()]
+    return [check_device(d, config.server, models) for d in config.devices.values()]
 
 
 def cmd_check(args: argparse.Namespace) -> int:

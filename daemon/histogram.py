@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
 
-__all__ = ["IO_LATENCY_BUCKETS_US", "PREDICT_BUCKETS_NS", "Histogram"]
+__all__ = ["IO_LATENCY_BUCKETS_US", "PREDICT_BUCKETS_NS", "Histogram", "HistogramSnapshot"]
 
 # Prediction (featurise + model) time per decision: sub-µs to the 50 µs budget and beyond.
 PREDICT_BUCKETS_NS = (500, 1_000, 2_000, 3_000, 5_000, 7_500, 10_000, 20_000, 50_000,
@@ -22,6 +23,16 @@ PREDICT_BUCKETS_NS = (500, 1_000, 2_000, 3_000, 5_000, 7_500, 10_000, 20_000, 50
 # Device IO latency: SSD reads (tens of µs) to HDD seeks and stalls (tens of ms).
 IO_LATENCY_BUCKETS_US = (25, 50, 100, 200, 300, 500, 750, 1_000, 2_000, 5_000, 10_000,
                          20_000, 50_000, 100_000, 1_000_000)
+
+
+@dataclass(frozen=True, slots=True)
+class HistogramSnapshot:
+    """Bounds, per-bucket counts (last = +Inf), count and sum: a consistent copy."""
+
+    bounds: tuple[float, ...]
+    counts: tuple[int, ...]
+    count: int
+    sum: float
 
 
 class Histogram:
@@ -51,7 +62,6 @@ class Histogram:
                 self.counts[b] += k
             self.total += float(values.sum())
 
-    def snapshot(self) -> dict[str, object]:
-        """Bounds, per-bucket counts (last = +Inf), count and sum: a consistent copy."""
-        return {"bounds": self.bounds, "counts": list(self.counts),
-                "count": sum(self.counts), "sum": self.total}
+    def snapshot(self) -> HistogramSnapshot:
+        counts = tuple(self.counts)
+        return HistogramSnapshot(self.bounds, counts, sum(counts), self.total)

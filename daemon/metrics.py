@@ -8,7 +8,7 @@ labels stay low-cardinality (device alias, outcome).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -20,12 +20,15 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from mittd.daemon.admission import DeviceStats
+from mittd.daemon.histogram import HistogramSnapshot
+
 OUTCOMES = {"admitted": "admit", "rejected": "ebusy", "fail_open": "fail_open",
             "beyond_model": "beyond_model"}
 
 
 class CoreCollector(Collector):
-    def __init__(self, stats: Callable[[], dict[str, dict[str, Any]]]) -> None:
+    def __init__(self, stats: Callable[[], Mapping[str, DeviceStats]]) -> None:
         self._stats = stats
 
     def collect(self) -> Iterator[Any]:
@@ -61,38 +64,34 @@ class CoreCollector(Collector):
             labels=["device"])
         for dev, s in stats.items():
             for key, outcome in OUTCOMES.items():
-                decisions.add_metric([dev, outcome], s.get(key, 0))
-            overruns.add_metric([dev], s.get("overruns", 0))
-            violations.add_metric([dev], s.get("slo_violations", 0))
-            probes.add_metric([dev], s.get("probes", 0))
-            completions.add_metric([dev, "true"], s.get("completions", 0))
-            completions.add_metric([dev, "false"], s.get("unknown_completions", 0))
-            pending.add_metric([dev], s.get("pending", 0))
-            t = s.get("tracker", {})
-            expired.add_metric([dev, "timeout"], t.get("expired", 0))
-            expired.add_metric([dev, "capacity"], t.get("dropped", 0))
-            model.add_metric([dev], {"version": str(s.get("model_version", "")),
-                                     "sha256": str(s.get("model_sha256", ""))})
-            if "predict_ns" in s:
-                _add_histogram(predict, dev, s["predict_ns"], 1e-9)
-            if "io_latency_us" in s:
-                _add_histogram(io, dev, s["io_latency_us"], 1e-6)
+                decisions.add_metric([dev, outcome], getattr(s, key))
+            overruns.add_metric([dev], s.overruns)
+            violations.add_metric([dev], s.slo_violations)
+            probes.add_metric([dev], s.probes)
+            completions.add_metric([dev, "true"], s.completions)
+            completions.add_metric([dev, "false"], s.unknown_completions)
+            pending.add_metric([dev], s.pending)
+            expired.add_metric([dev, "timeout"], s.tracker.expired)
+            expired.add_metric([dev, "capacity"], s.tracker.dropped)
+            model.add_metric([dev], {"version": s.model_version, "sha256": s.model_sha256})
+            _add_histogram(predict, dev, s.predict_ns, 1e-9)
+            _add_histogram(io, dev, s.io_latency_us, 1e-6)
         yield from (decisions, overruns, probes, violations, completions, pending, expired, model,
                     predict, io)
 
 
-def _add_histogram(family: HistogramMetricFamily, device: str, snap: dict[str, Any],
+def _add_histogram(family: HistogramMetricFamily, device: str, snap: HistogramSnapshot,
                    scale: float) -> None:
     """A core histogram snapshot (native units) as cumulative buckets in seconds."""
     buckets, acc = [], 0
-    for bound, count in zip(snap["bounds"], snap["counts"], strict=False):
+    for bound, count in zip(snap.bounds, snap.counts, strict=False):
         acc += count
         buckets.append((f"{bound * scale:.9g}", acc))
-    buckets.append(("+Inf", acc + snap["counts"][-1]))
-    family.add_metric([device], buckets, snap["sum"] * scale)
+    buckets.append(("+Inf", acc + snap.counts[-1]))
+    family.add_metric([device], buckets, snap.sum * scale)
 
 
-def serve_metrics(stats: Callable[[], dict[str, dict[str, Any]]], host: str,
+def serve_metrics(stats: Callable[[], Mapping[str, DeviceStats]], host: str,
                   port: int) -> CollectorRegistry:
     """Start the /metrics HTTP endpoint on a daemon thread."""
     registry = CollectorRegistry()

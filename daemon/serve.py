@@ -13,10 +13,8 @@
 - TERM/INT: STOPPING=1, health NOT_SERVING, stop accepting, let in-flight
   calls finish (``grace_s``), exit 0.
 
-The tracker limits (pending capacity, timeout) belong to the bundle's
-featuriser config, because they change the features the model was trained
-on; the config's ``max_pending_per_device``/``pending_timeout_ms`` are checked
-against them at load (a bundle needing more than the config allows is refused).
+Whether a device can be served with its bundle is decided by
+``mittd.daemon.devices`` alone, at start, on HUP and in ``mittd check``.
 """
 
 from __future__ import annotations
@@ -29,32 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from mittd.daemon import notify
-from mittd.daemon.admission import AdmissionCore, DeviceState
-from mittd.daemon.config import Config, ConfigError, DeviceConfig, load_config
-from mittd.predictor.bundle import BundleError, load_bundle
+from mittd.daemon.admission import AdmissionCore
+from mittd.daemon.config import Config, ConfigError, load_config
+from mittd.daemon.devices import DeviceError, load_device, load_devices
 from mittd.predictor.engines import limit_blas_threads
 
 log = logging.getLogger("mittd")
 
 
-def device_state(dev: DeviceConfig, config: Config) -> DeviceState:
-    """Load one device's bundle and build its engine; one-line errors."""
-    bundle = load_bundle(dev.model)
-    f = bundle.featuriser
-    cap, timeout_us = f.get("capacity"), f.get("timeout_us")
-    limits = config.server
-    if cap is not None and cap > limits.max_pending_per_device:
-        raise ConfigError(f"{dev.model}: featuriser tracks {cap} pending requests, more than "
-                          f"max_pending_per_device = {limits.max_pending_per_device}")
-    if timeout_us is not None and timeout_us > limits.pending_timeout_ms * 1000:
-        raise ConfigError(f"{dev.model}: featuriser keeps pending requests {timeout_us} µs, "
-                          f"longer than pending_timeout_ms = {limits.pending_timeout_ms}")
-    return DeviceState.from_bundle(bundle, dev.engine, dev.slo_us, dev.decision_threshold)
-
-
 def build_core(config: Config) -> AdmissionCore:
-    states = {alias: device_state(dev, config) for alias, dev in config.devices.items()}
-    return AdmissionCore(states, predict_budget_us=config.server.predict_budget_us,
+    return AdmissionCore(load_devices(config), predict_budget_us=config.server.predict_budget_us,
                          probe_after=config.server.probe_after)
 
 
@@ -107,8 +89,8 @@ class Daemon:
             if alias not in self.config.devices:
                 continue
             try:
-                state = device_state(dev, new)
-            except (BundleError, ConfigError, ValueError) as e:
+                state = load_device(dev, new.server)
+            except DeviceError as e:
                 log.error("reload of %s refused, keeping %s: %s", alias,
                           self.core.state(alias).model_version, e)
                 continue

@@ -43,7 +43,7 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from mittd.daemon.admission import OP_READ, OP_WRITE, AdmissionCore, Decision, UnknownDevice
+from mittd.daemon.admission import AdmissionCore, Decision, UnknownDevice
 from mittd.daemon.config import Config, DeviceConfig
 from mittd.daemon.proxy import DeviceReader, ProxyError, device_size
 from mittd.proto import (
@@ -54,6 +54,7 @@ from mittd.proto import (
     mittd_pb2,
     mittd_pb2_grpc,
 )
+from mittd.traces.schema import OP_READ, OP_WRITE
 
 __all__ = ["MAX_ADMIT_BYTES", "MAX_DEADLINE_US", "MittdServicer", "add_to_server",
            "build_server", "monotonic_us"]
@@ -276,7 +277,8 @@ class MittdServicer(mittd_pb2_grpc.MittdServicer):
             d = self.core.admit_burst(dev, *cols, now())
             out = reply.columns.add(device=dev, model_version=d.model_version)
             out.decision.extend(np.where(d.admit, _ADMIT, _EBUSY).tolist())
-            out.p_slow.extend(np.nan_to_num(d.p_slow, nan=0.0).tolist())
+            out.p_slow.extend(np.where(d.fail_open, 0.0, np.nan_to_num(d.p_slow, nan=0.0))
+                              .tolist())  # as the unary reply: 0 when admitted unjudged
             out.threshold_index.extend(np.maximum(d.threshold_index, 0).tolist())
             out.fail_open.extend(d.fail_open.tolist())
         return reply

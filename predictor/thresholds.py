@@ -27,7 +27,8 @@ __all__ = ["check_thresholds", "index_in", "threshold_index_for"]
 
 
 def check_thresholds(thresholds_us: float | Sequence[float]) -> tuple[float, ...]:
-    """Thresholds as a tuple of floats; refuses empty, non-finite or non-ascending ones."""
+    """Thresholds as a tuple of floats; refuses empty, non-finite, non-positive or
+    non-ascending ones."""
     if isinstance(thresholds_us, (int, float)):
         values: list[float] = [float(thresholds_us)]
     else:
@@ -40,6 +41,8 @@ def check_thresholds(thresholds_us: float | Sequence[float]) -> tuple[float, ...
         raise ValueError("thresholds_us must be a number or a non-empty 1-D sequence")
     if not all(math.isfinite(t) for t in values):
         raise ValueError(f"thresholds_us must be finite, got {values}")
+    if values[0] <= 0.0:
+        raise ValueError(f"thresholds_us must be > 0 µs, got {values}")
     if any(b <= a for a, b in pairwise(values)):
         raise ValueError(f"thresholds_us must be strictly ascending, got {values}")
     return tuple(values)

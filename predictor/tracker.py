@@ -36,9 +36,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import KeysView
+from dataclasses import dataclass
 
 import numba
 import numpy as np
+
+from mittd.traces.schema import OP_READ  # the one home of the op codes
 
 DEFAULT_TIMEOUT_US = 10_000_000
 DEFAULT_CAPACITY = 4096
@@ -63,7 +66,17 @@ M_SIZE = 16
 # Completion history `hist` (float64, 2 x history x 3): ring h = 0 all IOs, 1 reads.
 H_ALL, H_READS = 0, 1
 H_LAT, H_QLEN, H_SIZE = 0, 1, 2
-OP_READ = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerStats:
+    """A tracker's counters since creation (``expired``: by timeout; ``dropped``: by
+    capacity)."""
+
+    pending: int = 0
+    completed: int = 0
+    expired: int = 0
+    dropped: int = 0
 
 
 @numba.njit(cache=True)
@@ -384,15 +397,11 @@ class PendingTracker:
         idx = (pos - 1 - np.arange(m)) % self._hdepth
         return self.hist[h, idx].copy()
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> TrackerStats:
         """Counters since creation: pending, completed, expired, dropped."""
         m = self.meta
-        return {
-            "pending": int(m[M_COUNT]),
-            "completed": int(m[M_COMPLETED]),
-            "expired": int(m[M_EXPIRED]),
-            "dropped": int(m[M_DROPPED]),
-        }
+        return TrackerStats(int(m[M_COUNT]), int(m[M_COMPLETED]), int(m[M_EXPIRED]),
+                            int(m[M_DROPPED]))
 
     def __repr__(self) -> str:
         return (

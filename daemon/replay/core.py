@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from mittd.daemon.admission import AdmissionCore, DeviceState
+from mittd.daemon.admission import AdmissionCore, DeviceState, DeviceStats
+from mittd.daemon.devices import DeviceError, build_state, read_bundle, servable
 from mittd.daemon.replay.traces import ReplayError, ReplayTrace, Replica
-from mittd.predictor.bundle import Bundle, load_bundle
-from mittd.predictor.engines import Engine, make_engine
-from mittd.predictor.features import TraceColumns, make_featuriser
-from mittd.predictor.graph import GraphError
-from mittd.predictor.thresholds import check_thresholds, index_in
+from mittd.predictor.bundle import Bundle
+from mittd.predictor.engines import Engine
+from mittd.predictor.features import TraceColumns
+from mittd.predictor.thresholds import index_in
 from mittd.predictor.tracker import NEVER, completion_times_us
 from mittd.traces.schema import OP_READ
 from mittd.training.labels import parse_slo
@@ -69,28 +69,21 @@ def split_operating_point(spec: str | Path) -> tuple[str, float | None]:
 
 
 def load_model(path: str | Path, name: str | None = None) -> Model:
-    """Load and check a bundle (featuriser, thresholds) before any replay starts;
-    ``path@P`` replays it rejecting when P(slow) > P (its own operating point)."""
+    """Load a bundle and check it by the daemon's rules (``mittd.daemon.devices``)
+    before any replay starts; ``path@P`` replays it rejecting when P(slow) > P (its
+    own operating point)."""
     file, cut = split_operating_point(path)
     default = Path(file).stem + (f"@{cut:g}" if cut is not None else "")
-    m = Model(name or default, file, load_bundle(file), cut)
-    check_model(m)
-    return m
-
-
-def check_model(m: Model) -> None:
-    """Refuse, in one line, a bundle the daemon could not serve (it would fail open)."""
-    b = m.bundle
     try:
-        feat = make_featuriser(b.featuriser)
-        check_thresholds(b.latency_thresholds_us())
-    except (ValueError, KeyError, TypeError) as e:
-        raise ReplayError(f"{m.path}: cannot serve this model: {e}") from None
-    if feat.dim != b.graph.input_dim:
-        raise ReplayError(f"{m.path}: model/featuriser mismatch: the {feat.name} featuriser "
-                          f"gives {feat.dim} inputs, the model takes {b.graph.input_dim}")
-    if not getattr(feat, "fitted", True):
-        raise ReplayError(f"{m.path}: the {feat.name} featuriser has no fitted bounds")
+        bundle = read_bundle(file)
+    except DeviceError as e:
+        raise ReplayError(e.problem) from None
+    m = Model(name or default, file, bundle, cut)
+    try:
+        servable(bundle, decision_threshold=cut)
+    except DeviceError as e:
+        raise ReplayError(f"{file}: cannot serve this model: {e.problem}") from None
+    return m
 
 
 def resolve_slo(text: str, primary: ReplayTrace, models: Sequence[Model] = ()) -> float:
@@ -124,7 +117,7 @@ class PolicyResult:
     decisions: int  # admission decisions made (0: the policy does not decide)
     wall_s: float
     model: Model | None = None
-    counters: dict[str, Any] | None = None
+    counters: dict[str, DeviceStats] | None = None
     p_slow: np.ndarray | None = None  # per IO (NaN: no prediction), when recorded
     notes: list[str] = field(default_factory=list)
 
@@ -201,11 +194,11 @@ class _ReplicaFeed:
         self.catch_up(t)
         self.decisions += 1
         d = self.core.admit(self.alias, OP_READ, off, size, slo, rid, t)
-        if d[0] and math.isfinite(lat) and lat < self.timeout:
+        if d.admit and math.isfinite(lat) and lat < self.timeout:
             c = t + (math.ceil(lat) if lat > 0.0 else 0)
             heapq.heappush(self.heap, (c, self.seq, rid, lat))
             self.seq += 1
-        return bool(d[0])
+        return d.admit
 
 
 def make_states(model: Model, n_devices: int, engine: str | Engine, slo_us: float,
@@ -213,10 +206,12 @@ def make_states(model: Model, n_devices: int, engine: str | Engine, slo_us: floa
     """One DeviceState per deciding device, sharing one engine (one thread replays)."""
     b = model.bundle
     try:
-        eng = engine if isinstance(engine, Engine) else make_engine(engine, b.graph, b.params)
-        return [DeviceState(b, eng, slo_us, decision_threshold) for _ in range(n_devices)]
-    except (ValueError, GraphError, KeyError, TypeError) as e:
-        raise ReplayError(f"{model.path}: cannot serve this model: {e}") from None
+        first = build_state(b, engine, slo_us=slo_us, decision_threshold=decision_threshold)
+        return [first] + [build_state(b, first.engine, slo_us=slo_us,
+                                      decision_threshold=decision_threshold)
+                          for _ in range(n_devices - 1)]
+    except DeviceError as e:
+        raise ReplayError(f"{model.path}: cannot serve this model: {e.problem}") from None
 
 
 def replay_model(
@@ -288,7 +283,7 @@ def replay_model(
                 if o == OP_READ:
                     d = admit(PRIMARY, OP_READ, off[i], size[i], slo, i, t)
                     decisions += 1
-                    if d[0]:
+                    if d.admit:
                         issued[i] = 1
                     elif feeds:
                         served[i] = last
@@ -300,7 +295,7 @@ def replay_model(
                     else:
                         served[i] = last
                     if p_slow is not None:
-                        p_slow[i] = d[1]
+                        p_slow[i] = d.p_slow
                 else:
                     admit(PRIMARY, o, off[i], size[i], inf, i, t)
                     issued[i] = 1
@@ -321,7 +316,7 @@ def replay_model(
             "history features (e.g. LinnOS's last read latencies) stop moving and a model "
             "that once says 'slow' can keep saying it (offline evaluation admits every IO "
             "and never sees this feedback)")
-    fails = res.counters[PRIMARY]["fail_open"]
+    fails = res.counters[PRIMARY].fail_open
     if fails:
         res.notes.append(f"{model.name}: the predictor failed on {fails:,} reads, which were "
                          "admitted (fail-open)")

@@ -72,7 +72,7 @@ def policy_metrics(r: PolicyResult, replay: Replay) -> dict[str, Any]:
                             [replay.decision_threshold] if replay.decision_threshold is not None
                             else r.model.bundle.decision_thresholds())}
     if r.counters is not None:
-        out["counters"] = r.counters
+        out["counters"] = {dev: st.as_dict() for dev, st in r.counters.items()}
     if r.notes:
         out["notes"] = list(r.notes)
     return out

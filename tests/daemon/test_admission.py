@@ -10,12 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mittd.daemon.admission import (
-    AdmissionCore,
-    Decision,
-    DeviceState,
-    UnknownDevice,
-)
+from mittd.daemon.admission import AdmissionCore, Decision, UnknownDevice
+from mittd.daemon.devices import DeviceError, build_state
 from mittd.predictor.bundle import Bundle
 from mittd.predictor.features import LBAFeaturiser, LinnOSFeaturiser, make_featuriser
 from mittd.predictor.graph import forward, init_params, p_slow
@@ -43,7 +39,7 @@ def core_for(bundle: Bundle, engine: str = "dense", **kw: Any) -> AdmissionCore:
     overrun fails open, which would hide the decision under test."""
     deadline = kw.pop("default_deadline_us", None)
     kw.setdefault("predict_budget_us", 1e9)
-    return AdmissionCore({"sda": DeviceState.from_bundle(bundle, engine, deadline)}, **kw)
+    return AdmissionCore({"sda": build_state(bundle, engine, slo_us=deadline)}, **kw)
 
 
 def workload(n: int, seed: int = 1) -> list[tuple[int, int, int, int, float]]:
@@ -135,7 +131,7 @@ def check_against_offline(bundle: Bundle, engine: str, deadlines: list[float],
     n_admit = sum(d.admit for d in got)
     assert 0 < n_admit < len(got)
     s = core.stats()["sda"]
-    assert s["admitted"] == n_admit and s["rejected"] == len(got) - n_admit
+    assert s.admitted == n_admit and s.rejected == len(got) - n_admit
     return got
 
 
@@ -166,13 +162,13 @@ def test_deadline_mapping_and_beyond_model() -> None:
     assert (d.admit, d.threshold_index, d.reason, d.fail_open) == (
         True, None, "deadline-beyond-model", False)
     assert math.isnan(d.p_slow)
-    assert core.stats()["sda"]["beyond_model"] == 1
+    assert core.stats()["sda"].beyond_model == 1
     with pytest.raises(ValueError, match="NaN"):
         core.admit("sda", 0, 0, 4096, math.nan, 6, 5)
 
 
 def test_default_deadline_defaults_to_first_threshold() -> None:
-    st = DeviceState.from_bundle(linnos_bundle(LADDER), "dense")
+    st = build_state(linnos_bundle(LADDER), "dense")
     assert st.default_deadline_us == 100.0
 
 
@@ -189,7 +185,7 @@ def test_fail_open_when_engine_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     assert d.admit and d.fail_open and d.reason == "fail-open:FloatingPointError"
     assert math.isnan(d.p_slow) and d.threshold_index == 0
     s = core.stats()["sda"]
-    assert (s["fail_open"], s["admitted"], s["rejected"], s["pending"]) == (1, 1, 1, 1)
+    assert (s.fail_open, s.admitted, s.rejected, s.pending) == (1, 1, 1, 1)
 
 
 def test_fail_open_when_featuriser_raises(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -202,8 +198,8 @@ def test_fail_open_when_featuriser_raises(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(feat, "encode_live", boom)
     ds = [core.admit("sda", 0, 0, 4096, 0, i, i) for i in range(3)]
     assert all(d.admit and d.fail_open and d.reason == "fail-open:RuntimeError" for d in ds)
-    assert core.stats()["sda"]["fail_open"] == 3
-    assert core.stats()["sda"]["rejected"] == 0
+    assert core.stats()["sda"].fail_open == 3
+    assert core.stats()["sda"].rejected == 0
 
 
 class FakeClock:
@@ -222,14 +218,14 @@ def test_overrun_with_fake_clock(fail_open_on_overrun: bool) -> None:
     fast = core_for(b, clock=FakeClock(10_000), predict_budget_us=50.0)  # 10 µs: in budget
     d = fast.admit("sda", 0, 0, 4096, 0, 1, 0)
     assert (d.admit, d.reason) == (False, "predicted")
-    assert fast.stats()["sda"]["overruns"] == 0
+    assert fast.stats()["sda"].overruns == 0
     slow = core_for(b, clock=FakeClock(60_000), predict_budget_us=50.0,
                     fail_open_on_overrun=fail_open_on_overrun)
     d = slow.admit("sda", 0, 0, 4096, 0, 1, 0)
     assert d.reason == "overrun" and not math.isnan(d.p_slow)
     assert d.admit is fail_open_on_overrun and d.fail_open is fail_open_on_overrun
     s = slow.stats()["sda"]
-    assert s["overruns"] == 1 and s["fail_open"] == 0
+    assert s.overruns == 1 and s.fail_open == 0
 
 
 def test_slo_violations_and_unknown_completions() -> None:
@@ -242,21 +238,21 @@ def test_slo_violations_and_unknown_completions() -> None:
     assert not core.complete("sda", 2, 10.0, 401)  # already completed
     assert not core.complete("sda", 99, 10.0, 402)  # never seen
     s = core.stats()["sda"]
-    assert (s["slo_violations"], s["completions"], s["unknown_completions"]) == (1, 3, 2)
-    assert s["pending"] == 0 and not core.state("sda").deadlines
+    assert (s.slo_violations, s.completions, s.unknown_completions) == (1, 3, 2)
+    assert s.pending == 0 and not core.state("sda").deadlines
 
 
 def test_untrackable_request_id_is_still_admitted() -> None:
     core = core_for(linnos_bundle(p=1.0))
     d = core.admit("sda", 0, 0, 4096, 0, 1 << 70, 0)
-    assert d.admit and core.stats()["sda"]["tracker_errors"] == 1
-    assert core.stats()["sda"]["pending"] == 0
+    assert d.admit and core.stats()["sda"].tracker_errors == 1
+    assert core.stats()["sda"].pending == 0
 
 
 def test_rejected_requests_never_become_pending() -> None:
     core = core_for(linnos_bundle(p=0.0))
     assert not core.admit("sda", 0, 0, 4096, 0, 7, 0).admit
-    assert core.stats()["sda"]["pending"] == 0
+    assert core.stats()["sda"].pending == 0
     assert not core.complete("sda", 7, 10.0, 10)
 
 
@@ -267,7 +263,7 @@ def test_unknown_device() -> None:
     with pytest.raises(KeyError):
         core.complete("nvme9", 1, 10.0, 0)
     with pytest.raises(UnknownDevice):
-        core.swap("nvme9", DeviceState.from_bundle(linnos_bundle(), "dense"))
+        core.swap("nvme9", build_state(linnos_bundle(), "dense"))
 
 
 def test_swap_carries_tracker_when_featuriser_matches() -> None:
@@ -275,7 +271,7 @@ def test_swap_carries_tracker_when_featuriser_matches() -> None:
     for i in range(5):
         core.admit("sda", 0, i, 4096, 0, i, i)
     old = core.state("sda")
-    new = DeviceState.from_bundle(linnos_bundle(p=1.0, seed=1), "dense")
+    new = build_state(linnos_bundle(p=1.0, seed=1), "dense")
     assert core.swap("sda", new) is old
     assert core.state("sda") is new and new.tracker is old.tracker
     assert len(new.tracker) == 5
@@ -283,17 +279,17 @@ def test_swap_carries_tracker_when_featuriser_matches() -> None:
     d = core.admit("sda", 0, 0, 4096, 0, 10, 700)
     assert d.model_version == new.model_version != old.model_version
     s = core.stats()["sda"]
-    assert (s["admitted"], s["completions"], s["slo_violations"], s["pending"]) == (6, 1, 1, 5)
+    assert (s.admitted, s.completions, s.slo_violations, s.pending) == (6, 1, 1, 5)
 
 
 def test_swap_with_other_featuriser_starts_empty() -> None:
     core = core_for(linnos_bundle(p=1.0))
     core.admit("sda", 0, 0, 4096, 0, 1, 0)
-    new = DeviceState.from_bundle(linnos_bundle(p=1.0, capacity=64), "dense")
+    new = build_state(linnos_bundle(p=1.0, capacity=64), "dense")
     core.swap("sda", new)
     assert len(core.state("sda").tracker) == 0
     assert not core.complete("sda", 1, 10.0, 10)
-    assert core.stats()["sda"]["admitted"] == 1  # counters carry over
+    assert core.stats()["sda"].admitted == 1  # counters carry over
 
 
 def test_swap_under_concurrent_admissions() -> None:
@@ -313,12 +309,12 @@ def test_swap_under_concurrent_admissions() -> None:
     for t in threads:
         t.start()
     for seed in range(1, 4):
-        core.swap("sda", DeviceState.from_bundle(linnos_bundle(p=0.5, seed=seed), "dense"))
+        core.swap("sda", build_state(linnos_bundle(p=0.5, seed=seed), "dense"))
     for t in threads:
         t.join()
     assert not errors
     s = core.stats()["sda"]
-    assert s["admitted"] + s["rejected"] == 8000 and s["fail_open"] == 0
+    assert s.admitted + s.rejected == 8000 and s.fail_open == 0
 
 
 def test_memory_bound_when_completions_never_arrive() -> None:
@@ -334,7 +330,7 @@ def test_memory_bound_when_completions_never_arrive() -> None:
         if i % 20_000 == 0:
             assert len(st.tracker) <= cap and len(st.deadlines) <= 2 * cap
     assert len(st.tracker) <= cap and len(st.deadlines) <= len(st.tracker)
-    assert st.tracker.stats()["expired"] + st.tracker.stats()["dropped"] >= 200_000 - cap
+    assert st.tracker.stats().expired + st.tracker.stats().dropped >= 200_000 - cap
     # a burst faster than the timeout is bounded by capacity
     for i in range(200_000, 200_000 + 5 * cap):
         core.admit("sda", 0, 0, 4096, 0, i, 600_000)
@@ -343,8 +339,8 @@ def test_memory_bound_when_completions_never_arrive() -> None:
 
 def test_synthetic_precise_linear_with_auto_engine() -> None:
     bundle = synthetic_bundle("precise_linear", 0.95, "node")
-    core = AdmissionCore.from_bundles({"sda": (bundle, "auto", None, None)},
-                                      predict_budget_us=1e9)  # no overrun on a busy CI
+    core = AdmissionCore({"sda": build_state(bundle, "auto")},
+                         predict_budget_us=1e9)  # no overrun on a busy CI
     d = core.admit("sda", 0, 4096, 4096, 0, 1, 0)
     assert d.reason == "predicted" and 0.0 <= d.p_slow <= 1.0
     assert d.model_version == bundle.version_id
@@ -353,11 +349,11 @@ def test_synthetic_precise_linear_with_auto_engine() -> None:
 def test_bad_bundles_refused() -> None:
     b = linnos_bundle(LADDER)
     b.thresholds["latency_us"] = [100.0, 500.0]  # 2 thresholds, 3 heads
-    with pytest.raises(ValueError, match="3 output head"):
-        DeviceState.from_bundle(b, "dense")
+    with pytest.raises(DeviceError, match="3 output head"):
+        build_state(b, "dense")
     b = linnos_bundle()
-    with pytest.raises(ValueError, match="probability"):
-        DeviceState.from_bundle(b, "dense", decision_threshold=1.5)
+    with pytest.raises(DeviceError, match="probabilit"):
+        build_state(b, "dense", decision_threshold=1.5)
     b.thresholds["latency_us"] = []
-    with pytest.raises(ValueError, match="latency thresholds"):
-        DeviceState.from_bundle(b, "dense")
+    with pytest.raises(DeviceError, match="latency threshold"):
+        build_state(b, "dense")

@@ -22,11 +22,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from mittd.daemon.admission import AdmissionCore, DeviceState
+from mittd.daemon.admission import AdmissionCore
 from mittd.daemon.config import Config, parse_config
+from mittd.daemon.devices import load_devices
 from mittd.daemon.proxy import DeviceReader
 from mittd.daemon.service import MittdServicer, build_server
-from mittd.predictor.bundle import load_bundle, save_bundle
+from mittd.predictor.bundle import save_bundle
 from mittd.predictor.synthetic import synthetic_bundle
 from mittd.proto import (
     EBUSY_ERRNO,
@@ -56,9 +57,7 @@ def make_config(root: Path, **server: Any) -> Config:
 
 
 def make_core(config: Config) -> AdmissionCore:
-    states = {a: DeviceState.from_bundle(load_bundle(d.model), d.engine, d.slo_us,
-                                         d.decision_threshold)
-              for a, d in config.devices.items()}
+    states = load_devices(config)
     # a generous budget: a slow first prediction must not fail open (admit) in a test
     return AdmissionCore(states, predict_budget_us=1e6)
 
@@ -116,11 +115,11 @@ def test_admit_and_complete(srv: Server) -> None:
 def test_admit_ebusy(srv: Server) -> None:
     r = srv.stub.Admit(admit_req(3, device="busy", op=pb.OP_WRITE))
     assert r.decision == pb.EBUSY and r.p_slow > 0.0 and r.request_id == 3
-    assert srv.core.stats()["busy"]["pending"] == 0  # rejected IOs are not pending
+    assert srv.core.stats()["busy"].pending == 0  # rejected IOs are not pending
 
 
 def test_admit_stream(srv: Server) -> None:
-    before = srv.core.stats()["disk"]["completions"]
+    before = srv.core.stats()["disk"].completions
     batches = [
         pb.AdmitBatch(requests=[admit_req(100 + k) for k in range(5)]),
         pb.AdmitBatch(requests=[admit_req(200), admit_req(201, device="busy")],
@@ -135,7 +134,7 @@ def test_admit_stream(srv: Server) -> None:
     assert [[x.request_id for x in r.replies] for r in replies] == \
         [[100, 101, 102, 103, 104], [200, 201], [200], []]
     assert [x.decision for x in replies[1].replies] == [pb.ADMIT, pb.EBUSY]
-    assert srv.core.stats()["disk"]["completions"] == before + 6
+    assert srv.core.stats()["disk"].completions == before + 6
     assert 200 in srv.core.state("disk").tracker
     srv.stub.Complete(pb.CompleteRequest(device="disk", request_id=200))
 

@@ -41,7 +41,7 @@ def test_columns_are_decided_and_admitted_ones_become_pending(srv: Server,
                             completed=(ids[d.admitted], np.full(int(d.admitted.sum()), 90.0)))
         assert d2.admitted.shape == (6,)
     st = srv.core.stats()["disk"]
-    assert st["io_latency_us"]["count"] >= int(d.admitted.sum())
+    assert st.io_latency_us.count >= int(d.admitted.sum())
 
 
 def test_busy_device_rejects_every_column_entry(srv: Server, client: Client) -> None:
@@ -81,9 +81,9 @@ def col(**kw: object) -> pb.AdmitBatch:
 ])
 def test_bad_columns_abort_the_stream_naming_the_entry(srv: Server, client: Client,
                                                        kw: dict, match: str) -> None:
-    before = srv.core.stats()["disk"]["pending"]
+    before = srv.core.stats()["disk"].pending
     _expect_invalid(client, col(**kw), match)
-    assert srv.core.stats()["disk"]["pending"] == before  # the bad batch had no effect
+    assert srv.core.stats()["disk"].pending == before  # the bad batch had no effect
     assert client.echo() > 0  # and the daemon keeps serving
 
 

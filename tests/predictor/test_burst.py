@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from mittd.daemon.admission import AdmissionCore, DeviceState
+from mittd.daemon.admission import AdmissionCore
+from mittd.daemon.devices import build_state
 from mittd.daemon.histogram import Histogram
 from mittd.daemon.metrics import CoreCollector
 from mittd.predictor.burst import encode_burst
@@ -31,7 +32,7 @@ def bundle():  # type: ignore[no-untyped-def]
 
 
 def core(bundle, p=None, budget=1e9) -> AdmissionCore:  # type: ignore[no-untyped-def]
-    return AdmissionCore({"d": DeviceState.from_bundle(bundle, "auto", None, p)},
+    return AdmissionCore({"d": build_state(bundle, "auto", decision_threshold=p)},
                          predict_budget_us=budget)
 
 
@@ -100,7 +101,7 @@ def test_burst_with_every_io_admitted_equals_admit_one_by_one(bundle) -> None:  
     np.testing.assert_allclose(d.p_slow, [r.p_slow for r in ref], rtol=1e-4, atol=1e-6)
     a, b = burst.state("d").tracker, single.state("d").tracker
     assert np.array_equal(a.pend, b.pend) and set(a.pending_ids()) == set(b.pending_ids())
-    assert burst.stats()["d"]["admitted"] == N
+    assert burst.stats()["d"].admitted == N
 
 
 def test_rejected_ios_are_withdrawn_and_counted(bundle) -> None:  # type: ignore[no-untyped-def]
@@ -109,10 +110,10 @@ def test_rejected_ios_are_withdrawn_and_counted(bundle) -> None:  # type: ignore
     d = c.admit_burst("d", op, off, size, dl, ids, 500)
     assert not d.admit.any() and not d.fail_open.any()
     st = c.stats()["d"]
-    assert st["rejected"] == N and st["admitted"] == 0 and st["pending"] == 0
+    assert st.rejected == N and st.admitted == 0 and st.pending == 0
     t = c.state("d").tracker
-    assert t.stats()["dropped"] == 0 and len(t.pending_ids()) == 0
-    assert st["predict_ns"]["count"] == N
+    assert t.stats().dropped == 0 and len(t.pending_ids()) == 0
+    assert st.predict_ns.count == N
 
 
 def test_mixed_decisions_leave_exactly_the_admitted_pending(bundle) -> None:  # type: ignore[no-untyped-def]
@@ -131,7 +132,7 @@ def test_deadline_beyond_the_model_admits_without_prediction(bundle) -> None:  #
     d = c.admit_burst("d", op, off, size, dl, ids, 1)
     assert list(d.admit) == [False] * 4 + [True] * 4
     assert np.isnan(d.p_slow[4:]).all() and (d.threshold_index[4:] == -1).all()
-    assert c.stats()["d"]["beyond_model"] == 4
+    assert c.stats()["d"].beyond_model == 4
 
 
 def test_a_predictor_fault_admits_the_whole_burst(bundle) -> None:  # type: ignore[no-untyped-def]
@@ -143,7 +144,7 @@ def test_a_predictor_fault_admits_the_whole_burst(bundle) -> None:  # type: igno
     d = c.admit_burst("d", op, off, size, dl, ids, 1)
     assert d.admit.all() and d.fail_open.all() and np.isnan(d.p_slow).all()
     st = c.stats()["d"]
-    assert st["fail_open"] == 16 and st["pending"] == 16
+    assert st.fail_open == 16 and st.pending == 16
 
 
 def test_an_overrun_burst_fails_open(bundle) -> None:  # type: ignore[no-untyped-def]
@@ -151,7 +152,7 @@ def test_an_overrun_burst_fails_open(bundle) -> None:  # type: ignore[no-untyped
     op, off, size, dl, ids = ios(16)
     d = c.admit_burst("d", op, off, size, dl, ids, 1)
     assert d.admit.all() and d.fail_open.all()
-    assert c.stats()["d"]["overruns"] == 16
+    assert c.stats()["d"].overruns == 16
 
 
 def test_bad_bursts_are_refused(bundle) -> None:  # type: ignore[no-untyped-def]
@@ -163,7 +164,7 @@ def test_bad_bursts_are_refused(bundle) -> None:  # type: ignore[no-untyped-def]
         c.admit_burst("d", op, off, size, np.array([0, math.nan, 0, 0]), ids, 1)
     with pytest.raises(ValueError, match="same length"):
         c.admit_burst("d", op[:3], off, size, dl, ids, 1)
-    assert c.stats()["d"]["pending"] == 0
+    assert c.stats()["d"].pending == 0
 
 
 def test_a_pending_id_asked_again_is_replaced(bundle) -> None:  # type: ignore[no-untyped-def]
@@ -171,7 +172,7 @@ def test_a_pending_id_asked_again_is_replaced(bundle) -> None:  # type: ignore[n
     op, off, size, dl, ids = ios(4)
     c.admit_burst("d", op, off, size, dl, ids, 1)
     c.admit_burst("d", op, off, size, dl, ids, 2)
-    assert c.stats()["d"]["pending"] == 4
+    assert c.stats()["d"].pending == 4
 
 
 def test_complete_burst_equals_complete_one_by_one(bundle) -> None:  # type: ignore[no-untyped-def]
@@ -188,9 +189,9 @@ def test_complete_burst_equals_complete_one_by_one(bundle) -> None:  # type: ign
     assert known == ref == 32
     sa, sb = a.stats()["d"], b.stats()["d"]
     for key in ("completions", "unknown_completions", "slo_violations", "pending"):
-        assert sa[key] == sb[key], key
-    assert sa["slo_violations"] == int(np.sum(lat[:32] > 188.0))
-    assert sa["io_latency_us"] == sb["io_latency_us"]
+        assert getattr(sa, key) == getattr(sb, key), key
+    assert sa.slo_violations == int(np.sum(lat[:32] > 188.0))
+    assert sa.io_latency_us == sb.io_latency_us
     assert np.array_equal(a.state("d").tracker.hist, b.state("d").tracker.hist)
 
 
@@ -224,13 +225,13 @@ def test_prometheus_exposes_both_histograms_in_seconds(bundle) -> None:  # type:
 
 
 def test_probe_after_n_rejections_admits_one(bundle) -> None:  # type: ignore[no-untyped-def]
-    single = AdmissionCore({"d": DeviceState.from_bundle(bundle, "auto", None, 0.0)},
+    single = AdmissionCore({"d": build_state(bundle, "auto", decision_threshold=0.0)},
                            predict_budget_us=1e9, probe_after=3)
     got = [single.admit("d", 0, i * 4096, 4096, 0.0, i + 1, i).admit for i in range(9)]
     assert got == [False, False, False, True] * 2 + [False]
-    assert single.stats()["d"]["probes"] == 2
+    assert single.stats()["d"].probes == 2
     assert single.admit("d", 0, 0, 4096, 0.0, 1, 99).reason == "predicted"
-    burst = AdmissionCore({"d": DeviceState.from_bundle(bundle, "auto", None, 0.0)},
+    burst = AdmissionCore({"d": build_state(bundle, "auto", decision_threshold=0.0)},
                           predict_budget_us=1e9, probe_after=3)
     op, off, size, dl, ids = ios(6)
     first = burst.admit_burst("d", op, off, size, dl, ids, 1)
@@ -238,7 +239,7 @@ def test_probe_after_n_rejections_admits_one(bundle) -> None:  # type: ignore[no
     # the run of rejections carries over from one burst to the next
     assert list(first.admit) + list(second.admit) == [False, False, False, True,
                                                       False, False, False, True, False]
-    assert burst.stats()["d"]["probes"] == 2 and burst.stats()["d"]["pending"] == 2
+    assert burst.stats()["d"].probes == 2 and burst.stats()["d"].pending == 2
     with pytest.raises(ValueError, match="probe_after"):
         AdmissionCore({}, probe_after=-1)
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mittd.predictor.tracker import NEVER, PendingTracker, completion_times_us
+from mittd.predictor.tracker import NEVER, PendingTracker, TrackerStats, completion_times_us
 
 
 def test_complete_unknown_id_returns_false() -> None:
@@ -33,7 +33,7 @@ def test_latency_defaults_to_elapsed_and_queue_length_at_issue() -> None:
     np.testing.assert_array_equal(hist, [[69.0, 1, 8192], [7.5, 0, 4096], [48.0, 2, 512]])
     reads = tr.recent_completions(5, reads_only=True)
     np.testing.assert_array_equal(reads, [[7.5, 0, 4096], [48.0, 2, 512]])
-    assert tr.stats() == {"pending": 0, "completed": 3, "expired": 0, "dropped": 0}
+    assert tr.stats() == TrackerStats(pending=0, completed=3, expired=0, dropped=0)
 
 
 def test_expiry_removes_without_history() -> None:
@@ -47,7 +47,7 @@ def test_expiry_removes_without_history() -> None:
     # A completion arriving at or after the timeout is refused even before any expire().
     assert tr.complete(2, 150) is False
     assert len(tr.recent_completions(8)) == 0
-    assert tr.stats()["expired"] == 2
+    assert tr.stats().expired == 2
 
 
 def test_issue_expires_and_unknown_latency_leaves_by_expiry() -> None:
@@ -66,7 +66,7 @@ def test_capacity_drops_oldest_and_bounds_memory() -> None:
     for i in range(5):
         tr.issue(i, i, i * 4096, 4096, 0)
     assert len(tr) == 3
-    assert tr.stats()["dropped"] == 2
+    assert tr.stats().dropped == 2
     np.testing.assert_array_equal(tr.pending_offsets(10), [4 * 4096, 3 * 4096, 2 * 4096])
     assert tr.complete(0, 10) is False
     assert tr.complete(3, 10) is True

@@ -99,16 +99,16 @@ def test_always_rejecting_model_sends_every_read_to_the_replica(sample) -> None:
     assert three.failovers == 3 * reads.sum()
     assert three.decisions == 3 * reads.sum()
     c = three.counters
-    assert c["primary"]["rejected"] == reads.sum() and c["primary"]["admitted"] == (~reads).sum()
+    assert c["primary"].rejected == reads.sum() and c["primary"].admitted == (~reads).sum()
     # with probes (the daemon's default), one read in every probe_after + 1 is admitted
     probed = replay_model(sample, [self_replica(sample)], m, 300.0, engine="dense",
                           decision_threshold=0.0, probe_after=4)
-    assert probed.counters["primary"]["probes"] == reads.sum() // 5
+    assert probed.counters["primary"].probes == reads.sum() // 5
     for alias in ("replica1", "replica2"):
         # fed with its own trace's IOs (admitted, no prediction), rejects every failover
-        assert c[alias]["rejected"] == reads.sum()
-        assert c[alias]["admitted"] >= 0.99 * sample.n  # own IOs up to the last failover
-        assert c[alias]["beyond_model"] == c[alias]["admitted"]
+        assert c[alias].rejected == reads.sum()
+        assert c[alias].admitted >= 0.99 * sample.n  # own IOs up to the last failover
+        assert c[alias].beyond_model == c[alias].admitted
 
 
 def test_intermediate_replica_decides_on_its_own_state(sample, sample_table) -> None:
@@ -121,8 +121,8 @@ def test_intermediate_replica_decides_on_its_own_state(sample, sample_table) -> 
     served = res.served_by[sample.reads]
     assert (served == 1).any() and (served == 2).any()
     r1 = res.counters["replica1"]
-    assert r1["admitted"] - r1["beyond_model"] == (served == 1).sum()  # failovers it took
-    assert r1["rejected"] == (served == 2).sum()
+    assert r1.admitted - r1.beyond_model == (served == 1).sum()  # failovers it took
+    assert r1.rejected == (served == 2).sum()
     assert res.decisions == sample.reads.sum() + (served > 0).sum()
 
 

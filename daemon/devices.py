@@ -1,0 +1,191 @@
+"""Can this device be served with this bundle under this config? One answer.
+
+Every rule that decides it lives here, and every path that builds a device's
+state goes through it: ``mittd serve`` at start and on HUP, ``mittd check``
+(which therefore runs exactly what serving runs, as gunicorn's
+``--check-config`` does), the offline replayer and embedders of the admission
+core. The rules, in order:
+
+1. the bundle loads (checksum, format version, a valid graph) — ``load_bundle``;
+2. its featuriser config builds (known name, parameters in range) and, for
+   featurisers with fitted bounds (Heimdall's min-max), is fitted;
+3. the featuriser gives as many inputs as the model takes;
+4. the tracker it needs (pending capacity, timeout) fits the config's
+   ``max_pending_per_device`` / ``pending_timeout_ms``: the featuriser fixes
+   them because they change the features the model was trained on, so the
+   config can only refuse a bundle, never shrink its tracker;
+5. the latency thresholds are valid (finite, > 0, ascending), one per output
+   head; a device with no ``slo_us`` needs at least one to default to;
+6. the decision thresholds (the config's, else the bundle's) are
+   probabilities in [0, 1], one per head;
+7. the engine builds, and its input matches the featuriser.
+
+Any failure is one :class:`DeviceError` naming the device (or bundle) and the
+problem, whatever raised underneath: a reload never dies of a bundle's content.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mittd.daemon.admission import DeviceState
+from mittd.daemon.config import Config, ConfigError, DeviceConfig, ServerConfig
+from mittd.predictor.bundle import Bundle, BundleError, load_bundle
+from mittd.predictor.engines import Engine, make_engine
+from mittd.predictor.features import Featuriser, make_featuriser
+from mittd.predictor.thresholds import check_thresholds
+
+__all__ = ["DeviceError", "Limits", "Servable", "build_state", "load_device", "load_devices",
+           "read_bundle", "servable"]
+
+
+class DeviceError(ConfigError):
+    """A device cannot be served with its bundle; one line naming where and why."""
+
+    def __init__(self, where: str, problem: str) -> None:
+        super().__init__(f"{where}: {problem}" if where else problem)
+        self.where = where
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the config allows a bundle's tracker; None: no limit (offline replay)."""
+
+    max_pending: int | None = None
+    pending_timeout_us: int | None = None
+
+    @classmethod
+    def of(cls, server: ServerConfig) -> Limits:
+        return cls(server.max_pending_per_device, server.pending_timeout_ms * 1000)
+
+
+@dataclass(frozen=True)
+class Servable:
+    """A bundle that passed rules 2-6, with the values a device state is built from."""
+
+    featuriser: Featuriser
+    thresholds_us: tuple[float, ...]
+    p_thresholds: tuple[float, ...]
+    default_deadline_us: float
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text or type(e).__name__
+
+
+def servable(bundle: Bundle, *, slo_us: float | None = None,
+             decision_threshold: float | list[float] | None = None,
+             limits: Limits = Limits(), where: str = "") -> Servable:
+    """Rules 2-6 for ``bundle`` (see the module docstring); :class:`DeviceError` if not.
+
+    ``slo_us`` overrides the default deadline (else the first trained threshold);
+    ``decision_threshold`` the bundle's P(slow) cutoffs (one value for every head,
+    or one per head).
+    """
+    def fail(problem: str) -> DeviceError:
+        return DeviceError(where, problem)
+
+    try:
+        feat = make_featuriser(bundle.featuriser)
+    except Exception as e:  # any content of a manifest: refused, never raised through
+        raise fail(f"bad featuriser config: {_one_line(e)}") from None
+    if not feat.fitted:
+        raise fail(f"the {feat.name} featuriser has no fitted bounds (min/max)")
+    graph = bundle.graph
+    if feat.dim != graph.input_dim:
+        raise fail(f"model/featuriser mismatch: the {feat.name} featuriser gives {feat.dim} "
+                   f"inputs, the model takes {graph.input_dim}")
+    if limits.max_pending is not None and feat.capacity > limits.max_pending:
+        raise fail(f"featuriser tracks {feat.capacity} pending requests, more than "
+                   f"max_pending_per_device = {limits.max_pending}")
+    if limits.pending_timeout_us is not None and feat.timeout_us > limits.pending_timeout_us:
+        raise fail(f"featuriser keeps pending requests {feat.timeout_us} µs, longer than "
+                   f"pending_timeout_ms = {limits.pending_timeout_us // 1000}")
+    heads = graph.output_dim if graph.head == "sigmoid" else 1
+    try:
+        raw = bundle.latency_thresholds_us()
+    except Exception as e:
+        raise fail(f"bad latency thresholds: {_one_line(e)}") from None
+    if not raw and slo_us is None:
+        raise fail("the bundle carries no latency threshold to default the deadline to; "
+                   "set slo_us")
+    try:
+        thresholds = check_thresholds(raw)
+    except ValueError as e:
+        raise fail(f"bad latency thresholds: {e}") from None
+    if len(thresholds) != heads:
+        raise fail(f"{len(thresholds)} latency thresholds for {heads} output head(s)")
+    if decision_threshold is None:
+        try:
+            probs = [float(p) for p in bundle.decision_thresholds()]
+        except Exception as e:
+            raise fail(f"bad decision thresholds: {_one_line(e)}") from None
+        source = "bundle decision threshold(s)"
+    elif isinstance(decision_threshold, int | float):
+        probs = [float(decision_threshold)] * heads
+        source = "decision_threshold"
+    else:
+        probs = [float(p) for p in decision_threshold]
+        source = "decision_threshold"
+    if len(probs) != heads:
+        raise fail(f"{len(probs)} decision thresholds for {heads} output head(s)")
+    bad = [p for p in probs if not 0.0 <= p <= 1.0]  # NaN is bad too
+    if bad:
+        raise fail(f"{source} {bad} not probabilities in [0, 1]")
+    deadline = thresholds[0] if slo_us is None else float(slo_us)
+    if not (deadline > 0.0 and math.isfinite(deadline)):
+        raise fail(f"default deadline must be > 0 µs, got {slo_us!r}")
+    return Servable(feat, thresholds, tuple(probs), deadline)
+
+
+def build_state(bundle: Bundle, engine: str | Engine = "auto", *,
+                slo_us: float | None = None,
+                decision_threshold: float | list[float] | None = None,
+                limits: Limits = Limits(), where: str = "", **engine_opts: Any) -> DeviceState:
+    """Every rule, then the device's state: ``engine`` is a name (built here; ``auto``
+    times the formats on this machine: load time) or an engine to share."""
+    s = servable(bundle, slo_us=slo_us, decision_threshold=decision_threshold, limits=limits,
+                 where=where)
+    if isinstance(engine, Engine):
+        eng = engine
+    else:
+        try:
+            eng = make_engine(engine, bundle.graph, bundle.params, **engine_opts)
+        except Exception as e:  # any engine failure is this device's problem
+            raise DeviceError(where, f"engine {engine} failed on {bundle.version_id}: "
+                                     f"{_one_line(e)}") from None
+    if eng.input.shape != (s.featuriser.dim,):
+        raise DeviceError(where, f"the featuriser gives {s.featuriser.dim} inputs, the engine "
+                                 f"takes {eng.input.shape}")
+    return DeviceState(bundle, eng, s.featuriser, s.thresholds_us, s.p_thresholds,
+                       s.default_deadline_us)
+
+
+def read_bundle(path: str | Path, where: str = "") -> Bundle:
+    """Rule 1: ``load_bundle``, with any failure (whatever the file holds) a DeviceError."""
+    try:
+        return load_bundle(path)
+    except BundleError as e:
+        raise DeviceError(where, str(e)) from None
+    except Exception as e:
+        raise DeviceError(where, f"{path}: unreadable bundle ({type(e).__name__}: "
+                                 f"{_one_line(e)})") from None
+
+
+def load_device(dev: DeviceConfig, server: ServerConfig) -> DeviceState:
+    """One configured device's state, by every rule (serve, HUP, check)."""
+    where = f"devices.{dev.alias}"
+    bundle = read_bundle(dev.model, where)
+    return build_state(bundle, dev.engine, slo_us=dev.slo_us,
+                       decision_threshold=dev.decision_threshold, limits=Limits.of(server),
+                       where=f"{where}: {dev.model}")
+
+
+def load_devices(config: Config) -> dict[str, DeviceState]:
+    """Every configured device's state, in config order; the first failure raises."""
+    return {alias: load_device(dev, config.server) for alias, dev in config.devices.items()}
