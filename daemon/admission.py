@@ -53,7 +53,7 @@ from mittd.daemon.histogram import (
 )
 from mittd.predictor.bundle import Bundle
 from mittd.predictor.burst import encode_burst
-from mittd.predictor.engines import Engine
+from mittd.predictor.engine import Engine
 from mittd.predictor.features import Featuriser
 from mittd.predictor.thresholds import index_in
 from mittd.predictor.tracker import TrackerStats

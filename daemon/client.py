@@ -39,7 +39,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from mittd.proto import EBUSY_ERRNO, ERRNO_METADATA_KEY, P_SLOW_METADATA_KEY
+from mittd.proto import EBUSY_ERRNO, ERRNO_METADATA_KEY, MAX_DEADLINE_US, P_SLOW_METADATA_KEY
 from mittd.proto import mittd_pb2 as pb
 from mittd.proto import mittd_pb2_grpc as pb_grpc
 
@@ -57,11 +57,6 @@ __all__ = [
     "columns_batch",
     "daemon_healthy",
 ]
-
-#: A deadline (1 hour) beyond every trained latency threshold. The daemon admits
-#: such a request without predicting ("beyond the model"), so it can never be
-#: rejected; note that 0 is NOT "no deadline" but "the device's default".
-MAX_DEADLINE_US = 3_600_000_000
 
 _OPS = {"read": pb.OP_READ, "write": pb.OP_WRITE}
 

@@ -26,9 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mittd.predictor.engines import ENGINES
+from mittd.predictor.engines import ENGINE_NAMES
 
-ENGINE_NAMES: tuple[str, ...] = (*ENGINES, "eie")
 ALIAS_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _HOST_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*")
 FALLBACK_RUNTIME_DIR = "/run/mittd"

@@ -15,7 +15,8 @@ core. The rules, in order:
    them because they change the features the model was trained on, so the
    config can only refuse a bundle, never shrink its tracker;
 5. the latency thresholds are valid (finite, > 0, ascending), one per output
-   head; a device with no ``slo_us`` needs at least one to default to;
+   head (a deadline picks its head by them; the first is the default deadline
+   unless ``slo_us`` says otherwise);
 6. the decision thresholds (the config's, else the bundle's) are
    probabilities in [0, 1], one per head;
 7. the engine builds, and its input matches the featuriser.
@@ -34,7 +35,8 @@ from typing import Any
 from mittd.daemon.admission import DeviceState
 from mittd.daemon.config import Config, ConfigError, DeviceConfig, ServerConfig
 from mittd.predictor.bundle import Bundle, BundleError, load_bundle
-from mittd.predictor.engines import Engine, make_engine
+from mittd.predictor.engine import Engine
+from mittd.predictor.engines import make_engine
 from mittd.predictor.features import Featuriser, make_featuriser
 from mittd.predictor.thresholds import check_thresholds
 
@@ -111,9 +113,8 @@ def servable(bundle: Bundle, *, slo_us: float | None = None,
         raw = bundle.latency_thresholds_us()
     except Exception as e:
         raise fail(f"bad latency thresholds: {_one_line(e)}") from None
-    if not raw and slo_us is None:
-        raise fail("the bundle carries no latency threshold to default the deadline to; "
-                   "set slo_us")
+    if not raw:  # a deadline picks a head by these: without one nothing can be asked
+        raise fail("the bundle carries no latency threshold (thresholds.latency_us)")
     try:
         thresholds = check_thresholds(raw)
     except ValueError as e:

@@ -42,6 +42,9 @@ class CoreCollector(Collector):
         probes = CounterMetricFamily(
             "mittd_probes", "Predicted rejections admitted as probes (probe_after rule)",
             labels=["device"])
+        untracked = CounterMetricFamily(
+            "mittd_tracker_errors", "Admitted requests the pending tracker could not track "
+            "(e.g. a request id beyond int64)", labels=["device"])
         violations = CounterMetricFamily(
             "mittd_slo_violations", "Admitted requests that completed after their deadline",
             labels=["device"])
@@ -68,6 +71,7 @@ class CoreCollector(Collector):
             overruns.add_metric([dev], s.overruns)
             violations.add_metric([dev], s.slo_violations)
             probes.add_metric([dev], s.probes)
+            untracked.add_metric([dev], s.tracker_errors)
             completions.add_metric([dev, "true"], s.completions)
             completions.add_metric([dev, "false"], s.unknown_completions)
             pending.add_metric([dev], s.pending)
@@ -76,8 +80,8 @@ class CoreCollector(Collector):
             model.add_metric([dev], {"version": s.model_version, "sha256": s.model_sha256})
             _add_histogram(predict, dev, s.predict_ns, 1e-9)
             _add_histogram(io, dev, s.io_latency_us, 1e-6)
-        yield from (decisions, overruns, probes, violations, completions, pending, expired, model,
-                    predict, io)
+        yield from (decisions, overruns, probes, untracked, violations, completions, pending,
+                    expired, model, predict, io)
 
 
 def _add_histogram(family: HistogramMetricFamily, device: str, snap: HistogramSnapshot,

@@ -49,6 +49,8 @@ from mittd.daemon.proxy import DeviceReader, ProxyError, device_size
 from mittd.proto import (
     EBUSY_ERRNO,
     ERRNO_METADATA_KEY,
+    MAX_ADMIT_BYTES,
+    MAX_DEADLINE_US,
     P_SLOW_METADATA_KEY,
     SERVICE_NAME,
     mittd_pb2,
@@ -56,13 +58,11 @@ from mittd.proto import (
 )
 from mittd.traces.schema import OP_READ, OP_WRITE
 
-__all__ = ["MAX_ADMIT_BYTES", "MAX_DEADLINE_US", "MittdServicer", "add_to_server",
+__all__ = ["MittdServicer", "add_to_server",
            "build_server", "monotonic_us"]
 
 log = logging.getLogger(__name__)
 
-MAX_ADMIT_BYTES = 1 << 30  # 1 GiB: no single block IO is larger; bigger is a client bug
-MAX_DEADLINE_US = 3_600 * 1_000_000  # 1 hour: longer is surely a unit mistake (ns? ms?)
 _U64 = (1 << 64) - 1
 _OPS = {mittd_pb2.OP_READ: OP_READ, mittd_pb2.OP_WRITE: OP_WRITE}
 _ADMIT, _EBUSY = mittd_pb2.ADMIT, mittd_pb2.EBUSY

@@ -49,7 +49,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from mittd.predictor.engines import Engine, WeightMap
+from mittd.predictor.engine import Engine, WeightMap
 from mittd.predictor.graph import Graph, GraphError, forward_all
 from mittd.predictor.quantize import (
     INT16_MAX,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -30,57 +29,18 @@ from typing import Any
 import numpy as np
 
 from mittd.predictor import kernels as K
+from mittd.predictor.eie import make_eie
+from mittd.predictor.engine import Engine, WeightMap
 from mittd.predictor.formats import KIND_BLOCK, KIND_CSC, KIND_CSR, KIND_DENSE, KIND_NAMES
 from mittd.predictor.graph import (
     Graph,
     GraphBuilder,
     GraphError,
     Params,
-    check_params,
-    decision_margin,
 )
 from mittd.predictor.plan import Plan, compact_nodes, compile_plan
 
-WeightMap = Mapping[str, tuple[np.ndarray, np.ndarray]]
 MIN_CHUNK, MAX_CHUNK = 64, 1024  # batched path: columns per kernel call
-
-
-class Engine(ABC):
-    """One way of running a network; batch-1 (daemon) and batched paths."""
-
-    name = ""
-
-    def __init__(self, graph: Graph, params: WeightMap) -> None:
-        check_params(graph, params)
-        self.graph = graph
-
-    @property
-    @abstractmethod
-    def input(self) -> np.ndarray:
-        """Batch-1 input buffer (float32, input_dim): write features here, then run1."""
-
-    @abstractmethod
-    def run1(self) -> np.ndarray:
-        """Run on ``input``; returns the logits (a view, valid until the next call)."""
-
-    @abstractmethod
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        """Logits of a batch (n, input_dim) → (n, output_dim), float32."""
-
-    def logits1(self, x: np.ndarray) -> np.ndarray:
-        self.input[:] = x
-        return self.run1().copy()
-
-    def margin1(self) -> float:
-        """Run on ``input``; a score that exceeds logit(t) exactly when P(slow) > t."""
-        out = self.run1()
-        return float(out[1] - out[0]) if self.graph.head == "softmax" else float(out[0])
-
-    def margins(self, x: np.ndarray, k: int = 0) -> np.ndarray:
-        return decision_margin(self.graph, self.logits(x), k)
-
-    def describe(self) -> dict[str, Any]:
-        return {"engine": self.name}
 
 
 class DenseNumpyEngine(Engine):
@@ -393,11 +353,14 @@ ENGINES: dict[str, Callable[..., Engine]] = {
 }
 
 
-def make_engine(name: str, graph: Graph, params: WeightMap | Params, **opts: Any) -> Engine:
-    if name == "eie":  # not in ENGINES: 16-bit fixed point, not float-exact
-        from mittd.predictor.eie import make_eie
+#: Every engine ``make_engine`` builds: the float-exact ``ENGINES`` and ``eie`` (16-bit
+#: fixed point, EIE's arithmetic: decisions, not logits, match the others).
+ENGINE_NAMES: tuple[str, ...] = (*ENGINES, "eie")
 
+
+def make_engine(name: str, graph: Graph, params: WeightMap | Params, **opts: Any) -> Engine:
+    if name == "eie":
         return make_eie(graph, params, **opts)
     if name not in ENGINES:
-        raise GraphError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}, eie")
+        raise GraphError(f"unknown engine {name!r}; choose one of {', '.join(ENGINE_NAMES)}")
     return ENGINES[name](graph, params, **opts)

@@ -11,7 +11,7 @@ works with ``proto/`` itself on ``sys.path``. The stubs live in the ``mittd.prot
 package of the ``mittd`` namespace, so that line is rewritten to the absolute
 package import ``from mittd.proto import mittd_pb2 as mittd__pb2``. Nothing else
 is touched: the committed files are exactly protoc's output plus that fix, which
-``tests/test_proto.py`` checks byte for byte.
+``tests/proto/test_proto.py`` checks byte for byte.
 """
 
 from __future__ import annotations

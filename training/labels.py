@@ -3,7 +3,8 @@
 A request is *slow* (the daemon answers EBUSY) when its latency exceeds a
 threshold in µs. The threshold comes from the user (``"500us"``, ``"2ms"``,
 ``"p99"``) or from the data (``"auto"``: the knee of the latency CDF, the way
-LinnOS and Heimdall label). A multi-threshold head is trained on a *ladder* of
+LinnOS and Heimdall label); the grammar is ``mittd.predictor.slo``'s, re-exported
+here. A multi-threshold head is trained on a *ladder* of
 thresholds so that one model serves requests with different deadlines; see
 :func:`threshold_index_for` for the rule that maps a deadline onto a head.
 """
@@ -11,11 +12,11 @@ thresholds so that one model serves requests with different deadlines; see
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 
 import numpy as np
 
+from mittd.predictor.slo import finite_latencies, inflection_point, parse_slo
 from mittd.predictor.thresholds import threshold_index_for
 
 __all__ = [
@@ -27,11 +28,6 @@ __all__ = [
     "threshold_index_for",
 ]
 
-_UNITS_US = {"ns": 1e-3, "us": 1.0, "µs": 1.0, "μs": 1.0, "ms": 1e3, "s": 1e6}
-_NUMBER = r"(\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
-_DURATION = re.compile(rf"^({_NUMBER})\s*(ns|us|µs|μs|ms|s)?$")
-_PERCENTILE = re.compile(rf"^p({_NUMBER})$")
-
 # Percentiles of the default ladders, by number of thresholds k.
 LADDER_PERCENTILES: dict[int, tuple[float, ...]] = {
     1: (99.0,),
@@ -41,78 +37,6 @@ LADDER_PERCENTILES: dict[int, tuple[float, ...]] = {
     5: (90.0, 95.0, 99.0, 99.5, 99.9),
     6: (80.0, 90.0, 95.0, 99.0, 99.5, 99.9),
 }
-
-# Heimdall's and LinnOS' knee finder looks at the CDF below this percentile only,
-# so that a few huge outliers do not squash the body of the distribution.
-KNEE_TRIM_PERCENTILE = 97.0
-
-
-def _finite(latencies: np.ndarray | Sequence[float], what: str) -> np.ndarray:
-    lat = np.asarray(latencies, dtype=np.float64).reshape(-1)
-    lat = lat[np.isfinite(lat)]
-    if lat.size == 0:
-        raise ValueError(f"{what} needs at least one known (finite) latency")
-    return lat
-
-
-def inflection_point(latencies: np.ndarray | Sequence[float]) -> float:
-    """The knee of the latency CDF in µs: the ``auto`` SLO.
-
-    Method (Heimdall, EuroSys'25, and its LinnOS re-implementation: the
-    "tangent-based" finder, ``default_ip_finder.tangent_based`` /
-    ``calc_inflection_point.py`` in github.com/ucare-uchicago/Heimdall):
-
-    1. keep the latencies at or below their 97th percentile;
-    2. scale them to [0, 1] by dividing by the largest one kept;
-    3. take the empirical CDF F of the scaled values and return the latency
-       where ``F(x) - x`` is largest, i.e. where the CDF's slope falls to 1 (its
-       tangent is parallel to the 45° diagonal): to the left the CDF still climbs
-       steeply (the body, fast IOs), to the right it flattens (the tail).
-
-    Heimdall evaluates F on a 10,000-point grid; ``F(x) - x`` peaks at a sample
-    (F jumps there, ``-x`` only falls in between), so this evaluates it exactly at
-    the samples instead. NaN latencies are ignored. Labels are ``latency >
-    knee``: the knee itself is the slowest *fast* IO.
-    """
-    lat = _finite(latencies, "the auto SLO (CDF knee)")
-    cut = np.percentile(lat, KNEE_TRIM_PERCENTILE)
-    body = np.sort(lat[lat <= cut])
-    top = float(body[-1])
-    if top <= 0.0:
-        return top
-    cdf = np.searchsorted(body, body, side="right") / body.size
-    return float(body[int(np.argmax(cdf - body / top))])
-
-
-def parse_slo(text: str, latencies: np.ndarray | Sequence[float]) -> float:
-    """The latency threshold in µs that ``text`` names.
-
-    ``"500us"``, ``"0.5ms"``, ``"2ms"``, ``"1s"``, ``"250ns"``, a bare number (µs);
-    ``"p95"``, ``"p99.9"`` (that percentile of ``latencies``, NaN ignored);
-    ``"auto"`` (:func:`inflection_point` of ``latencies``). Case and surrounding
-    spaces do not matter. ``latencies`` is only read for percentiles and
-    ``auto``; pass the *training* latencies so that no test data leaks in.
-    """
-    if not isinstance(text, str):
-        raise ValueError(f"SLO must be a string such as '500us', 'p99' or 'auto', got {text!r}")
-    s = text.strip().lower()
-    if s == "auto":
-        value = inflection_point(latencies)
-    elif m := _PERCENTILE.match(s):
-        q = float(m.group(1))
-        if not 0.0 < q <= 100.0:
-            raise ValueError(f"bad SLO {text!r}: the percentile must be in (0, 100]")
-        value = float(np.percentile(_finite(latencies, f"SLO {text!r}"), q))
-    elif m := _DURATION.match(s):
-        value = float(m.group(1)) * _UNITS_US[m.group(3) or "us"]
-    else:
-        raise ValueError(
-            f"bad SLO {text!r}: use a duration ('500us', '0.5ms', '2ms', '1s', or a bare "
-            "number of µs), a percentile ('p95', 'p99.9') or 'auto'"
-        )
-    if not math.isfinite(value) or value <= 0.0:
-        raise ValueError(f"bad SLO {text!r}: the threshold must be > 0 µs, got {value!r}")
-    return value
 
 
 def _thresholds(thresholds_us: float | Sequence[float]) -> tuple[np.ndarray, bool]:
@@ -171,7 +95,7 @@ def ladder(latencies: np.ndarray | Sequence[float], k: int = 4) -> list[float]:
     """
     if not isinstance(k, int) or isinstance(k, bool) or k not in LADDER_PERCENTILES:
         raise ValueError(f"ladder k must be an int in [1, {max(LADDER_PERCENTILES)}], got {k!r}")
-    lat = _finite(latencies, "a threshold ladder")
+    lat = finite_latencies(latencies, "a threshold ladder")
     values = np.percentile(lat, LADDER_PERCENTILES[k])
     out: list[float] = []
     for v in values:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
 from mittd.predictor.bundle import BundleError
 from mittd.predictor.engines import ENGINES
+from mittd.traces.units import parse_size
 
 __all__ = ["add_commands"]
 
@@ -74,10 +74,10 @@ def cmd_bench_live(args: argparse.Namespace) -> int:
         print(f"mittd: error: {msg}", file=sys.stderr)
         return 2
 
-    m = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)i?B?\s*", args.size, re.IGNORECASE)
-    if not m:
+    try:
+        size = parse_size(args.size, "--size")
+    except ValueError:
         return fail(f"--size {args.size!r}: expected a size like 512M or 1G")
-    size = int(m.group(1)) << (10 * " KMGT".index(m.group(2).upper() or " "))
     try:
         r = live.run_live(duration_s=args.duration, replicas=args.replicas, size=size,
                           clients=args.clients, model=args.model, directory=args.dir,

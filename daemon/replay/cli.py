@@ -18,7 +18,7 @@ from mittd.daemon.replay import (
     trace_replica,
     unique_names,
 )
-from mittd.predictor.engines import ENGINES
+from mittd.predictor.engines import ENGINE_NAMES
 from mittd.traces.registry import FORMAT_NAMES
 
 __all__ = ["USER_ERRORS", "ReplayError", "add_commands", "cmd_replay"]
@@ -155,7 +155,7 @@ def add_commands(commands: Any) -> None:
                         "threshold); default auto")
     p.add_argument("--output", "-o", required=True, metavar="REPORT_DIR",
                    help="directory for report.json and latency_cdf.png (created)")
-    p.add_argument("--engine", default="auto", choices=[*ENGINES, "eie"],
+    p.add_argument("--engine", default="auto", choices=ENGINE_NAMES,
                    help="inference engine, as the daemon's (default auto: the fastest "
                         "measured here)")
     p.add_argument("--failover-cost-us", type=int, default=DEFAULT_FAILOVER_COST_US,

@@ -18,12 +18,12 @@ from mittd.daemon.admission import AdmissionCore, DeviceState, DeviceStats
 from mittd.daemon.devices import DeviceError, build_state, read_bundle, servable
 from mittd.daemon.replay.traces import ReplayError, ReplayTrace, Replica
 from mittd.predictor.bundle import Bundle
-from mittd.predictor.engines import Engine
+from mittd.predictor.engine import Engine
 from mittd.predictor.features import TraceColumns
+from mittd.predictor.slo import parse_slo
 from mittd.predictor.thresholds import index_in
 from mittd.predictor.tracker import NEVER, completion_times_us
 from mittd.traces.schema import OP_READ
-from mittd.training.labels import parse_slo
 
 __all__ = ["DEFAULT_FAILOVER_COST_US", "DEFAULT_PROBE_AFTER", "Model", "PolicyResult",
            "load_model", "replay_model", "replica_latencies", "resolve_slo",

@@ -254,3 +254,18 @@ def test_a_late_lock_holder_with_an_earlier_clock_keeps_the_issue_order(bundle) 
     c.admit_burst("d", op, off, size, dl, ids, 995)
     meta = c.state("d").tracker.meta
     assert meta[M_UNORDERED] == 0 and meta[M_LAST_TS] == 1_000
+
+
+def test_every_counter_is_exported(bundle) -> None:  # type: ignore[no-untyped-def]
+    from mittd.daemon.admission import COUNT_NAMES
+
+    c = core(bundle)
+    counters = c.state("d").counters
+    for j, name in enumerate(COUNT_NAMES):
+        setattr(counters, name, 7001 + j)
+    reg = CollectorRegistry()
+    reg.register(CoreCollector(c.stats))
+    values = [line.rsplit(" ", 1)[1] for line in generate_latest(reg).decode().splitlines()
+              if line.startswith("mittd_") and "_created" not in line]
+    for j, name in enumerate(COUNT_NAMES):
+        assert f"{7001 + j}.0" in values, name

@@ -65,7 +65,8 @@ class Shared:
 
 def worker(k: int, sh: Shared) -> None:
     """One closed-loop client thread: read, record, repeat, until the mode is STOP."""
-    from mittd.daemon.client import MAX_DEADLINE_US, ReplicaSet
+    from mittd.daemon.client import ReplicaSet
+    from mittd.proto import MAX_DEADLINE_US
 
     n = len(sh.replicas)
     rng = np.random.default_rng([sh.seed, k])

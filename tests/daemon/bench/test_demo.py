@@ -1,5 +1,5 @@
 """``mittd demo`` on what the repository ships (the offline half; the live half is
-exercised by tests/test_bench_live.py), and ``mittd replay --from``."""
+exercised by tests/daemon/bench/test_live.py), and ``mittd replay --from``."""
 
 from __future__ import annotations
 
