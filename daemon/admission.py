@@ -77,6 +77,23 @@ REASONS = ("predicted", "deadline-beyond-model", "overrun", "probe", "fail-open"
 R_PREDICTED, R_BEYOND, R_OVERRUN, R_PROBE, R_FAIL_OPEN = range(len(REASONS))
 # How an IO's prediction went, before the rules: made, not needed, or failed.
 _PREDICTED, _BEYOND, _FAILED = 0, 1, 2
+#: What the rules can make of an IO: (admit, reason index, fail_open) per outcome code.
+OUTCOMES: tuple[tuple[bool, int, bool], ...] = (
+    (True, R_PREDICTED, False),  # predicted fast
+    (False, R_PREDICTED, False),  # predicted slow: EBUSY
+    (True, R_BEYOND, False),  # deadline beyond every trained threshold: not asked
+    (True, R_FAIL_OPEN, True),  # the predictor failed
+    (True, R_OVERRUN, False),  # late, but predicted fast anyway
+    (True, R_OVERRUN, True),  # late and predicted slow: admitted unjudged
+    (False, R_OVERRUN, False),  # late and predicted slow, fail_open_on_overrun off
+    (True, R_PROBE, False),  # predicted slow after probe_after rejections: a probe
+)
+(O_ADMIT, O_REJECT, O_BEYOND, O_FAILED, O_OVERRUN_ADMIT, O_OVERRUN_LATE, O_OVERRUN_REJECT,
+ O_PROBE) = range(len(OUTCOMES))
+_ADMITS = tuple(o[0] for o in OUTCOMES)
+_ADMIT_OF = np.array(_ADMITS, bool)
+_REASON_OF = np.array([o[1] for o in OUTCOMES], np.int8)
+_FAIL_OPEN_OF = np.array([o[2] for o in OUTCOMES], bool)
 NAN = float("nan")
 
 
@@ -307,12 +324,12 @@ class AdmissionCore:
             raise UnknownDevice(device) from None
 
     # -- the rules ---------------------------------------------------------------------
-    def _rule(self, st: DeviceState, status: int, reject: bool, overrun: bool
-              ) -> tuple[bool, int, bool]:
+    def _rule(self, st: DeviceState, status: int, reject: bool, overrun: bool) -> int:
         """The admission rules after the model, for one IO in arrival order: the one
         routine behind :meth:`admit` and :meth:`admit_burst`, so both decide, explain
-        and count alike. Returns (admit, reason index, fail_open) and counts the
-        decision; ``reject`` is the model's verdict (ignored unless predicted).
+        and count alike. Returns an outcome code (an index into :data:`OUTCOMES`) and
+        counts the decision; ``reject`` is the model's verdict (ignored unless
+        predicted).
 
         - no prediction needed (deadline beyond the model): admit;
         - the predictor failed: admit (fail open; counted where it failed);
@@ -322,31 +339,30 @@ class AdmissionCore:
           row the next one is admitted as a probe.
         """
         c = st.counters
-        fail_open = False
         if status == _BEYOND:
-            admit, why = True, R_BEYOND
             c.beyond_model += 1
+            out = O_BEYOND
         elif status == _FAILED:
-            admit, why, fail_open = True, R_FAIL_OPEN, True
+            out = O_FAILED
         elif overrun:
             c.overruns += 1
-            fail_open = reject and self.fail_open_on_overrun
-            admit, why = not reject or fail_open, R_OVERRUN
+            out = (O_OVERRUN_ADMIT if not reject else
+                   O_OVERRUN_LATE if self.fail_open_on_overrun else O_OVERRUN_REJECT)
         elif not reject or not self.probe_after:
             st.reject_run = 0
-            admit, why = not reject, R_PREDICTED
+            out = O_REJECT if reject else O_ADMIT
         elif st.reject_run >= self.probe_after:
             st.reject_run = 0
             c.probes += 1
-            admit, why = True, R_PROBE
+            out = O_PROBE
         else:
             st.reject_run += 1
-            admit, why = False, R_PREDICTED
-        if admit:
+            out = O_REJECT
+        if _ADMITS[out]:
             c.admitted += 1
         else:
             c.rejected += 1
-        return admit, why, fail_open
+        return out
 
     # -- hot path ----------------------------------------------------------------------
     def admit(self, device: str, op: int, offset: int, length: int, deadline_us: float,
@@ -386,7 +402,8 @@ class AdmissionCore:
                     elapsed = clock() - t0
                     st.counters.predict_ns.observe(elapsed)
                     overrun = elapsed > self._budget_ns
-            admit, why, fail_open = self._rule(st, status, m > st.cutoffs[k or 0], overrun)
+            admit, why, fail_open = OUTCOMES[self._rule(st, status, m > st.cutoffs[k or 0],
+                                                        overrun)]
             d = Decision(admit, _sigmoid(m) if status == _PREDICTED else NAN, k, fail_open,
                          f"fail-open:{failed}" if failed else REASONS[why], st.model_version)
             if admit:
@@ -507,12 +524,11 @@ class AdmissionCore:
                 st.counters.predict_ns.observe(elapsed / n, n)
             overrun = bool(n) and elapsed > self._budget_ns * n
             reject = margins > np.asarray(st.cutoffs)[np.maximum(k, 0)]  # NaN: False
-            admit = np.empty(n, bool)
-            reason = np.empty(n, np.int8)
-            fail_open = np.empty(n, bool)
             rule = self._rule
-            for j, (s, r) in enumerate(zip(status.tolist(), reject.tolist(), strict=True)):
-                admit[j], reason[j], fail_open[j] = rule(st, s, r, overrun)
+            out = np.fromiter((rule(st, s, r, overrun)
+                               for s, r in zip(status.tolist(), reject.tolist(), strict=True)),
+                              np.intp, n)
+            admit, reason, fail_open = _ADMIT_OF[out], _REASON_OF[out], _FAIL_OPEN_OF[out]
             for rid in ids[~admit].tolist():
                 tracker.withdraw(rid)
             dls = st.deadlines
