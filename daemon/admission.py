@@ -55,6 +55,7 @@ from mittd.predictor.bundle import Bundle
 from mittd.predictor.burst import encode_burst
 from mittd.predictor.engine import Engine
 from mittd.predictor.features import Featuriser
+from mittd.predictor.policy import REJECT_WINDOW, DecisionPolicy
 from mittd.predictor.thresholds import index_in
 from mittd.predictor.tracker import TrackerStats
 
@@ -73,8 +74,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Why an IO was decided as it was; ``BurstDecisions.reason`` holds indices into it.
-REASONS = ("predicted", "deadline-beyond-model", "overrun", "probe", "fail-open")
-R_PREDICTED, R_BEYOND, R_OVERRUN, R_PROBE, R_FAIL_OPEN = range(len(REASONS))
+REASONS = ("predicted", "deadline-beyond-model", "overrun", "probe", "fail-open",
+           "reject-cap")
+R_PREDICTED, R_BEYOND, R_OVERRUN, R_PROBE, R_FAIL_OPEN, R_CAP = range(len(REASONS))
 # How an IO's prediction went, before the rules: made, not needed, or failed.
 _PREDICTED, _BEYOND, _FAILED = 0, 1, 2
 #: What the rules can make of an IO: (admit, reason index, fail_open) per outcome code.
@@ -87,10 +89,12 @@ OUTCOMES: tuple[tuple[bool, int, bool], ...] = (
     (True, R_OVERRUN, True),  # late and predicted slow: admitted unjudged
     (False, R_OVERRUN, False),  # late and predicted slow, fail_open_on_overrun off
     (True, R_PROBE, False),  # predicted slow after probe_after rejections: a probe
+    (True, R_CAP, False),  # predicted slow, but the device rejects its share already
 )
 (O_ADMIT, O_REJECT, O_BEYOND, O_FAILED, O_OVERRUN_ADMIT, O_OVERRUN_LATE, O_OVERRUN_REJECT,
- O_PROBE) = range(len(OUTCOMES))
+ O_PROBE, O_CAPPED) = range(len(OUTCOMES))
 _ADMITS = tuple(o[0] for o in OUTCOMES)
+_SHARE_WEIGHT = 1.0 / REJECT_WINDOW
 _ADMIT_OF = np.array(_ADMITS, bool)
 _REASON_OF = np.array([o[1] for o in OUTCOMES], np.int8)
 _FAIL_OPEN_OF = np.array([o[2] for o in OUTCOMES], bool)
@@ -140,8 +144,10 @@ class Counts:
 
     ``fail_open`` counts predictor faults (the IO was admitted unjudged);
     ``overruns`` predictions slower than the budget; ``probes`` predicted
-    rejections admitted by the probe rule; ``beyond_model`` IOs whose deadline
-    no trained threshold covers (admitted without a prediction).
+    rejections admitted by the probe rule; ``capped`` predicted rejections
+    admitted because the device already rejects ``max_reject_share`` of its
+    decisions; ``beyond_model`` IOs whose deadline no trained threshold covers
+    (admitted without a prediction).
     """
 
     admitted: int = 0
@@ -149,6 +155,7 @@ class Counts:
     fail_open: int = 0
     overruns: int = 0
     probes: int = 0
+    capped: int = 0
     beyond_model: int = 0
     completions: int = 0
     unknown_completions: int = 0
@@ -164,6 +171,7 @@ class DeviceStats(Counts):
     """A consistent, typed snapshot of one device (``AdmissionCore.stats()``)."""
 
     pending: int
+    reject_share: float
     model_version: str
     model_sha256: str
     tracker: TrackerStats
@@ -234,6 +242,7 @@ class DeviceState:
         thresholds_us: tuple[float, ...],
         p_thresholds: tuple[float, ...],
         default_deadline_us: float,
+        policy: DecisionPolicy | None = None,
     ) -> None:
         self.bundle = bundle
         self.engine = engine
@@ -248,6 +257,9 @@ class DeviceState:
         self.cutoffs = tuple(logit(p) for p in p_thresholds)
         self.multi_head = len(thresholds_us) > 1  # ask run1()[k], else margin1()
         self.default_deadline_us = default_deadline_us
+        self.policy = policy or DecisionPolicy()
+        self.max_reject_share = self.policy.max_reject_share
+        self.reject_share = 0.0  # the share of predicted decisions rejected, averaged
         self.counters = Counters()
         self.deadlines: OrderedDict[int, float] = OrderedDict()
         self.reject_run = 0  # predicted rejections in a row (the probe rule)
@@ -280,6 +292,7 @@ class DeviceState:
     def stats(self) -> DeviceStats:
         c = self.counters
         return DeviceStats(**c.counts(), pending=len(self.tracker),
+                           reject_share=self.reject_share,
                            model_version=self.model_version,
                            model_sha256=self.bundle.sha256,
                            tracker=self.tracker.stats(),
@@ -335,6 +348,9 @@ class AdmissionCore:
         - the predictor failed: admit (fail open; counted where it failed);
         - the prediction overran its budget: counted; a would-be rejection is
           admitted with ``fail_open_on_overrun`` (a late "busy" is worth nothing);
+        - a predicted rejection while the device already rejects its
+          ``max_reject_share`` of predicted decisions is admitted (the cap: no
+          model can lock itself into rejecting everything);
         - otherwise the verdict, but after ``probe_after`` predicted rejections in a
           row the next one is admitted as a probe.
         """
@@ -348,9 +364,14 @@ class AdmissionCore:
             c.overruns += 1
             out = (O_OVERRUN_ADMIT if not reject else
                    O_OVERRUN_LATE if self.fail_open_on_overrun else O_OVERRUN_REJECT)
-        elif not reject or not self.probe_after:
+        elif not reject:
             st.reject_run = 0
-            out = O_REJECT if reject else O_ADMIT
+            out = O_ADMIT
+        elif st.reject_share >= st.max_reject_share:
+            c.capped += 1
+            out = O_CAPPED
+        elif not self.probe_after:
+            out = O_REJECT
         elif st.reject_run >= self.probe_after:
             st.reject_run = 0
             c.probes += 1
@@ -360,8 +381,11 @@ class AdmissionCore:
             out = O_REJECT
         if _ADMITS[out]:
             c.admitted += 1
+            if status == _PREDICTED:
+                st.reject_share -= st.reject_share * _SHARE_WEIGHT
         else:
             c.rejected += 1
+            st.reject_share += (1.0 - st.reject_share) * _SHARE_WEIGHT
         return out
 
     # -- hot path ----------------------------------------------------------------------

@@ -96,8 +96,9 @@ class ServerConfig:
 class DeviceConfig:
     """One device alias: what clients name, the file behind it and its model.
 
-    ``slo_us`` and ``decision_threshold`` are None when the config leaves them
-    to the bundle (its first latency threshold and its P(slow) cutoff).
+    ``slo_us``, ``decision_threshold`` and ``max_reject_share`` are None when the
+    config leaves them to the bundle (its first latency threshold, its P(slow)
+    cutoff and its policy's reject cap).
     """
 
     alias: str
@@ -106,6 +107,7 @@ class DeviceConfig:
     engine: str = "auto"
     slo_us: float | None = None
     decision_threshold: float | None = None
+    max_reject_share: float | None = None
     writable: bool = False
     direct_io: bool = True
     alignment: int = 4096
@@ -139,6 +141,7 @@ class Config:
         devices = {
             a: {"path": str(d.path), "model": str(d.model), "engine": d.engine,
                 "slo_us": d.slo_us, "decision_threshold": d.decision_threshold,
+                "max_reject_share": d.max_reject_share,
                 "writable": d.writable, "direct_io": d.direct_io, "alignment": d.alignment}
             for a, d in self.devices.items()
         }
@@ -307,8 +310,8 @@ SERVER_KEYS = ("unix_socket", "socket_mode", "tcp", "tls", "metrics",
                "max_stream_batch", "predict_budget_us", "workers",
                "probe_after")
 TLS_KEYS = ("cert", "key", "client_ca")
-DEVICE_KEYS = ("path", "model", "engine", "slo_us", "decision_threshold", "writable",
-               "direct_io", "alignment")
+DEVICE_KEYS = ("path", "model", "engine", "slo_us", "decision_threshold", "max_reject_share",
+               "writable", "direct_io", "alignment")
 
 
 def _server(raw: Any, base: Path) -> ServerConfig:
@@ -375,6 +378,7 @@ def _device(alias: str, raw: Any, base: Path) -> DeviceConfig:
         slo_us=t.float_("slo_us", None, 0.0, 1e9, open_lo=True),
         decision_threshold=t.float_("decision_threshold", None, 0.0, 1.0,
                                     open_lo=True, open_hi=True),
+        max_reject_share=t.float_("max_reject_share", None, 0.0, 1.0, open_lo=True),
         writable=writable,
         direct_io=t.bool_("direct_io", True),
         alignment=alignment,

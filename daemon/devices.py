@@ -17,8 +17,10 @@ core. The rules, in order:
 5. the latency thresholds are valid (finite, > 0, ascending), one per output
    head (a deadline picks its head by them; the first is the default deadline
    unless ``slo_us`` says otherwise);
-6. the decision thresholds (the config's, else the bundle's) are
-   probabilities in [0, 1], one per head;
+6. the decision policy (``mittd.predictor.policy``) is valid; the decision
+   thresholds (the config's, else the bundle's — "never" when the policy is
+   ``hedge``) are probabilities in [0, 1], one per head; the reject cap (the
+   config's ``max_reject_share``, else the policy's) is in (0, 1];
 7. the engine builds, and its input matches the featuriser.
 
 Any failure is one :class:`DeviceError` naming the device (or bundle) and the
@@ -28,7 +30,7 @@ problem, whatever raised underneath: a reload never dies of a bundle's content.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ from mittd.predictor.bundle import Bundle, BundleError, load_bundle
 from mittd.predictor.engine import Engine
 from mittd.predictor.engines import make_engine
 from mittd.predictor.features import Featuriser, make_featuriser
+from mittd.predictor.policy import DecisionPolicy
 from mittd.predictor.thresholds import check_thresholds
 
 __all__ = ["DeviceError", "Limits", "Servable", "build_state", "load_device", "load_devices",
@@ -73,6 +76,7 @@ class Servable:
     thresholds_us: tuple[float, ...]
     p_thresholds: tuple[float, ...]
     default_deadline_us: float
+    policy: DecisionPolicy
 
 
 def _one_line(e: BaseException) -> str:
@@ -82,12 +86,14 @@ def _one_line(e: BaseException) -> str:
 
 def servable(bundle: Bundle, *, slo_us: float | None = None,
              decision_threshold: float | list[float] | None = None,
+             max_reject_share: float | None = None,
              limits: Limits = Limits(), where: str = "") -> Servable:
     """Rules 2-6 for ``bundle`` (see the module docstring); :class:`DeviceError` if not.
 
     ``slo_us`` overrides the default deadline (else the first trained threshold);
     ``decision_threshold`` the bundle's P(slow) cutoffs (one value for every head,
-    or one per head).
+    or one per head; given, it rejects even where the bundle's policy says
+    ``hedge``); ``max_reject_share`` the policy's reject cap.
     """
     def fail(problem: str) -> DeviceError:
         return DeviceError(where, problem)
@@ -121,7 +127,18 @@ def servable(bundle: Bundle, *, slo_us: float | None = None,
         raise fail(f"bad latency thresholds: {e}") from None
     if len(thresholds) != heads:
         raise fail(f"{len(thresholds)} latency thresholds for {heads} output head(s)")
-    if decision_threshold is None:
+    try:
+        policy = DecisionPolicy.from_dict(bundle.policy)
+    except ValueError as e:
+        raise fail(f"bad decision policy: {e}") from None
+    if max_reject_share is not None:
+        if not 0.0 < max_reject_share <= 1.0:
+            raise fail(f"max_reject_share must be in (0, 1], got {max_reject_share!r}")
+        policy = replace(policy, max_reject_share=float(max_reject_share))
+    if decision_threshold is None and not policy.rejects:
+        probs = [1.0] * heads  # hedging recommended: never EBUSY
+        source = "policy"
+    elif decision_threshold is None:
         try:
             probs = [float(p) for p in bundle.decision_thresholds()]
         except Exception as e:
@@ -141,17 +158,18 @@ def servable(bundle: Bundle, *, slo_us: float | None = None,
     deadline = thresholds[0] if slo_us is None else float(slo_us)
     if not (deadline > 0.0 and math.isfinite(deadline)):
         raise fail(f"default deadline must be > 0 µs, got {slo_us!r}")
-    return Servable(feat, thresholds, tuple(probs), deadline)
+    return Servable(feat, thresholds, tuple(probs), deadline, policy)
 
 
 def build_state(bundle: Bundle, engine: str | Engine = "auto", *,
                 slo_us: float | None = None,
                 decision_threshold: float | list[float] | None = None,
+                max_reject_share: float | None = None,
                 limits: Limits = Limits(), where: str = "", **engine_opts: Any) -> DeviceState:
     """Every rule, then the device's state: ``engine`` is a name (built here; ``auto``
     times the formats on this machine: load time) or an engine to share."""
-    s = servable(bundle, slo_us=slo_us, decision_threshold=decision_threshold, limits=limits,
-                 where=where)
+    s = servable(bundle, slo_us=slo_us, decision_threshold=decision_threshold,
+                 max_reject_share=max_reject_share, limits=limits, where=where)
     if isinstance(engine, Engine):
         eng = engine
     else:
@@ -164,7 +182,7 @@ def build_state(bundle: Bundle, engine: str | Engine = "auto", *,
         raise DeviceError(where, f"the featuriser gives {s.featuriser.dim} inputs, the engine "
                                  f"takes {eng.input.shape}")
     return DeviceState(bundle, eng, s.featuriser, s.thresholds_us, s.p_thresholds,
-                       s.default_deadline_us)
+                       s.default_deadline_us, s.policy)
 
 
 def read_bundle(path: str | Path, where: str = "") -> Bundle:
@@ -183,7 +201,8 @@ def load_device(dev: DeviceConfig, server: ServerConfig) -> DeviceState:
     where = f"devices.{dev.alias}"
     bundle = read_bundle(dev.model, where)
     return build_state(bundle, dev.engine, slo_us=dev.slo_us,
-                       decision_threshold=dev.decision_threshold, limits=Limits.of(server),
+                       decision_threshold=dev.decision_threshold,
+                       max_reject_share=dev.max_reject_share, limits=Limits.of(server),
                        where=f"{where}: {dev.model}")
 
 

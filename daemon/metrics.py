@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 
 from mittd.daemon.admission import DeviceStats
 from mittd.daemon.histogram import HistogramSnapshot
+from mittd.predictor.policy import REJECT_WINDOW
 
 OUTCOMES = {"admitted": "admit", "rejected": "ebusy", "fail_open": "fail_open",
             "beyond_model": "beyond_model"}
@@ -42,6 +43,12 @@ class CoreCollector(Collector):
         probes = CounterMetricFamily(
             "mittd_probes", "Predicted rejections admitted as probes (probe_after rule)",
             labels=["device"])
+        capped = CounterMetricFamily(
+            "mittd_reject_cap_admissions", "Predicted rejections admitted because the device "
+            "already rejects its max_reject_share of decisions", labels=["device"])
+        share = GaugeMetricFamily(
+            "mittd_reject_share", "Share of the device's recent predicted decisions rejected "
+            f"(weighted over ~{REJECT_WINDOW} decisions)", labels=["device"])
         untracked = CounterMetricFamily(
             "mittd_tracker_errors", "Admitted requests the pending tracker could not track "
             "(e.g. a request id beyond int64)", labels=["device"])
@@ -72,6 +79,8 @@ class CoreCollector(Collector):
             violations.add_metric([dev], s.slo_violations)
             probes.add_metric([dev], s.probes)
             untracked.add_metric([dev], s.tracker_errors)
+            capped.add_metric([dev], s.capped)
+            share.add_metric([dev], s.reject_share)
             completions.add_metric([dev, "true"], s.completions)
             completions.add_metric([dev, "false"], s.unknown_completions)
             pending.add_metric([dev], s.pending)
@@ -80,8 +89,8 @@ class CoreCollector(Collector):
             model.add_metric([dev], {"version": s.model_version, "sha256": s.model_sha256})
             _add_histogram(predict, dev, s.predict_ns, 1e-9)
             _add_histogram(io, dev, s.io_latency_us, 1e-6)
-        yield from (decisions, overruns, probes, untracked, violations, completions, pending,
-                    expired, model, predict, io)
+        yield from (decisions, overruns, probes, capped, share, untracked, violations,
+                    completions, pending, expired, model, predict, io)
 
 
 def _add_histogram(family: HistogramMetricFamily, device: str, snap: HistogramSnapshot,

@@ -4,8 +4,8 @@ A ``.mittd`` file is a zip archive (numpy's ``.npz`` layout) holding:
 
 - ``manifest.json``: format name and version, the graph, the featuriser config,
   the latency threshold(s) the model was trained for and the decision
-  threshold(s), training provenance, per-layer storage, engine hints, and the
-  sha256 of the payload;
+  threshold(s), the decision policy (``mittd.predictor.policy``), training
+  provenance, per-layer storage, engine hints, and the sha256 of the payload;
 - one array per stored tensor: ``<layer>.bias`` and either ``<layer>.kernel``
   (dense, Keras (in, out) layout) or ``<layer>.csr_data`` / ``.csr_indices`` /
   ``.csr_indptr`` (the kernel's transpose, (out, in), in CSR — the layout the
@@ -50,6 +50,7 @@ class Bundle:
     provenance: dict[str, Any] = field(default_factory=dict)
     hints: dict[str, Any] = field(default_factory=dict)
     sha256: str = ""
+    policy: dict[str, Any] = field(default_factory=dict)  # mittd.predictor.policy
 
     @property
     def version_id(self) -> str:
@@ -137,6 +138,7 @@ def save_bundle(bundle: Bundle, path: str | Path) -> str:
         "thresholds": bundle.thresholds,
         "provenance": bundle.provenance,
         "hints": bundle.hints,
+        "policy": bundle.policy,
         "layers": layers,
         "payload_sha256": sha,
     }
@@ -218,7 +220,7 @@ def load_bundle(path: str | Path, expect_featuriser: Mapping[str, Any] | None = 
         )
     return Bundle(graph, params, featuriser, dict(manifest.get("thresholds") or {}),
                   dict(manifest.get("provenance") or {}), dict(manifest.get("hints") or {}),
-                  manifest["payload_sha256"])
+                  manifest["payload_sha256"], manifest.get("policy") or {})
 
 
 def bundle_summary(bundle: Bundle) -> dict[str, Any]:

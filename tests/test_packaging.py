@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 LAYERS = {  # a package may import only from the packages listed for it
     "traces": {"traces"},
     "predictor": {"traces", "predictor"},
-    "training": {"traces", "predictor", "training"},
+    "training": {"traces", "predictor", "training", "daemon"},  # the replayer picks policies
     "proto": {"proto"},
 }
 

@@ -219,6 +219,10 @@ def cmd_collect(args: argparse.Namespace) -> int:
     matched = sum(j["matched"] for j in result.join)
     print(f"wrote {result.ios:,} IOs measured by {result.fio_version} on {spec.target} "
           f"to {result.output}")
+    if result.replay_truncated:
+        print(f"  note: replayed the first {spec.runtime_s:g} s of {spec.replay} "
+              f"(--runtime); {result.replay_truncated:,} later IOs were left out",
+              file=sys.stderr)
     unmatched = sum(j["completed"] - j["matched"] for j in result.join)
     if unmatched or total_bad:
         print(f"  note: {unmatched} IOs of the latency log had no iolog entry; "
@@ -247,9 +251,9 @@ def _add_collect(commands: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="output .parquet trace")
     p.add_argument("--size", help="bytes of the target to use, e.g. 1G (required for a new "
                    "file; default: the whole existing file or device)")
-    p.add_argument("--runtime", default="30s",
-                   help="how long to run, e.g. 30s, 2m (default 30s; for --replay: at most "
-                   "this much of the trace)")
+    p.add_argument("--runtime",
+                   help="how long to run, e.g. 30s, 2m (default 30s; for --replay: replay "
+                   "only this much of the trace, default all of it)")
     p.add_argument("--rw", default="randrw", choices=RW_MODES,
                    help="fio IO pattern of the default job (default randrw)")
     p.add_argument("--rwmixread", type=int, default=70,
@@ -259,7 +263,9 @@ def _add_collect(commands: argparse._SubParsersAction) -> None:
                    help="IOs in flight per job (default 16)")
     p.add_argument("--job", action="append", metavar="OPT=VAL,...",
                    help="add a job with these fio options on top of the defaults (repeat for "
-                   "several concurrent jobs), e.g. rw=write,bs=1m,rate=50m,iodepth=2")
+                   "several concurrent jobs), e.g. rw=write,bs=1m,rate=50m,iodepth=2; with "
+                   "--replay, concurrent contention jobs beside the replayed trace (their "
+                   "IOs are in the output trace too)")
     p.add_argument("--ioengine", default="libaio", help="fio ioengine (default libaio)")
     p.add_argument("--buffered", action="store_true",
                    help="buffered IO instead of O_DIRECT (latencies include the page cache)")

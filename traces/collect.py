@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ from mittd.traces.schema import (
 )
 
 ALIGN = 4096  # replayed offsets and sizes are aligned to this for O_DIRECT
+DEFAULT_RUNTIME_S = 30.0  # a workload spec's run time unless --runtime says otherwise
 RW_MODES = ("read", "write", "randread", "randwrite", "rw", "readwrite", "randrw", "trim",
             "randtrim", "trimwrite")
 # Options mittd sets itself; a --job spec may not override them.
@@ -67,7 +68,7 @@ class CollectSpec:
     target: Path
     output: Path
     size: int | None = None
-    runtime_s: float | None = 30.0
+    runtime_s: float | None = None  # a workload: DEFAULT_RUNTIME_S; a replay: all of it
     jobs: list[dict[str, str]] = field(default_factory=lambda: [{}])
     rw: str = "randrw"
     rwmixread: int = 70
@@ -238,13 +239,13 @@ def build_jobfile(
     runs one synchronous (psync) job per replay iolog: fio's paced replay reaps
     asynchronous completions only when the queue is full, which inflates the
     latencies it logs by the replay gaps, while a synchronous job times each IO
-    exactly.
+    exactly. ``--job`` options beside a replay are contention: concurrent jobs
+    with the chosen engine for the replay's duration, logged like a workload's
+    (their IOs are the device's other pending requests, so they are in the trace).
     """
-    replay = bool(iologs)
     g = [
         "[global]",
         f"filename={_fio_path(target.path)}",
-        f"ioengine={'psync' if replay else spec.ioengine}",
         f"direct={int(spec.direct)}",
         "log_avg_msec=0",
         "log_offset=1",
@@ -255,21 +256,27 @@ def build_jobfile(
         g.append(f"size={target.size}")
     if runtime_s:
         g.append(f"runtime={runtime_s:g}s")
-    if not replay:
-        g += ["time_based=1", f"rw={spec.rw}", f"rwmixread={spec.rwmixread}",
-              f"bs={spec.bs}", f"iodepth={spec.iodepth}", "randrepeat=0", "norandommap=1"]
     sections = ["\n".join(g)]
-    jobs: list[dict[str, str]] = [{} for _ in iologs] if replay else spec.jobs
-    for i, job in enumerate(jobs, start=1):
-        lines = [f"[job{i}]"]
-        if replay:
-            lines += [f"read_iolog={iologs[i - 1]}", "replay_no_stall=0"]
-        lines += [f"{k}={v}" for k, v in job.items()]
+    for i, iolog in enumerate(iologs, start=1):
+        sections.append("\n".join([f"[job{i}]", "ioengine=psync", f"read_iolog={iolog}",
+                                   "replay_no_stall=0", f"write_lat_log={logdir / f'job{i}'}"]))
+    for i, job in enumerate(contention_jobs(spec), start=len(iologs) + 1):
+        defaults = {"ioengine": spec.ioengine, "time_based": "1", "rw": spec.rw,
+                    "rwmixread": str(spec.rwmixread), "bs": spec.bs,
+                    "iodepth": str(spec.iodepth), "randrepeat": "0", "norandommap": "1"}
+        lines = [f"[job{i}]", *(f"{k}={v}" for k, v in {**defaults, **job}.items())]
         lines.append(f"write_lat_log={logdir / f'job{i}'}")
-        if not replay:  # fio refuses write_iolog beside read_iolog
-            lines.append(f"write_iolog={logdir / f'job{i}.iolog'}")
-        sections.append("\n".join(lines))
+        lines.append(f"write_iolog={logdir / f'job{i}.iolog'}")  # fio refuses it beside
+        sections.append("\n".join(lines))  # read_iolog: replay jobs have none
     return "\n\n".join(sections) + "\n"
+
+
+def contention_jobs(spec: CollectSpec) -> list[dict[str, str]]:
+    """The asynchronous jobs of a collection: the workload's (``--job``, or the default
+    job), or beside a replay only the ``--job`` ones (concurrent contention)."""
+    if spec.replay is None:
+        return spec.jobs
+    return [j for j in spec.jobs if j]
 
 
 def run_fio(
@@ -328,7 +335,8 @@ def replay_iologs(
     spec: CollectSpec, target: Target, logdir: Path
 ) -> tuple[list[Path], int, float, bool]:
     """Turn a recorded trace into fio iologs on ``target``, dealt round-robin over
-    ``spec.iodepth`` synchronous jobs; returns (iologs, IOs, seconds, writes)."""
+    ``spec.iodepth`` synchronous jobs; returns (iologs, IOs, seconds, writes, IOs past
+    ``--runtime`` left out)."""
     assert spec.replay is not None
     stream = open_trace(spec.replay, spec.replay_format, ReadOptions())
     table = stream.table().sort_by("ts_issue_us")
@@ -344,9 +352,14 @@ def replay_iologs(
     span = np.maximum(target.size - size, ALIGN)
     offset = (offset % span) // ALIGN * ALIGN
     op = op[keep]
+    left_out = 0
     if spec.runtime_s:
         inside = ts <= spec.runtime_s * 1e6
+        left_out = int((~inside).sum())
         ts, op, offset, size = ts[inside], op[inside], offset[inside], size[inside]
+        if not inside.any():
+            raise TraceError(f"--runtime {spec.runtime_s:g}s: no IO of {spec.replay} falls "
+                             "inside it")
     n_jobs = max(1, min(spec.iodepth, len(ts)))
     paths = []
     for j in range(n_jobs):
@@ -354,7 +367,8 @@ def replay_iologs(
         sl = slice(j, None, n_jobs)
         write_iolog(path, str(target.path), ts[sl], op[sl], offset[sl], size[sl])
         paths.append(path)
-    return paths, len(ts), float(ts[-1]) / 1e6, bool((op == OP_WRITE).any())
+    return paths, len(ts), float(ts[-1]) / 1e6, bool((op == OP_WRITE).any()), left_out
+
 
 
 # -- join -------------------------------------------------------------------------
@@ -465,6 +479,7 @@ class CollectResult:
     output: Path
     join: list[dict[str, Any]]
     fio_version: str
+    replay_truncated: int = 0  # IOs of a --replay trace past --runtime, not replayed
 
 
 def collect(
@@ -482,9 +497,9 @@ def collect(
     if spec.iodepth < 1:
         raise TraceError("--iodepth must be >= 1")
     fio, fio_version = find_fio(spec.fio)
-    writes = (
-        any(_job_writes(spec, job) for job in spec.jobs) if spec.replay is None else False
-    )
+    # fio runs in its log folder: a relative target would name a file there
+    spec = replace(spec, target=spec.target.absolute())
+    writes = any(_job_writes(spec, job) for job in contention_jobs(spec))
     target = check_target(spec, writes)
     if spec.direct:
         check_direct_io(target)
@@ -496,18 +511,22 @@ def collect(
         for old in [*logdir.glob("job*"), *logdir.glob("replay.*.iolog")]:
             old.unlink()
         iologs: list[Path] = []
-        runtime = spec.runtime_s
+        runtime = spec.runtime_s or DEFAULT_RUNTIME_S
         replay_info: dict[str, Any] = {}
         if spec.replay is not None:
-            iologs, n, seconds, writes = replay_iologs(spec, target, logdir)
-            if writes and target.kind == "block" and not spec.allow_write:
+            iologs, n, seconds, replay_writes, left_out = replay_iologs(spec, target, logdir)
+            writes = writes or replay_writes
+            if replay_writes and target.kind == "block" and not spec.allow_write:
                 raise TraceError(
                     f"{target.path}: the replayed trace writes and the target is a block "
                     "device; pass --allow-write if destroying its data is intended"
                 )
             replay_info = {"trace": str(spec.replay), "ios": n, "seconds": seconds,
-                           "speed": spec.replay_speed, "jobs": len(iologs)}
-            runtime = None if spec.runtime_s is None else max(spec.runtime_s, seconds + 1)
+                           "speed": spec.replay_speed, "jobs": len(iologs),
+                           "truncated_to_s": spec.runtime_s,
+                           "left_out": left_out,
+                           "contention_jobs": contention_jobs(spec)}
+            runtime = seconds + 1  # the whole (possibly --runtime-truncated) replay
         filled = False
         if target.kind == "file" and (
             not target.exists or target.path.stat().st_size < target.size
@@ -525,13 +544,14 @@ def collect(
         )
         device = spec.device or target.path.name
         batches, joins = [], []
-        njobs = len(iologs) or len(spec.jobs)
+        njobs = len(iologs) + len(contention_jobs(spec))
         for i in range(1, njobs + 1):
             lat_logs = sorted(logdir.glob(f"job{i}_lat.*.log"))
             if not lat_logs:
                 raise TraceError(f"fio wrote no latency log for job{i} (see {jobfile})")
-            issued = iologs[i - 1] if iologs else logdir / f"job{i}.iolog"
-            batch, stats = join_job_logs(lat_logs[0], issued, device, bool(iologs))
+            replayed = i <= len(iologs)
+            issued = iologs[i - 1] if replayed else logdir / f"job{i}.iolog"
+            batch, stats = join_job_logs(lat_logs[0], issued, device, replayed)
             batches.append(batch)
             joins.append(stats)
         table = pa.Table.from_batches(batches, schema=SCHEMA).sort_by("ts_issue_us")
@@ -546,7 +566,7 @@ def collect(
                 "direct": spec.direct,
                 "ioengine": spec.ioengine,
                 "runtime_s": runtime,
-                "jobs": [] if iologs else spec.jobs,
+                "jobs": contention_jobs(spec),
                 "filled_target": filled,
                 "defaults": {"rw": spec.rw, "rwmixread": spec.rwmixread, "bs": spec.bs,
                              "iodepth": spec.iodepth},
@@ -562,4 +582,5 @@ def collect(
         with TraceWriter(spec.output, meta) as writer:
             for b in table.to_batches(max_chunksize=1 << 20):
                 writer.write(b)
-    return CollectResult(table.num_rows, spec.output, joins, fio_version)
+    return CollectResult(table.num_rows, spec.output, joins, fio_version,
+                         int(replay_info.get("left_out", 0)))

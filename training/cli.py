@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mittd.daemon.replay.traces import ReplayError
 from mittd.predictor.bundle import BundleError
 from mittd.predictor.models import MODELS
 
@@ -50,18 +51,22 @@ def _run(fn, *a, **kw):  # type: ignore[no-untyped-def]
     """Turn data and parameter mistakes from the pipeline into one-line errors."""
     try:
         return fn(*a, **kw)
-    except (ValueError, FileNotFoundError, BundleError) as e:
+    except (ValueError, FileNotFoundError, BundleError, ReplayError) as e:
         raise TrainingError(str(e).splitlines()[0]) from None
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     out = _out(args.output, args.force)
     p = _pipeline()
+    if args.replica is not None and not Path(args.replica).is_file():
+        raise TrainingError(f"--replica {args.replica}: no such trace")
     _run(p.train_flow, args.traces, args.model, args.slo, out, epochs=args.epochs,
          batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
          test_fraction=args.test_fraction, ladder_k=args.ladder, reads_only=args.reads_only,
          report_dir=Path(args.report) if args.report else None, sweep=args.sparsity_sweep,
-         say=_say(args), verbose=0 if args.quiet else 1)
+         say=_say(args), verbose=0 if args.quiet else 1,
+         validation_fraction=args.validation_fraction, reject_budget=args.reject_budget,
+         replica=args.replica)
     return 0
 
 
@@ -98,6 +103,24 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fraction(text: str) -> float:
+    try:
+        v = float(text.rstrip("%")) / (100.0 if text.endswith("%") else 1.0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction like 0.2 or 20%, got {text!r}"
+                                         ) from None
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text!r}")
+    return v
+
+
+def _budget(text: str) -> float:
+    v = _fraction(text)
+    if v == 0.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text!r}")
+    return v
+
+
 def _sparsity(text: str) -> float:
     v = float(text.rstrip("%")) / (100.0 if text.endswith("%") else 1.0)
     if not 0.0 < v < 1.0:
@@ -126,6 +149,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     t.add_argument("--seed", type=int, default=0, help="random seed (runs are repeatable)")
     t.add_argument("--test-fraction", type=float, default=0.3,
                    help="the latest part of each trace kept for testing (default 0.3)")
+    t.add_argument("--validation-fraction", type=_fraction, default=0.2, metavar="F",
+                   help="the part of each trace just before the test part held out of "
+                   "training: the decision policy and cutoff are chosen there by "
+                   "closed-loop replay (default 0.2; 0: no selection)")
+    t.add_argument("--reject-budget", type=_budget, default=0.05, metavar="B",
+                   help="most reads the device may reject, as a fraction (default 0.05 = "
+                   "hedging's extra load): the cutoffs tried and the reject cap")
+    t.add_argument("--replica", metavar="TRACE2",
+                   help="an independent recording of the same workload, failed over to in "
+                   "the validation replay (default: the trace itself, time-shifted)")
     t.add_argument("--ladder", type=int, metavar="K",
                    help="train a K-threshold head (P(latency > t_k)) instead of one SLO")
     t.add_argument("--reads-only", action="store_true", help="label and learn reads only")

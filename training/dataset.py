@@ -3,8 +3,10 @@
 Every IO of a trace is featurised (writes and unlabelled IOs are pending
 requests too, so they shape the features of the IOs around them), then only
 the IOs with a known latency (and only reads with ``reads_only``) become
-examples. Each trace is split by issue time — the first part trains, the rest
-tests, never shuffled across time — because a model is deployed on the
+examples. Each trace is split by issue time — the first part trains, an
+optional validation window follows (where ``mittd train`` chooses the operating
+point and the policy, by closed-loop replay), the rest tests, never shuffled
+across time — because a model is deployed on the
 future of the device it was trained on; a random split would leak the device's
 state at test time into training and flatter the model. Everything learned from
 data (the SLO threshold, Heimdall's min-max bounds, class weights) comes from
@@ -69,6 +71,9 @@ class Dataset:
     ts_test: np.ndarray = field(default_factory=lambda: _empty(np.int64))
     source_train: np.ndarray = field(default_factory=lambda: _empty(np.int32))
     source_test: np.ndarray = field(default_factory=lambda: _empty(np.int32))
+    x_val: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    y_val: np.ndarray = field(default_factory=lambda: _empty(np.int8))
+    lat_val: np.ndarray = field(default_factory=lambda: _empty(np.float64))
 
 
 @dataclass
@@ -84,6 +89,8 @@ class _Part:
     ts: np.ndarray
     lat: np.ndarray
     split_ts_us: int | None
+    val: np.ndarray  # the validation window's examples (between train and test)
+    val_ts_us: int | None  # where the validation window starts (None: no window)
 
 
 def _make_featuriser(name: str, config: dict[str, Any] | None) -> Featuriser:
@@ -97,7 +104,21 @@ def _make_featuriser(name: str, config: dict[str, Any] | None) -> Featuriser:
     return make_featuriser({**cfg, "name": name})
 
 
-def _read(path: Path, reads_only: bool, test_fraction: float) -> _Part:
+def _cut(ts: np.ndarray, rows: np.ndarray, fraction: float) -> int | None:
+    """The issue time that splits ``rows`` after their first ``fraction``, moved to a
+    timestamp boundary (every row before it is issued before every row after)."""
+    target = round(fraction * rows.size)
+    if target >= rows.size:
+        return None
+    cut = int(ts[rows[target]])
+    if not (ts[rows] < cut).any():  # the first timestamp holds most rows: cut after it
+        later = rows[ts[rows] > cut]
+        return int(ts[later[0]]) if later.size else None
+    return cut
+
+
+def _read(path: Path, reads_only: bool, test_fraction: float,
+          validation_fraction: float = 0.0) -> _Part:
     stream = open_trace(path)
     table = stream.table()
     cols = trace_columns(table)  # issue order, the order encode_trace's rows follow
@@ -111,22 +132,21 @@ def _read(path: Path, reads_only: bool, test_fraction: float) -> _Part:
             f"{len(cols.ts):,} IOs); training needs a labelled trace (fio, blkparse, MSR, ...)"
         )
     rows = np.flatnonzero(known)
-    # First (1 - test_fraction) of the examples in issue order; the cut is moved to
-    # a timestamp boundary so that every training IO is issued before every test IO.
-    target = round((1.0 - test_fraction) * rows.size)
-    split_ts: int | None = None
-    if target >= rows.size:
-        train, test = rows, rows[:0]
-    else:
-        split_ts = int(cols.ts[rows[target]])
-        before = cols.ts[rows] < split_ts
-        if not before.any():  # the first timestamp holds most rows: cut after it
-            before = cols.ts[rows] <= split_ts
-            later = rows[~before]
-            split_ts = int(cols.ts[later[0]]) if later.size else None
-        train, test = rows[before], rows[~before]
+    # First (1 - test_fraction) of the examples in issue order train (and validate);
+    # each cut sits on a timestamp boundary so that every earlier part's IO is issued
+    # before every later part's.
+    ts = cols.ts
+    split_ts = _cut(ts, rows, 1.0 - test_fraction)
+    before = ts[rows] < split_ts if split_ts is not None else np.ones(rows.size, bool)
+    train, test = rows[before], rows[~before]
+    val, val_ts = rows[:0], None
+    if validation_fraction > 0.0 and train.size:
+        val_ts = _cut(ts, rows, 1.0 - test_fraction - validation_fraction)
+        if val_ts is not None:
+            early = ts[train] < val_ts
+            train, val = train[early], train[~early]
     return _Part(path, stream.format.name, table, len(cols.ts), train, test, cols.ts,
-                 cols.lat, split_ts)
+                 cols.lat, split_ts, val, val_ts)
 
 
 def _fit_bounds(feat: MinMaxFeaturiser, parts: list[_Part]) -> None:
@@ -175,6 +195,7 @@ def load_dataset(
     test_fraction: float = 0.3,
     reads_only: bool = False,
     featuriser_config: dict[str, Any] | None = None,
+    validation_fraction: float = 0.0,
 ) -> Dataset:
     """Read, featurise, label and split labelled traces (any supported format).
 
@@ -186,7 +207,10 @@ def load_dataset(
     ``ladder(training latencies, ladder_k)`` (``slo`` must then stay ``"auto"``).
     Min-max bounds (heimdall, lba_hist) are fitted on the training examples only — unless
     ``featuriser_config`` already carries ``min``/``max`` (a bundle's featuriser),
-    which are kept so the features match the weights trained on them.
+    which are kept so the features match the weights trained on them. With
+    ``validation_fraction`` > 0 that share of each trace's examples, just before
+    the test part, is held out of training as ``x_val``/``y_val`` (the window where
+    ``mittd train`` chooses its operating point); its bounds are in ``info``.
     """
     if isinstance(traces, (str, Path)):
         traces = [traces]
@@ -194,12 +218,16 @@ def load_dataset(
         raise ValueError("load_dataset needs at least one trace")
     if not (isinstance(test_fraction, (int, float)) and 0.0 < test_fraction < 1.0):
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    if not (isinstance(validation_fraction, (int, float))
+            and 0.0 <= validation_fraction < 1.0 - test_fraction):
+        raise ValueError(f"validation_fraction must be in [0, 1 - test_fraction), got "
+                         f"{validation_fraction!r}")
     if ladder_k is not None and (not isinstance(slo, str) or slo.strip().lower() != "auto"):
         raise ValueError(f"give either slo ({slo!r}) or ladder_k ({ladder_k}), not both")
     feat = _make_featuriser(featuriser_name, featuriser_config)
 
-    parts = [_read(Path(p), reads_only, test_fraction) for p in traces]
-    n_labelled = sum(p.train.size + p.test.size for p in parts)
+    parts = [_read(Path(p), reads_only, test_fraction, validation_fraction) for p in traces]
+    n_labelled = sum(p.train.size + p.val.size + p.test.size for p in parts)
     if n_labelled < MIN_LABELLED:
         raise ValueError(
             f"only {n_labelled} labelled {'reads' if reads_only else 'IOs'} in "
@@ -229,14 +257,17 @@ def load_dataset(
             _fit_bounds(feat, parts)
             fit_note = "training split"
 
-    xs_train, xs_test = [], []
+    xs_train, xs_val, xs_test = [], [], []
     for p in parts:
         x = feat.encode_trace(p.table)
         xs_train.append(x[p.train])
+        xs_val.append(x[p.val])
         xs_test.append(x[p.test])
         del x
     lat_test = np.concatenate([p.lat[p.test] for p in parts])
     y_test = labels(lat_test, thresholds[0] if ladder_k is None else thresholds)
+    lat_val = np.concatenate([p.lat[p.val] for p in parts])
+    y_val = labels(lat_val, thresholds[0] if ladder_k is None else thresholds)
 
     def cat(key: str) -> np.ndarray:
         return np.concatenate([p.ts[getattr(p, key)] for p in parts])
@@ -257,10 +288,12 @@ def load_dataset(
                 "path": str(p.path),
                 "format": p.fmt,
                 "n_ios": p.n_ios,
-                "n_labelled": int(p.train.size + p.test.size),
+                "n_labelled": int(p.train.size + p.val.size + p.test.size),
                 "n_train": int(p.train.size),
                 "n_test": int(p.test.size),
                 "split_ts_us": p.split_ts_us,
+                "validation_ts_us": p.val_ts_us,
+                "n_validation": int(p.val.size),
                 "train_ts_us": _ts_range(p.ts[p.train]),
                 "test_ts_us": _ts_range(p.ts[p.test]),
             }
@@ -272,6 +305,7 @@ def load_dataset(
         "ladder_k": ladder_k,
         "thresholds_us": [float(t) for t in thresholds],
         "test_fraction": float(test_fraction),
+        "validation_fraction": float(validation_fraction),
         "reads_only": bool(reads_only),
         "split": "by issue time per trace: first part trains, the rest tests",
         "n_train": len(y_train),
@@ -294,4 +328,7 @@ def load_dataset(
         ts_test=cat("test"),
         source_train=src("train"),
         source_test=src("test"),
+        x_val=np.concatenate(xs_val),
+        y_val=y_val,
+        lat_val=lat_val,
     )

@@ -24,6 +24,50 @@ from mittd.training.dataset import Dataset, load_dataset
 
 SWEEPS = {"precise_linear": (0.90, 0.95, 0.97, 0.98), "good_custom": (0.90, 0.95)}
 PRUNE_METHODS = ("magnitude", "simd", "node", "scalpel")
+DEFAULT_VALIDATION_FRACTION = 0.2
+DEFAULT_REJECT_BUDGET = 0.05  # hedging's extra load (a duplicate after the p95)
+
+
+def selection_spec(ds: Dataset, replica: str | None, reject_budget: float) -> dict[str, Any] | None:
+    """Where the operating point is chosen: the first trace's validation window (None
+    when the dataset has none, or when a ladder head has several cutoffs to choose)."""
+    t = ds.info["traces"][0]
+    if not t.get("n_validation") or t.get("validation_ts_us") is None \
+            or len(ds.thresholds_us) != 1:
+        return None
+    return {"trace": str(Path(t["path"]).resolve()),
+            "window_ts_us": [int(t["validation_ts_us"]), int(t["split_ts_us"])],
+            "replica": str(Path(replica).resolve()) if replica else None,
+            "reject_budget": float(reject_budget), "slo_us": float(ds.thresholds_us[0])}
+
+
+def choose_policy(bundle: Bundle, spec: dict[str, Any], say: Callable[[str], None],
+                  name: str = "model", progress: bool = False) -> dict[str, Any]:
+    """Choose ``bundle``'s decision policy by closed-loop replay of the validation window
+    (``mittd.daemon.replay.select``) and store it, with the cutoff, in the bundle."""
+    from mittd.daemon.replay.core import Model
+    from mittd.daemon.replay.select import select_policy
+    from mittd.daemon.replay.traces import Replica, load_trace, replica_notes, time_window
+
+    full = load_trace(spec["trace"])
+    lo, hi = spec["window_ts_us"]
+    window = time_window(full, lo, hi, "validation window")
+    if spec.get("replica"):
+        rep = Replica(spec["replica"], load_trace(spec["replica"], what="replica trace"),
+                      lo - full.t0)
+    else:
+        rep = Replica(f"{full.path} (itself, shifted {full.period_us // 2:,} µs)", full,
+                      lo - full.t0 + full.period_us // 2)
+    for note in replica_notes(window, [rep], bool(spec.get("replica"))):
+        say(f"note: {note}")
+    sel = select_policy(Model(name, "<training>", bundle), window, rep, spec["slo_us"],
+                        reject_budget=spec["reject_budget"], progress=progress)
+    say(sel.table())
+    say(f"policy: {sel.policy.describe()}")
+    n = bundle.graph.output_dim if bundle.graph.head == "sigmoid" else 1
+    bundle.thresholds["p_slow"] = [float(sel.p_cutoff)] * n
+    bundle.policy = sel.policy.to_dict()
+    return sel.to_dict()
 
 
 def p_slow_of(graph: Any, params: Params, x: np.ndarray) -> np.ndarray:
@@ -54,6 +98,24 @@ def evaluate_params(graph: Any, params: Params, ds: Dataset, threshold: float = 
         ev.write_report(report_dir, name, m, ds.lat_test, y,
                         (p > threshold).astype(np.int8), ds.thresholds_us[0])
     return m
+
+
+def validation_metrics(graph: Any, params: Params, ds: Dataset) -> dict[str, Any] | None:
+    """Metrics of the first threshold on the validation window (open loop), or None."""
+    if not len(ds.y_val):
+        return None
+    p, y = _first_threshold(p_slow_of(graph, params, ds.x_val), ds.y_val)
+    return ev.metrics(y, p, 0.5)
+
+
+def reselect(parent: Bundle, child: Bundle, say: Callable[[str], None]) -> None:
+    """A pruned or compressed model decides differently: choose its policy again on
+    the parent's validation window (the parent's policy when it recorded none)."""
+    spec = parent.provenance.get("policy_selection")
+    if spec:
+        choose_policy(child, spec, say, child.graph.name)
+    else:
+        child.policy = dict(parent.policy)
 
 
 def decision_latency_us(graph: Any, params: Params, x: np.ndarray, calls: int = 3000
@@ -113,9 +175,12 @@ def train_flow(traces: Sequence[str], model_name: str, slo: str, out: Path, *,
                epochs: int, batch_size: int, learning_rate: float, seed: int,
                test_fraction: float, ladder_k: int | None, reads_only: bool,
                report_dir: Path | None, sweep: bool, say: Callable[[str], None],
-               verbose: int = 1) -> dict[str, Any]:
+               verbose: int = 1, validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+               reject_budget: float = DEFAULT_REJECT_BUDGET, replica: str | None = None,
+               progress: bool = False) -> dict[str, Any]:
     ds = load_dataset(list(traces), MODEL_FEATURISER[model_name], slo=slo, ladder_k=ladder_k,
-                      test_fraction=test_fraction, reads_only=reads_only)
+                      test_fraction=test_fraction, reads_only=reads_only,
+                      validation_fraction=validation_fraction)
     from mittd.training.train import check_export, export, make_bundle, provenance, train
     say(f"data: {ds.info.get('n_train', len(ds.x_train)):,} training and "
         f"{ds.info.get('n_test', len(ds.x_test)):,} test IOs; slow = latency > "
@@ -129,15 +194,25 @@ def train_flow(traces: Sequence[str], model_name: str, slo: str, out: Path, *,
                         name=f"{model_name}_dense")
     agreement = check_export(trained.model, trained.graph, trained.params, ds.x_test)
     say(ev.render(m))
+    mv = validation_metrics(trained.graph, trained.params, ds)
+    spec = selection_spec(ds, replica, reject_budget)
     prov = provenance(ds, model_name, slo=slo, epochs=epochs, batch_size=batch_size,
                       learning_rate=learning_rate, seed=seed, train_seconds=trained.seconds,
-                      test_metrics=m, keras_agreement=agreement, sparsity=0.0,
-                      pruning=None)
-    sha = export(out, make_bundle(trained.graph, trained.params, ds, prov))
+                      test_metrics=m, validation_metrics=mv, keras_agreement=agreement,
+                      sparsity=0.0, pruning=None, policy_selection=spec)
+    bundle = make_bundle(trained.graph, trained.params, ds, prov)
+    selection = None
+    if spec is not None:
+        selection = choose_policy(bundle, spec, say, model_name, progress)
+    elif validation_fraction > 0:
+        say("note: no policy selection (a ladder head, or no validation window): the bundle "
+            "keeps P(slow) > 0.5 and the default reject cap")
+    sha = export(out, bundle)
     say(f"wrote {out} (sha256 {sha[:12]}…, trained in {trained.seconds:.0f} s; "
         f"engine and Keras agree on {agreement:.2%} of test decisions)")
     result: dict[str, Any] = {"bundle": str(out), "metrics": m, "agreement": agreement,
-                              "seconds": trained.seconds}
+                              "seconds": trained.seconds, "validation_metrics": mv,
+                              "selection": selection}
     if sweep:
         rows = [{"sparsity": 0.0, **m}]
         for s in SWEEPS.get(model_name, (0.9, 0.95)):
@@ -187,8 +262,9 @@ def prune_flow(bundle_path: Path, method: str, sparsity: float, out: Path, *, gr
     prov = dict(bundle.provenance, parent=bundle.sha256, pruning=method, sparsity=achieved,
                 sparsity_asked=sparsity,
                 group=group, prune_epochs=epochs, test_metrics=m, decision_us=us)
-    sha = export(out, make_bundle(bundle.graph, params, ds, prov,
-                                  bundle.decision_thresholds()[0]))
+    pruned = make_bundle(bundle.graph, params, ds, prov, bundle.decision_thresholds()[0])
+    reselect(bundle, pruned, say)
+    sha = export(out, pruned)
     say(f"wrote {out} (sha256 {sha[:12]}…)")
     return {"metrics": m, "before": before, "decision_us": us, "dense_decision_us": us0,
             "achieved_sparsity": achieved}
@@ -227,6 +303,7 @@ def compress_flow(bundle_path: Path, weights: str, out: Path, *, finetune: bool,
                 centroid_finetune=finetune, test_metrics=m)
     b = make_bundle(bundle.graph, params, ds, prov, bundle.decision_thresholds()[0])
     b.hints.update(hints)
+    reselect(bundle, b, say)
     sha = export(out, b)
     say(f"wrote {out} (sha256 {sha[:12]}…)")
     return {"metrics": m, "before": before}

@@ -104,7 +104,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         primary, replicas, models, policies, args.slo,
         failover_cost_us=args.failover_cost_us, engine=args.engine,
         decision_threshold=args.decision_threshold, seed=args.seed, progress=show,
-        say=say, probe_after=args.probe_after)
+        say=say, probe_after=args.probe_after, max_reject_share=args.max_reject_share,
+        hedge_after_us=args.hedge_after_us)
     report, files, drawn = write_report(replay, args.output)
     print(format_table(report))
     for r in report["policies"]:
@@ -167,6 +168,12 @@ def add_commands(commands: Any) -> None:
                         f"as the daemon does (default {DEFAULT_PROBE_AFTER}; 0: never)")
     p.add_argument("--decision-threshold", type=float, metavar="P",
                    help="reject when P(slow) > P (default: each bundle's own)")
+    p.add_argument("--max-reject-share", type=float, metavar="S",
+                   help="reject at most this share of a device's predicted decisions, in "
+                        "(0, 1] (default: each bundle's policy; 1: no cap)")
+    p.add_argument("--hedge-after-us", type=float, metavar="US",
+                   help="the hedge row's delay (default: the p95 of the replayed reads, i.e. "
+                        "tuned on the data it is judged on)")
     p.add_argument("--from", dest="start", type=_fraction, default=0.0, metavar="F",
                    help="skip the first F of the IOs (issue order), e.g. 0.7 or 70%%: the "
                         "test split that 'mittd train' holds out (default 0)")

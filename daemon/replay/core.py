@@ -31,6 +31,10 @@ __all__ = ["DEFAULT_FAILOVER_COST_US", "DEFAULT_PROBE_AFTER", "Model", "PolicyRe
 
 DEFAULT_FAILOVER_COST_US = 10
 DEFAULT_PROBE_AFTER = 32  # the daemon's default (server.probe_after)
+#: The lock-in signature: a model that calls at least this share of the reads slow
+#: is out of its training support (rejections drained the queue into states it never
+#: saw); the reject cap keeps the harm bounded, the report flags the model.
+LOCK_IN_SHARE = 0.5
 PRIMARY = "primary"
 CHUNK = 1 << 15  # IOs between progress-bar updates
 
@@ -120,6 +124,10 @@ class PolicyResult:
     counters: dict[str, DeviceStats] | None = None
     p_slow: np.ndarray | None = None  # per IO (NaN: no prediction), when recorded
     notes: list[str] = field(default_factory=list)
+    mode: str | None = None  # a model row's decision policy: reject | hedge | both
+    hedge_after_us: float | None = None  # the hedging delay, when the policy hedges
+    predicted_slow_share: float | None = None  # primary reads the model called slow
+    lock_in: bool = False  # the model called most reads slow (see LOCK_IN_SHARE)
 
     @property
     def extra_ios(self) -> int:
@@ -202,16 +210,30 @@ class _ReplicaFeed:
 
 
 def make_states(model: Model, n_devices: int, engine: str | Engine, slo_us: float,
-                decision_threshold: float | None) -> list[DeviceState]:
+                decision_threshold: float | None, max_reject_share: float | None = None
+                ) -> list[DeviceState]:
     """One DeviceState per deciding device, sharing one engine (one thread replays)."""
     b = model.bundle
+    kw = {"slo_us": slo_us, "decision_threshold": decision_threshold,
+          "max_reject_share": max_reject_share}
     try:
-        first = build_state(b, engine, slo_us=slo_us, decision_threshold=decision_threshold)
-        return [first] + [build_state(b, first.engine, slo_us=slo_us,
-                                      decision_threshold=decision_threshold)
-                          for _ in range(n_devices - 1)]
+        first = build_state(b, engine, **kw)
+        return [first] + [build_state(b, first.engine, **kw) for _ in range(n_devices - 1)]
     except DeviceError as e:
         raise ReplayError(f"{model.path}: cannot serve this model: {e.problem}") from None
+
+
+def hedged(primary: ReplayTrace, replica: Replica, latency_us: np.ndarray, which: np.ndarray,
+           after_us: float) -> tuple[np.ndarray, int]:
+    """Dean & Barroso's hedge on the reads ``which``: a duplicate goes to ``replica``
+    when no answer came after ``after_us``; the first answer wins. Returns the new
+    latencies and the number of duplicates sent (one per read still waiting)."""
+    rel = primary.cols.ts - primary.t0
+    late = which & (latency_us > after_us)
+    out = latency_us.copy()
+    out[late] = np.minimum(latency_us[late],
+                           after_us + replica.latency_at(rel[late] + round(after_us)))
+    return out, int((late & primary.known_reads).sum())
 
 
 def replay_model(
@@ -227,15 +249,37 @@ def replay_model(
     record_p_slow: bool = False,
     progress: bool = False,
     probe_after: int = DEFAULT_PROBE_AFTER,
+    max_reject_share: float | None = None,
+    mode: str | None = None,
+    hedge_after_us: float | None = None,
 ) -> PolicyResult:
-    """Drive a fresh AdmissionCore over ``primary`` (see the module docstring)."""
+    """Drive a fresh AdmissionCore over ``primary`` (see the module docstring).
+
+    The decision policy is the bundle's (``mittd.predictor.policy``) unless
+    ``mode`` / ``hedge_after_us`` / ``max_reject_share`` say otherwise; an explicit
+    ``decision_threshold`` rejects even where the bundle's policy only hedges, as
+    in the daemon. A policy that hedges duplicates the admitted reads still
+    waiting after the delay to the first replica (one extra IO each).
+    """
     if not replicas:
         raise ValueError("at least one replica is needed")
     cost = int(failover_cost_us)
     if rep_lat is None:
         rep_lat = replica_latencies(primary, replicas, cost)
     k = len(replicas)
-    states = make_states(model, k, engine, slo_us, decision_threshold)
+    states = make_states(model, k, engine, slo_us, decision_threshold, max_reject_share)
+    policy = states[0].policy
+    if mode is None:
+        mode = "reject" if decision_threshold is not None and policy.mode == "hedge" \
+            else policy.mode
+    if mode not in ("reject", "hedge", "both"):
+        raise ReplayError(f"decision policy mode must be reject, hedge or both, got {mode!r}")
+    if mode == "hedge":  # never reject: every state admits
+        for st in states:
+            st.cutoffs = tuple(math.inf for _ in st.cutoffs)
+    delay = hedge_after_us if hedge_after_us is not None else policy.hedge_after_us
+    if mode != "reject" and not (delay is not None and delay > 0):
+        raise ReplayError(f"{model.name}: policy {mode!r} needs a hedging delay > 0 µs")
     aliases = [PRIMARY] + [f"replica{j}" for j in range(1, k)]
     core = AdmissionCore(dict(zip(aliases, states, strict=True)), predict_budget_us=math.inf,
                          probe_after=probe_after)
@@ -305,18 +349,30 @@ def replay_model(
     wall = time.perf_counter() - t_start
     decisions += sum(f.decisions for f in feeds)
     res = _result(model.name, "model", primary, np.frombuffer(served, np.int8), rep_lat, cost,
-                  decisions, wall, model=model, counters=core.stats())
+                  decisions, wall, model=model, counters=core.stats(), mode=mode)
+    if mode != "reject":
+        assert delay is not None
+        res.latency_us, res.hedges = hedged(primary, replicas[0], res.latency_us,
+                                            primary.reads & (res.served_by == 0), delay)
+        res.hedge_after_us = float(delay)
     if p_slow is not None:
         res.p_slow = np.asarray(p_slow, np.float64)
-    known = primary.known_reads
-    share = float(res.rejected[known].mean())
-    if share >= 0.9:
+    c = res.counters[PRIMARY]
+    reads_decided = int(primary.reads.sum())
+    slow = c.rejected + c.probes + c.capped + c.overruns
+    res.predicted_slow_share = slow / reads_decided if reads_decided else 0.0
+    res.lock_in = mode != "hedge" and res.predicted_slow_share >= LOCK_IN_SHARE
+    if res.lock_in:
         res.notes.append(
-            f"{model.name}: rejects {share:.1%} of reads. A rejected read never completes, so "
-            "history features (e.g. LinnOS's last read latencies) stop moving and a model "
-            "that once says 'slow' can keep saying it (offline evaluation admits every IO "
-            "and never sees this feedback)")
-    fails = res.counters[PRIMARY].fail_open
+            f"{model.name}: lock-in signature: it called {res.predicted_slow_share:.1%} of the "
+            f"reads slow (rejected {float(res.rejected[primary.known_reads].mean()):.1%}, the "
+            "rest held back by the reject cap and probes). A rejected read never reaches the "
+            "device, so its queue drains into states training never saw and history features "
+            "stop moving; offline evaluation admits every IO and never sees this feedback")
+    if c.capped:
+        res.notes.append(f"{model.name}: the reject cap ({states[0].max_reject_share:.1%} of "
+                         f"predicted decisions) admitted {c.capped:,} predicted rejections")
+    fails = c.fail_open
     if fails:
         res.notes.append(f"{model.name}: the predictor failed on {fails:,} reads, which were "
                          "admitted (fail-open)")

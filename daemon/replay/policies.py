@@ -16,12 +16,19 @@ from mittd.daemon.replay.core import (
     Model,
     PolicyResult,
     _result,
+    hedged,
     replay_model,
     replica_latencies,
     resolve_slo,
     split_operating_point,
 )
-from mittd.daemon.replay.traces import ReplayError, ReplayTrace, Replica, self_replica
+from mittd.daemon.replay.traces import (
+    ReplayError,
+    ReplayTrace,
+    Replica,
+    replica_notes,
+    self_replica,
+)
 
 __all__ = ["HEDGE_PERCENTILE", "POLICIES", "Replay", "best_model", "hedge_delay_us",
            "parse_policies", "replay_baseline", "replay_hedge", "replay_oracle",
@@ -106,19 +113,19 @@ def _pick(rng: np.random.Generator, idx: np.ndarray, rate: float) -> np.ndarray:
     return np.sort(rng.choice(idx, size=n, replace=False)) if n else idx[:0]
 
 
-def replay_hedge(primary: ReplayTrace, replica: Replica) -> PolicyResult:
+def replay_hedge(primary: ReplayTrace, replica: Replica, after_us: float | None = None
+                 ) -> PolicyResult:
+    """Hedging after ``after_us`` (default: the p95 of the replayed reads themselves,
+    which tunes hedging on the data it is judged on; pass a delay learnt earlier, as
+    ``mittd bench tailcut`` does, for a fair comparison)."""
     t0 = time.perf_counter()
-    lat = primary.cols.lat
-    h = hedge_delay_us(primary)
-    rel = primary.cols.ts - primary.t0
-    hedged = primary.reads & (lat > h)
-    out = lat.copy()
-    out[hedged] = np.minimum(lat[hedged], h + replica.latency_at(rel[hedged] + round(h)))
+    h = hedge_delay_us(primary) if after_us is None else float(after_us)
+    out, n = hedged(primary, replica, primary.cols.lat, primary.reads, h)
     served = np.zeros(primary.n, np.int8)
-    res = PolicyResult("hedge", "hedge", out, served > 0, served, 0,
-                       int((hedged & primary.known_reads).sum()), 0, time.perf_counter() - t0)
-    res.notes.append(f"hedge: duplicate to {replica.name} after {h:.1f} µs (p95 of the "
-                     "primary's read latencies)")
+    res = PolicyResult("hedge", "hedge", out, served > 0, served, 0, n, 0,
+                       time.perf_counter() - t0, hedge_after_us=h)
+    src = "p95 of the primary's read latencies" if after_us is None else "given"
+    res.notes.append(f"hedge: duplicate to {replica.name} after {h:.1f} µs ({src})")
     return res
 
 
@@ -174,9 +181,14 @@ def run_replay(
     progress: bool = False,
     say: Callable[[str], None] | None = None,
     probe_after: int = DEFAULT_PROBE_AFTER,
+    max_reject_share: float | None = None,
+    hedge_after_us: float | None = None,
 ) -> Replay:
     """Replay every requested policy; results follow the order of ``policies``
-    (``models`` expands to one row per model, in the order given)."""
+    (``models`` expands to one row per model, in the order given).
+
+    ``max_reject_share`` overrides every model's reject cap; ``hedge_after_us`` is
+    the ``hedge`` row's delay (default: the p95 of the replayed reads)."""
     if failover_cost_us < 0:
         raise ReplayError(f"--failover-cost-us must be >= 0, got {failover_cost_us}")
     if probe_after < 0:
@@ -186,6 +198,10 @@ def run_replay(
     if "models" in policies and not models:
         raise ReplayError("the 'models' policy needs at least one --model BUNDLE "
                           "(or leave 'models' out of --policy)")
+    if max_reject_share is not None and not 0.0 < max_reject_share <= 1.0:
+        raise ReplayError(f"--max-reject-share must be in (0, 1], got {max_reject_share}")
+    if hedge_after_us is not None and not hedge_after_us > 0:
+        raise ReplayError(f"--hedge-after-us must be > 0, got {hedge_after_us}")
     reps = list(replicas) or [self_replica(primary)]
     slo = resolve_slo(slo_text, primary, models)
     cost = int(failover_cost_us)
@@ -200,11 +216,11 @@ def run_replay(
                 decision_threshold=(decision_threshold if m.decision_threshold is None
                                     else m.decision_threshold),
                 rep_lat=rep_lat, progress=progress,
-                probe_after=probe_after)
+                probe_after=probe_after, max_reject_share=max_reject_share)
     if "baseline" in policies:
         done["baseline"] = replay_baseline(primary, rep_lat, cost)
     if "hedge" in policies:
-        done["hedge"] = replay_hedge(primary, reps[0])
+        done["hedge"] = replay_hedge(primary, reps[0], hedge_after_us)
     oracle = replay_oracle(primary, rep_lat, cost, slo)
     if "oracle" in policies:
         done["oracle"] = oracle
@@ -223,6 +239,6 @@ def run_replay(
     for p in policies:
         order += [m.name for m in models] if p == "models" else [p]
     results = [done[n] for n in order if n in done]
-    notes = [n for r in results for n in r.notes]
+    notes = replica_notes(primary, reps, bool(replicas)) + [n for r in results for n in r.notes]
     return Replay(primary, reps, slo_text, slo, cost, engine, seed, decision_threshold, results,
                   rate, rate_from, notes)

@@ -63,6 +63,10 @@ def policy_metrics(r: PolicyResult, replay: Replay) -> dict[str, Any]:
         "wall_s": r.wall_s,
         "decisions_per_s": (r.decisions / r.wall_s) if r.decisions and r.wall_s > 0 else None,
         "oracle_p99_gain": None,
+        "mode": r.mode,
+        "hedge_after_us": r.hedge_after_us,
+        "predicted_slow_share": r.predicted_slow_share,
+        "lock_in": r.lock_in,
     })
     if r.model is not None:
         out["model"] = {"path": r.model.path, "version": r.model.bundle.version_id,
@@ -164,8 +168,13 @@ def format_table(report: dict[str, Any]) -> str:
     ]
     for r in report["policies"]:
         if "model" in r:
+            how = r["mode"] or "reject"
+            if r.get("hedge_after_us") and how != "reject":
+                how += f", hedging after {r['hedge_after_us']:,.0f} µs"
             out.append(f"{r['policy']}: {r['model']['version']} ({r['model']['featuriser']} "
-                       f"featuriser, trained for {r['model']['thresholds_us']} µs)")
+                       f"featuriser, trained for {r['model']['thresholds_us']} µs; policy "
+                       f"{how}; called {_pct(r['predicted_slow_share'])} of the reads slow"
+                       f"{'; LOCK-IN' if r['lock_in'] else ''})")
     out += [f"note: {n}" for n in report["notes"]]
     return "\n".join(out)
 

@@ -14,8 +14,9 @@ from mittd.predictor.features import TraceColumns, trace_columns
 from mittd.traces.registry import open_trace
 from mittd.traces.schema import OP_READ
 
-__all__ = ["ReplayError", "ReplayTrace", "Replica", "load_trace", "self_replica",
-           "trace_from_table", "trace_replica"]
+__all__ = ["CORRELATED", "ReplayError", "ReplayTrace", "Replica", "load_trace", "replica_notes",
+           "self_replica", "slow_correlation", "time_window", "trace_from_table",
+           "trace_replica"]
 
 
 class ReplayError(Exception):
@@ -99,6 +100,25 @@ def trace_from_table(table: pa.Table | pa.RecordBatch, path: str = "<table>",
     return tr
 
 
+def time_window(trace: ReplayTrace, lo_us: int | None, hi_us: int | None,
+                what: str = "window") -> ReplayTrace:
+    """The IOs of ``trace`` issued in ``[lo_us, hi_us)`` (absolute µs; None: open),
+    e.g. the validation window ``mittd train`` held out; checked as a trace is."""
+    ts = trace.cols.ts
+    keep = np.ones(len(ts), bool)
+    if lo_us is not None:
+        keep &= ts >= lo_us
+    if hi_us is not None:
+        keep &= ts < hi_us
+    idx = np.flatnonzero(keep)
+    if idx.size == 0:
+        raise ReplayError(f"{trace.path}: the {what} holds no IOs")
+    tr = ReplayTrace(trace.path, trace.cols.take(idx))
+    if not tr.known_reads.any():
+        raise ReplayError(f"{trace.path}: the {what} holds no read with a known latency")
+    return tr
+
+
 @dataclass
 class Replica:
     """Where a failed-over read goes: a trace, looked up at a relative time.
@@ -163,4 +183,49 @@ def self_replica(primary: ReplayTrace) -> Replica:
 
 def trace_replica(path: str | Path, fmt: str = "auto") -> Replica:
     return Replica(str(path), load_trace(path, fmt, what="replica trace"), 0)
+
+
+#: Replicas whose slow periods coincide with the primary's this much (Pearson r of
+#: the share of slow reads per 10 ms) get a warning: failover there helps little.
+CORRELATED = 0.3
+
+
+def slow_correlation(primary: ReplayTrace, replica: Replica, bin_us: int = 10_000) -> float:
+    """How much the replica is slow when the primary is: the correlation, over time
+    bins, of the share of each one's reads slower than the primary's p95 (the
+    replica looked up at the primary's relative times, as failovers are).
+    NaN when either side is constant."""
+    known = primary.known_reads
+    rel = (primary.cols.ts - primary.t0)[known]
+    lat = primary.cols.lat[known]
+    cut = float(np.percentile(lat, 95.0))
+    slow_p = (lat > cut).astype(np.float64)
+    slow_r = (replica.latency_at(rel) > cut).astype(np.float64)
+    b = (rel // bin_us).astype(np.int64)
+    n = np.bincount(b)
+    keep = n > 0
+    sp = np.bincount(b, slow_p)[keep] / n[keep]
+    sr = np.bincount(b, slow_r)[keep] / n[keep]
+    if sp.std() == 0.0 or sr.std() == 0.0:
+        return float("nan")
+    return float(np.corrcoef(sp, sr)[0, 1])
+
+
+def replica_notes(primary: ReplayTrace, replicas: list[Replica], given: bool) -> list[str]:
+    """Warnings on what the replicas can tell: a time-shifted self, correlated slowness."""
+    notes = []
+    if not given:
+        notes.append(
+            f"replica: the only replica is the primary trace itself, shifted by "
+            f"{replicas[0].shift_us / 1e6:,.3f} s; an independent recording of the same "
+            "workload (--replica) is the honest replica")
+    for r in replicas:
+        rho = slow_correlation(primary, r)
+        if rho >= CORRELATED:
+            notes.append(
+                f"replica {r.name}: slow when the primary is (correlation {rho:.2f} of their "
+                "slow-read shares per 10 ms"
+                + (": the shift lines up periodic bursts" if not given else "")
+                + "); failover and hedging can gain little there")
+    return notes
 

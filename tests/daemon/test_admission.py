@@ -36,10 +36,13 @@ def linnos_bundle(thresholds: list[float] | None = None, p: float = 0.5, seed: i
 def core_for(bundle: Bundle, engine: str = "dense", **kw: Any) -> AdmissionCore:
     """A core whose predictions never overrun unless a test asks for it: on a busy CI
     machine a first call can take longer than the 50 µs default budget, and an
-    overrun fails open, which would hide the decision under test."""
+    overrun fails open, which would hide the decision under test. No reject cap either
+    (``max_reject_share`` 1): the tests of the cap ask for one."""
     deadline = kw.pop("default_deadline_us", None)
+    cap = kw.pop("max_reject_share", 1.0)
     kw.setdefault("predict_budget_us", 1e9)
-    return AdmissionCore({"sda": build_state(bundle, engine, slo_us=deadline)}, **kw)
+    return AdmissionCore({"sda": build_state(bundle, engine, slo_us=deadline,
+                                             max_reject_share=cap)}, **kw)
 
 
 def workload(n: int, seed: int = 1) -> list[tuple[int, int, int, int, float]]:

@@ -80,7 +80,8 @@ def bundle() -> Bundle:
     b = GraphBuilder("scripted", feat.dim)
     graph = b.build(b.dense("input", 1, name="out"), head="sigmoid")
     return Bundle(graph, init_params(graph), feat.config(),
-                  thresholds={"latency_us": [THRESHOLD_US], "p_slow": [0.5]})
+                  thresholds={"latency_us": [THRESHOLD_US], "p_slow": [0.5]},
+                  policy={"mode": "reject", "max_reject_share": 0.06})  # the cap binds
 
 
 def workload(n: int, seed: int) -> dict[str, np.ndarray]:
@@ -167,4 +168,4 @@ def test_bursts_decide_as_one_by_one_when_features_do_not_differ() -> None:
         got += [(bool(a), REASONS[r]) for a, r in zip(b.admit, b.reason, strict=True)]
     assert got == [(d.admit, d.reason) for d in single]
     assert counts(one) == counts(burst)
-    assert {r for _, r in got} == {"predicted", "deadline-beyond-model", "probe"}
+    assert {r for _, r in got} == {"predicted", "deadline-beyond-model", "probe", "reject-cap"}

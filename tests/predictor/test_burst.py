@@ -32,7 +32,8 @@ def bundle():  # type: ignore[no-untyped-def]
 
 
 def core(bundle, p=None, budget=1e9) -> AdmissionCore:  # type: ignore[no-untyped-def]
-    return AdmissionCore({"d": build_state(bundle, "auto", decision_threshold=p)},
+    return AdmissionCore({"d": build_state(bundle, "auto", decision_threshold=p,
+                                           max_reject_share=1.0)},
                          predict_budget_us=budget)
 
 

@@ -7,11 +7,12 @@ import stat
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from mittd.traces.collect import CollectSpec, _occurrence, check_target, collect, parse_jobs
 from mittd.traces.errors import TraceError
-from mittd.traces.schema import read_trace, trace_metadata
+from mittd.traces.schema import make_batch, read_trace, trace_metadata, write_trace
 from tests.conftest import needs_fio, run_cli
 
 
@@ -149,3 +150,51 @@ def test_occurrence_counts_repeats_in_order() -> None:
     keys = np.array([5, 3, 5, 5, 3, 9])
     occ = _occurrence(keys, np.argsort(keys, kind="stable"))
     assert occ.tolist() == [0, 0, 1, 2, 1, 0]
+
+
+@needs_fio
+def test_relative_target_is_the_one_the_user_named(tmp_path: Path) -> None:
+    """fio runs in its log folder: a relative target must still be the caller's file."""
+    (tmp_path / "work").mkdir()
+    r = run_cli("collect", "rel.img", "--size", "16M", "--runtime", "1s", "-o", "t.parquet",
+                "--no-progress", cwd=tmp_path / "work")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "work" / "rel.img").stat().st_size == 16 << 20
+    meta = trace_metadata(tmp_path / "work" / "t.parquet")["collection"]
+    assert meta["target"] == str(tmp_path / "work" / "rel.img")
+
+
+@needs_fio
+def test_replay_is_whole_unless_runtime_truncates_it_and_says_so(tmp_path: Path) -> None:
+    src = tmp_path / "src.parquet"
+    ts = np.arange(0, 3_000_000, 100_000)  # 30 reads over 2.9 s
+    write_trace(src, pa.Table.from_batches([make_batch(
+        ts, np.full(ts.size, 100.0), np.zeros(ts.size, np.int8), ts % (1 << 20) // 4096 * 4096,
+        np.full(ts.size, 4096), "src")]), {"source": "test"})
+    whole = tmp_path / "whole.parquet"
+    r = run_cli("collect", str(tmp_path / "d.img"), "--size", "16M", "--replay", str(src),
+                "-o", str(whole), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert read_trace(whole).num_rows == 30 and "note" not in r.stderr
+    part = tmp_path / "part.parquet"
+    r = run_cli("collect", str(tmp_path / "d.img"), "--size", "16M", "--replay", str(src),
+                "--runtime", "1s", "-o", str(part), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert read_trace(part).num_rows == 11 and "19 later IOs were left out" in r.stderr
+
+
+@needs_fio
+def test_replay_with_contention_jobs(tmp_path: Path, data: Path) -> None:
+    out = tmp_path / "r.parquet"
+    spec = CollectSpec(target=tmp_path / "dev.img", output=out, size=16 << 20,
+                       replay=data / "msr_sample.csv",
+                       jobs=parse_jobs(["rw=write,bs=192k,iodepth=1,rate_iops=50"]))
+    result = collect(spec)
+    table = read_trace(out)
+    sizes = table.column("size").to_numpy()
+    assert len(result.join) == 4 + 1  # a job per replayed IO (4 < iodepth) + contention
+    contention = sizes == 192 << 10
+    assert contention.sum() > 50  # ~3 s of 50 IOPS of writes, in the trace
+    ts = table.column("ts_issue_us").to_numpy()
+    replayed = ts[~contention]
+    assert replayed.size == 4 and 2.5e6 < replayed[-1] - replayed[0] < 4.5e6

@@ -85,7 +85,8 @@ def test_oracle_rejects_exactly_the_slow_reads(sample) -> None:
 def test_always_rejecting_model_sends_every_read_to_the_replica(sample) -> None:
     m = model("heimdall", fit=None)
     one = replay_model(sample, [self_replica(sample)], m, 300.0, engine="dense",
-                       decision_threshold=0.0, failover_cost_us=7, probe_after=0)
+                       decision_threshold=0.0, failover_cost_us=7, probe_after=0,
+                       max_reject_share=1.0)
     reads = sample.reads
     assert one.rejected[reads].all() and np.all(one.served_by[reads] == 1)
     expect = 7 + self_replica(sample).latency_at(sample.cols.ts - sample.t0 + 7)
@@ -94,6 +95,7 @@ def test_always_rejecting_model_sends_every_read_to_the_replica(sample) -> None:
     # three replicas: the two intermediate ones reject too, the last never does
     reps = [Replica(f"r{j}", sample, shift_us=1000 * j) for j in (1, 2, 3)]
     three = replay_model(sample, reps, m, 300.0, engine="dense", decision_threshold=0.0,
+                         max_reject_share=1.0,
                          probe_after=0)
     assert np.all(three.served_by[reads] == 3)
     assert three.failovers == 3 * reads.sum()
@@ -102,7 +104,7 @@ def test_always_rejecting_model_sends_every_read_to_the_replica(sample) -> None:
     assert c["primary"].rejected == reads.sum() and c["primary"].admitted == (~reads).sum()
     # with probes (the daemon's default), one read in every probe_after + 1 is admitted
     probed = replay_model(sample, [self_replica(sample)], m, 300.0, engine="dense",
-                          decision_threshold=0.0, probe_after=4)
+                          decision_threshold=0.0, probe_after=4, max_reject_share=1.0)
     assert probed.counters["primary"].probes == reads.sum() // 5
     for alias in ("replica1", "replica2"):
         # fed with its own trace's IOs (admitted, no prediction), rejects every failover
@@ -115,7 +117,7 @@ def test_intermediate_replica_decides_on_its_own_state(sample, sample_table) -> 
     m = model("heimdall", fit=sample_table)
     reps = [Replica("r1", sample, 500), Replica("r2", sample, 900)]
     res = replay_model(sample, reps, m, 300.0, engine="dense", decision_threshold=0.0,
-                       probe_after=0)
+                       probe_after=0, max_reject_share=1.0)
     assert np.all(res.served_by[sample.reads] == 2)  # threshold 0 everywhere: last replica
     res = replay_model(sample, reps, m, 300.0, engine="dense", decision_threshold=0.5)
     served = res.served_by[sample.reads]
