@@ -89,7 +89,11 @@ def check_device(dev: DeviceConfig, server: ServerConfig, models: bool = True
             f"{server.predict_budget_us:g}: most predictions would fail open (admit)")
     rep.summary = (f"{st.model_version}  engine {dev.engine}  thresholds "
                    f"{_fmt(st.thresholds_us)} µs  slo {st.default_deadline_us:g} µs  "
-                   f"p_slow {_fmt(st.p_thresholds)}  inference {took:.1f} µs")
+                   f"p_slow {_fmt(st.p_thresholds)}  inference {took:.1f} µs  policy "
+                   f"{st.policy.mode}, reject cap {st.max_reject_share:.1%}")
+    if not st.policy.rejects and dev.decision_threshold is None:
+        rep.warnings.append(f"never rejects: {st.policy.reason or 'policy hedge'}; clients "
+                            f"should hedge after {st.policy.hedge_after_us:,.0f} µs")
     return rep
 
 

@@ -519,21 +519,42 @@ class ReplicaSet(_ClosedOnExit):
     the last one is down, the first replica that rejected is asked again with
     the maximal deadline.
 
-    With ``hedge_after_us`` it does hedged requests instead (Dean & Barroso), for
-    comparison: replica 0 first, a duplicate to replica 1 if no answer came after
-    ``hedge_after_us``, first answer wins; hedged reads use the maximal deadline
-    (no rejection) and every duplicate is counted in ``hedges`` (extra IO).
+    ``policy`` is a device's decision policy (``mittd.predictor.policy``):
+
+    - ``"reject"`` (the default without ``hedge_after_us``): the failover above;
+    - ``"hedge"`` (the default with ``hedge_after_us``): hedged requests (Dean &
+      Barroso): replica 0 first, a duplicate to replica 1 if no answer came after
+      ``hedge_after_us``, first answer wins; every read uses the maximal deadline
+      (no rejection);
+    - ``"both"``: mittd and hedging as one policy: the read is asked with the
+      caller's deadline, an EBUSY fails over at once, and an admitted read still
+      unanswered after ``hedge_after_us`` is duplicated to the next replica.
+
+    Every duplicate is counted in ``hedges`` (an extra device IO), every EBUSY in
+    ``ebusy_failovers``.
     """
+
+    POLICIES = ("reject", "hedge", "both")
 
     def __init__(
         self,
         replicas: Sequence[tuple[Client, str]],
         *,
         hedge_after_us: float | None = None,
+        policy: str | None = None,
     ) -> None:
         if not replicas:
             raise ValueError("ReplicaSet needs at least one replica")
+        if policy is None:
+            policy = "reject" if hedge_after_us is None else "hedge"
+        if policy not in self.POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(self.POLICIES)}, got "
+                             f"{policy!r}")
+        if policy != "reject" and not (hedge_after_us is not None and hedge_after_us > 0):
+            raise ValueError(f"policy {policy!r} needs hedge_after_us > 0, got "
+                             f"{hedge_after_us!r}")
         self.replicas = list(replicas)
+        self.policy = policy
         self.hedge_after_us = hedge_after_us
         self._lock = threading.Lock()
         self._stats = dict.fromkeys(
@@ -553,8 +574,10 @@ class ReplicaSet(_ClosedOnExit):
     def read(self, offset: int, length: int, deadline_us: int) -> ReadResult:
         """Read from the first replica that admits it; returns (data, replica, attempts)."""
         self._count("reads")
-        if self.hedge_after_us is not None and len(self.replicas) > 1:
-            return self._hedged_read(offset, length, self.hedge_after_us)
+        if self.policy != "reject" and len(self.replicas) > 1:
+            assert self.hedge_after_us is not None
+            return self._hedged_read(offset, length, self.hedge_after_us,
+                                     deadline_us if self.policy == "both" else None)
         last = len(self.replicas) - 1
         attempts = 0
         first_busy: int | None = None
@@ -581,7 +604,10 @@ class ReplicaSet(_ClosedOnExit):
         assert down is not None
         raise down
 
-    def _hedged_read(self, offset: int, length: int, hedge_after_us: float) -> ReadResult:
+    def _hedged_read(self, offset: int, length: int, hedge_after_us: float,
+                     deadline_us: int | None = None) -> ReadResult:
+        """Hedged read; with ``deadline_us`` every replica but the last may reject it
+        (mittd + hedging), else none may."""
         if self._pool is None:
             with self._lock:
                 if self._pool is None:
@@ -593,10 +619,13 @@ class ReplicaSet(_ClosedOnExit):
         launched = 0
         hedged = False
 
+        last = len(self.replicas) - 1
+
         def launch() -> None:
             nonlocal launched
             client, device = self.replicas[launched]
-            fut = pool.submit(client.read, device, offset, length, MAX_DEADLINE_US)
+            dl = MAX_DEADLINE_US if deadline_us is None or launched == last else deadline_us
+            fut = pool.submit(client.read, device, offset, length, dl)
             pending[fut] = launched
             launched += 1
 

@@ -32,7 +32,8 @@ def cmd_describe(args: argparse.Namespace) -> int:
                                 strict=True))
     if bundle is not None:
         out["bundle"] = {"sha256": bundle.sha256, "featuriser": bundle.featuriser,
-                         "thresholds": bundle.thresholds, "provenance": bundle.provenance,
+                         "thresholds": bundle.thresholds, "policy": bundle.policy,
+                         "provenance": bundle.provenance,
                          **bundle_summary(bundle)}
     if args.json:
         print(json.dumps(out, indent=2))
@@ -50,6 +51,13 @@ def cmd_describe(args: argparse.Namespace) -> int:
         print(f"\nbundle {target}: sha256 {bundle.sha256[:16]}…, featuriser "
               f"{bundle.featuriser.get('name')}, latency threshold(s) "
               f"{bundle.latency_thresholds_us()} µs")
+        from mittd.predictor.policy import DecisionPolicy
+
+        try:
+            policy = DecisionPolicy.from_dict(bundle.policy).describe()
+        except ValueError as e:
+            policy = f"invalid ({e})"
+        print(f"decision policy: {policy}")
         print(f"kernel sparsity {s['kernel_sparsity']:.2%}\n")
         print(f"  {'layer':<16}{'shape':>10}{'weights':>10}{'non-zero':>10}{'sparsity':>10}")
         for r in s["layers"]:

@@ -250,3 +250,25 @@ def test_hedging_duplicates_slow_primary(serve) -> None:
         assert rs.stats()["hedges"] == 1 and rs.stats()["reads"] == 2
     c_slow.close()
     c_fast.close()
+
+
+def test_mittd_plus_hedging_fails_over_at_ebusy_and_hedges_the_admitted(serve) -> None:
+    slow = FakeMittd("slow", min_deadline_us=1000, delay_s=0.5)
+    fast = FakeMittd("fast", min_deadline_us=10**9)
+    c_slow, c_fast = Client(serve(slow)[0]), Client(serve(fast)[0])
+    with ReplicaSet([(c_slow, "sda"), (c_fast, "sda")], hedge_after_us=20_000,
+                    policy="both") as rs:
+        # admitted by the primary (deadline >= 1000) but slow: hedged to the last replica
+        start = time.monotonic()
+        assert rs.read(0, 8, 2000) == (payload("fast", 0, 8), 1, 2)
+        assert time.monotonic() - start < 0.4
+        assert slow.read_deadlines == [2000] and fast.read_deadlines == [MAX_DEADLINE_US]
+        # rejected by the primary (deadline < 1000): fails over at once, no hedge
+        assert rs.read(0, 8, 500) == (payload("fast", 0, 8), 1, 2)
+        assert rs.stats()["hedges"] == 1 and rs.stats()["ebusy_failovers"] == 1
+    with pytest.raises(ValueError, match="needs hedge_after_us"):
+        ReplicaSet([(c_slow, "sda")], policy="both")
+    with pytest.raises(ValueError, match="policy must be"):
+        ReplicaSet([(c_slow, "sda")], policy="sometimes")
+    c_slow.close()
+    c_fast.close()
