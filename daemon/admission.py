@@ -259,9 +259,8 @@ class DeviceState:
         self.default_deadline_us = default_deadline_us
         self.policy = policy or DecisionPolicy()
         self.max_reject_share = self.policy.max_reject_share
-        # the share of predicted decisions rejected, averaged; it starts at the cap, so
-        # the realised share over any N decisions stays within cap + 1/window + 1/N
-        self.reject_share = self.max_reject_share
+        # the share of predicted decisions rejected, averaged (mittd.predictor.policy)
+        self.reject_share = 0.0
         self.counters = Counters()
         self.deadlines: OrderedDict[int, float] = OrderedDict()
         self.reject_run = 0  # predicted rejections in a row (the probe rule)

@@ -50,6 +50,7 @@ __all__ = [
     "AdmitStream",
     "Client",
     "ColumnDecisions",
+    "DevicePolicy",
     "MittdBusy",
     "MittdUnavailable",
     "ReadResult",
@@ -182,6 +183,19 @@ def columns_batch(
         cc.request_id.extend(np.asarray(ids, np.uint64).tolist())
         cc.latency_us.extend(np.asarray(lat, np.float64).tolist())
     return batch
+
+
+class DevicePolicy(NamedTuple):
+    """What a device does with its predictions (:meth:`Client.describe`)."""
+
+    device: str
+    model_version: str
+    mode: str  # reject | hedge | both
+    hedge_after_us: float | None
+    latency_thresholds_us: tuple[float, ...]
+    p_slow_cutoffs: tuple[float, ...]
+    max_reject_share: float
+    reason: str
 
 
 class ReadResult(NamedTuple):
@@ -329,6 +343,16 @@ class Client(_ClosedOnExit):
         if reply.decision == pb.EBUSY:
             raise MittdBusy(float(reply.p_slow), reply.model_version)
         return _admission(reply)
+
+    def describe(self, device: str) -> DevicePolicy:
+        """The device's model and decision policy, as its daemon applies it."""
+        try:
+            r = self._stub.Describe(pb.DescribeRequest(device=device), timeout=self.timeout_s)
+        except grpc.RpcError as err:
+            raise _translate(err, self.target) from None
+        return DevicePolicy(r.device, r.model_version, r.policy_mode,
+                            r.hedge_after_us or None, tuple(r.latency_thresholds_us),
+                            tuple(r.p_slow_cutoffs), r.max_reject_share, r.policy_reason)
 
     def complete(self, device: str, request_id: int, latency_us: float) -> bool:
         """Report an admitted IO's latency; False if the daemon did not know the id."""
@@ -530,11 +554,15 @@ class ReplicaSet(_ClosedOnExit):
       caller's deadline, an EBUSY fails over at once, and an admitted read still
       unanswered after ``hedge_after_us`` is duplicated to the next replica.
 
+    - ``"device"``: whatever the first replica's daemon says its device's bundle
+      chose (``Describe``: mode and hedging delay), asked once, on the first read;
+      an explicit ``hedge_after_us`` overrides the device's delay.
+
     Every duplicate is counted in ``hedges`` (an extra device IO), every EBUSY in
     ``ebusy_failovers``.
     """
 
-    POLICIES = ("reject", "hedge", "both")
+    POLICIES = ("reject", "hedge", "both", "device")
 
     def __init__(
         self,
@@ -550,7 +578,8 @@ class ReplicaSet(_ClosedOnExit):
         if policy not in self.POLICIES:
             raise ValueError(f"policy must be one of {', '.join(self.POLICIES)}, got "
                              f"{policy!r}")
-        if policy != "reject" and not (hedge_after_us is not None and hedge_after_us > 0):
+        if policy in ("hedge", "both") and not (hedge_after_us is not None
+                                                and hedge_after_us > 0):
             raise ValueError(f"policy {policy!r} needs hedge_after_us > 0, got "
                              f"{hedge_after_us!r}")
         self.replicas = list(replicas)
@@ -574,6 +603,8 @@ class ReplicaSet(_ClosedOnExit):
     def read(self, offset: int, length: int, deadline_us: int) -> ReadResult:
         """Read from the first replica that admits it; returns (data, replica, attempts)."""
         self._count("reads")
+        if self.policy == "device":
+            self._adopt_device_policy()
         if self.policy != "reject" and len(self.replicas) > 1:
             assert self.hedge_after_us is not None
             return self._hedged_read(offset, length, self.hedge_after_us,
@@ -603,6 +634,21 @@ class ReplicaSet(_ClosedOnExit):
             return ReadResult(data, first_busy, attempts + 1)
         assert down is not None
         raise down
+
+    def _adopt_device_policy(self) -> None:
+        """Take the first replica's device policy (``policy="device"``), once."""
+        with self._lock:
+            if self.policy != "device":
+                return
+            client, device = self.replicas[0]
+            p = client.describe(device)
+            delay = self.hedge_after_us or p.hedge_after_us
+            if p.mode in ("hedge", "both") and not delay:  # nonsense: not usable
+                raise MittdUnavailable(errno.EPROTO, f"{client.target}: {device}: policy "
+                                       f"{p.mode!r} without a hedging delay",
+                                       grpc.StatusCode.FAILED_PRECONDITION)
+            self.hedge_after_us = delay
+            self.policy = p.mode
 
     def _hedged_read(self, offset: int, length: int, hedge_after_us: float,
                      deadline_us: int | None = None) -> ReadResult:

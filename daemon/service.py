@@ -410,6 +410,22 @@ class MittdServicer(mittd_pb2_grpc.MittdServicer):
         return mittd_pb2.EchoReply(reply=mittd_pb2.AdmitReply(
             decision=_ADMIT, request_id=request.request.request_id))
 
+    def Describe(self, request: mittd_pb2.DescribeRequest,
+                 context: grpc.ServicerContext) -> mittd_pb2.DescribeReply:
+        try:
+            self._device(request.device)
+            st = self.core.state(request.device)
+            pol = st.policy
+            return mittd_pb2.DescribeReply(
+                device=request.device, model_version=st.model_version,
+                policy_mode=pol.mode,
+                hedge_after_us=float(pol.hedge_after_us or 0.0) if pol.hedges else 0.0,
+                latency_thresholds_us=list(st.thresholds_us),
+                p_slow_cutoffs=list(st.p_thresholds),
+                max_reject_share=st.max_reject_share, policy_reason=pol.reason)
+        except Exception as e:
+            self._fail(context, e)
+
 
 # -- server ------------------------------------------------------------------------------
 

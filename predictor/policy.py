@@ -16,7 +16,9 @@ client act on it unless told otherwise:
 
 Whatever the mode, rejections are capped: a device never rejects more than
 ``max_reject_share`` of its predicted decisions (an exponentially weighted
-share over about :data:`REJECT_WINDOW` decisions). A model fed by queue and
+share over about :data:`REJECT_WINDOW` decisions, starting at 0: over N
+decisions the realised share stays within ``cap + (window · ln(1/(1 - cap)) +
+1) / N``, the start allowing one short run of rejections). A model fed by queue and
 latency history can otherwise drive itself into rejecting everything: each
 rejected read drains the queue into a state training never saw, where the model
 says "slow" again (seen in replays: 97 % rejected, only probes getting through).

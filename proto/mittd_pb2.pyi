@@ -170,3 +170,29 @@ class EchoReply(_message.Message):
     REPLY_FIELD_NUMBER: _ClassVar[int]
     reply: AdmitReply
     def __init__(self, reply: _Optional[_Union[AdmitReply, _Mapping]] = ...) -> None: ...
+
+class DescribeRequest(_message.Message):
+    __slots__ = ("device",)
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    device: str
+    def __init__(self, device: _Optional[str] = ...) -> None: ...
+
+class DescribeReply(_message.Message):
+    __slots__ = ("device", "model_version", "policy_mode", "hedge_after_us", "latency_thresholds_us", "p_slow_cutoffs", "max_reject_share", "policy_reason")
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    POLICY_MODE_FIELD_NUMBER: _ClassVar[int]
+    HEDGE_AFTER_US_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_THRESHOLDS_US_FIELD_NUMBER: _ClassVar[int]
+    P_SLOW_CUTOFFS_FIELD_NUMBER: _ClassVar[int]
+    MAX_REJECT_SHARE_FIELD_NUMBER: _ClassVar[int]
+    POLICY_REASON_FIELD_NUMBER: _ClassVar[int]
+    device: str
+    model_version: str
+    policy_mode: str
+    hedge_after_us: float
+    latency_thresholds_us: _containers.RepeatedScalarFieldContainer[float]
+    p_slow_cutoffs: _containers.RepeatedScalarFieldContainer[float]
+    max_reject_share: float
+    policy_reason: str
+    def __init__(self, device: _Optional[str] = ..., model_version: _Optional[str] = ..., policy_mode: _Optional[str] = ..., hedge_after_us: _Optional[float] = ..., latency_thresholds_us: _Optional[_Iterable[float]] = ..., p_slow_cutoffs: _Optional[_Iterable[float]] = ..., max_reject_share: _Optional[float] = ..., policy_reason: _Optional[str] = ...) -> None: ...

@@ -60,6 +60,11 @@ class MittdStub:
                 request_serializer=mittd__pb2.EchoRequest.SerializeToString,
                 response_deserializer=mittd__pb2.EchoReply.FromString,
                 _registered_method=True)
+        self.Describe = channel.unary_unary(
+                '/mittd.v1.Mittd/Describe',
+                request_serializer=mittd__pb2.DescribeRequest.SerializeToString,
+                response_deserializer=mittd__pb2.DescribeReply.FromString,
+                _registered_method=True)
 
 
 class MittdServicer:
@@ -131,6 +136,16 @@ class MittdServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Describe(self, request, context):
+        """What a device does with its predictions: the model serving it and the
+        decision policy its bundle carries (reject / hedge / both, the cutoffs,
+        the hedging delay, the reject cap, and why), so that a client can act on
+        it (ReplicaSet(policy="device")). Errors: NOT_FOUND for an unknown device.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MittdServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -158,6 +173,11 @@ def add_MittdServicer_to_server(servicer, server):
                     servicer.Echo,
                     request_deserializer=mittd__pb2.EchoRequest.FromString,
                     response_serializer=mittd__pb2.EchoReply.SerializeToString,
+            ),
+            'Describe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Describe,
+                    request_deserializer=mittd__pb2.DescribeRequest.FromString,
+                    response_serializer=mittd__pb2.DescribeReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -296,6 +316,33 @@ class Mittd:
             '/mittd.v1.Mittd/Echo',
             mittd__pb2.EchoRequest.SerializeToString,
             mittd__pb2.EchoReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Describe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mittd.v1.Mittd/Describe',
+            mittd__pb2.DescribeRequest.SerializeToString,
+            mittd__pb2.DescribeReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -68,17 +68,19 @@ def cmd_bench_rpc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fail(msg: str) -> int:
+    """A user mistake the benchmark found itself: one line, exit status 2."""
+    print(f"mittd: error: {msg}", file=sys.stderr)
+    return 2
+
+
 def cmd_bench_live(args: argparse.Namespace) -> int:
     from mittd.daemon.bench import live
-
-    def fail(msg: str) -> int:
-        print(f"mittd: error: {msg}", file=sys.stderr)
-        return 2
 
     try:
         size = parse_size(args.size, "--size")
     except ValueError:
-        return fail(f"--size {args.size!r}: expected a size like 512M or 1G")
+        return _fail(f"--size {args.size!r}: expected a size like 512M or 1G")
     try:
         r = live.run_live(duration_s=args.duration, replicas=args.replicas, size=size,
                           clients=args.clients, model=args.model, directory=args.dir,
@@ -87,7 +89,7 @@ def cmd_bench_live(args: argparse.Namespace) -> int:
                           decision_threshold=args.decision_threshold, seed=args.seed,
                           keep_files=args.keep_files, quiet=args.quiet)
     except live.LiveError as e:
-        return fail(str(e))
+        return _fail(str(e))
     print(live.render(r))
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=1, default=_plain))
@@ -101,14 +103,10 @@ def cmd_bench_live(args: argparse.Namespace) -> int:
 def cmd_bench_tailcut(args: argparse.Namespace) -> int:
     from mittd.daemon.bench import tailcut
 
-    def fail(msg: str) -> int:
-        print(f"mittd: error: {msg}", file=sys.stderr)
-        return 2
-
     try:
         size = parse_size(args.size, "--size")
     except ValueError as e:
-        return fail(str(e))
+        return _fail(str(e))
     dirs = [Path(d) for d in (args.dir or "").split(",") if d]
     cfg = tailcut.TailcutConfig(
         seed=args.seed, workloads=args.workloads, dirs=dirs, runtime_s=args.runtime,
@@ -121,7 +119,7 @@ def cmd_bench_tailcut(args: argparse.Namespace) -> int:
     try:
         r = tailcut.run_tailcut(cfg, say=say, progress=show)
     except tailcut.TailcutError as e:
-        return fail(str(e))
+        return _fail(str(e))
     from mittd.daemon.bench.tailcut.report import render
 
     print(render(r))

@@ -38,8 +38,11 @@ def payload(name: str, offset: int, length: int) -> bytes:
 class FakeMittd(pb_grpc.MittdServicer):
     """Rejects deadlines below ``min_deadline_us``; reads sleep ``delay_s`` first."""
 
-    def __init__(self, name: str, min_deadline_us: int = 0, delay_s: float = 0.0) -> None:
+    def __init__(self, name: str, min_deadline_us: int = 0, delay_s: float = 0.0,
+                 mode: str = "reject", hedge_after_us: float = 0.0) -> None:
         self.name = name
+        self.mode, self.hedge_after_us = mode, hedge_after_us
+        self.describes = 0
         self.min_deadline_us = min_deadline_us
         self.delay_s = delay_s
         self.read_deadlines: list[int] = []
@@ -60,6 +63,13 @@ class FakeMittd(pb_grpc.MittdServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "zero length")
         with self.lock:
             return self._decide(request)
+
+    def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext
+                 ) -> pb.DescribeReply:
+        self.describes += 1
+        return pb.DescribeReply(device=request.device, model_version=f"fake-{self.name}",
+                                policy_mode=self.mode, hedge_after_us=self.hedge_after_us,
+                                max_reject_share=0.05, policy_reason="because")
 
     def Complete(self, request: pb.CompleteRequest, context: grpc.ServicerContext
                  ) -> pb.CompleteReply:
@@ -270,5 +280,21 @@ def test_mittd_plus_hedging_fails_over_at_ebusy_and_hedges_the_admitted(serve) -
         ReplicaSet([(c_slow, "sda")], policy="both")
     with pytest.raises(ValueError, match="policy must be"):
         ReplicaSet([(c_slow, "sda")], policy="sometimes")
+    c_slow.close()
+    c_fast.close()
+
+
+def test_replicaset_takes_the_device_policy_once(serve) -> None:
+    slow = FakeMittd("slow", min_deadline_us=1000, delay_s=0.5, mode="both",
+                     hedge_after_us=20_000)
+    fast = FakeMittd("fast", min_deadline_us=10**9)
+    c_slow, c_fast = Client(serve(slow)[0]), Client(serve(fast)[0])
+    p = c_slow.describe("sda")
+    assert (p.mode, p.hedge_after_us, p.reason) == ("both", 20_000, "because")
+    with ReplicaSet([(c_slow, "sda"), (c_fast, "sda")], policy="device") as rs:
+        assert rs.read(0, 8, 2000) == (payload("fast", 0, 8), 1, 2)  # hedged, as "both"
+        assert rs.read(0, 8, 500) == (payload("fast", 0, 8), 1, 2)  # EBUSY: failover
+        assert rs.policy == "both" and rs.hedge_after_us == 20_000
+        assert slow.describes == 2  # our describe() above, and the set's one
     c_slow.close()
     c_fast.close()

@@ -52,7 +52,8 @@ def make_config(root: Path, **server: Any) -> Config:
     common = {"path": str(dev), "model": str(model), "engine": "dense"}
     raw = {"server": {"unix_socket": str(root / "run" / "mittd.sock"),
                       "max_stream_batch": 8, "max_read_bytes": 1 << 20, **server},
-           "devices": {"disk": common, "busy": {**common, "decision_threshold": 1e-9}}}
+           "devices": {"disk": common, "busy": {**common, "decision_threshold": 1e-9,
+                                                      "max_reject_share": 1.0}}}
     return parse_config(raw, root / "mittd.toml")
 
 
@@ -160,6 +161,18 @@ def test_admit_stream_bad_item_aborts_with_its_index(srv: Server) -> None:
 def test_echo(srv: Server) -> None:
     r = srv.stub.Echo(pb.EchoRequest(request=admit_req(77, device="")))
     assert r.reply.decision == pb.ADMIT and r.reply.request_id == 77
+
+
+def test_describe_tells_the_device_policy(srv: Server) -> None:
+    r = srv.stub.Describe(pb.DescribeRequest(device="disk"))
+    st = srv.core.state("disk")
+    assert (r.device, r.model_version, r.policy_mode) == ("disk", srv.version, "reject")
+    assert list(r.latency_thresholds_us) == list(st.thresholds_us)
+    assert list(r.p_slow_cutoffs) == list(st.p_thresholds)
+    assert r.max_reject_share == pytest.approx(0.2) and r.hedge_after_us == 0.0
+    assert "no policy in the bundle" in r.policy_reason
+    e = error(lambda: srv.stub.Describe(pb.DescribeRequest(device="nosuch")))
+    assert e.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_read_unaligned(srv: Server) -> None:

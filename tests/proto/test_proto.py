@@ -274,6 +274,7 @@ EXPECTED_METHODS = {
     "AdmitStream": ("AdmitBatch", "AdmitBatchReply", True, True),
     "Read": ("ReadRequest", "ReadReply", False, False),
     "Echo": ("EchoRequest", "EchoReply", False, False),
+    "Describe": ("DescribeRequest", "DescribeReply", False, False),
 }
 
 

@@ -71,6 +71,25 @@ def test_train_writes_a_loadable_bundle_and_reports(trained: tuple[Path, Path]) 
     assert (report / "precise_linear_dense_confusion.png").stat().st_size > 1000
 
 
+def test_train_chooses_the_policy_on_the_validation_window(trained: tuple[Path, Path]) -> None:
+    from mittd.predictor.policy import DecisionPolicy
+
+    _, out = trained
+    b = load_bundle(out)
+    data = b.provenance["data"]["traces"][0]
+    spec = b.provenance["policy_selection"]
+    # the window lies between the training and the test part, never inside the test part
+    assert data["train_ts_us"][1] < spec["window_ts_us"][0] <= spec["window_ts_us"][1]
+    assert spec["window_ts_us"][1] == data["split_ts_us"] <= data["test_ts_us"][0]
+    assert spec["reject_budget"] == 0.05 and spec["replica"] is None
+    p = DecisionPolicy.from_dict(b.policy)
+    assert p.reason and 0 < p.validation["reads"] <= data["n_validation"]
+    assert p.max_reject_share <= 0.05
+    cut = b.decision_thresholds()[0]
+    assert (cut == 1.0) if p.mode == "hedge" else (0.0 < cut < 1.0)
+    assert b.provenance["validation_metrics"]["roc_auc"] > 0.5
+
+
 @pytest.mark.parametrize(("method", "sparsity"), [("magnitude", 0.9), ("simd", 0.9),
                                                   ("node", 0.9)])
 def test_prune_hits_the_sparsity_and_keeps_decisions(trained: tuple[Path, Path],

@@ -17,7 +17,9 @@ traces:
 5. **replay** the test part — never looked at before — through the daemon's
    admission core, against no rejection, hedging after the validation window's
    p95, random rejection at the rate of mittd's pick (hedged too when the pick
-   hedges), the oracle, and each model's own row.
+   hedges), the oracle (rejects every read slower than the SLO), the oracle at
+   the budget (rejects the slowest ``reject_budget`` of the reads: what a perfect
+   predictor could do with hedging's extra IOs), and each model's own row.
 
 Nothing is chosen on the test part. The targets (``TARGETS``) are checked per
 workload and printed beside the numbers; the result is a JSON file, a text
@@ -183,7 +185,8 @@ def _row(name: str, kind: str, r: Any, primary: Any, **extra: Any) -> dict[str, 
 
 
 def _test_replay(run: WorkloadRun, full: Any, rep: Any, split_ts: int, hedge_us: float,
-                 models: list[ModelRun], slo_us: float, seed: int) -> list[dict[str, Any]]:
+                 models: list[ModelRun], slo_us: float, seed: int, budget: float
+                 ) -> list[dict[str, Any]]:
     from mittd.daemon.replay.core import hedged, load_model, replay_model, replica_latencies
     from mittd.daemon.replay.policies import (
         replay_baseline,
@@ -224,6 +227,11 @@ def _test_replay(run: WorkloadRun, full: Any, rep: Any, split_ts: int, hedge_us:
             name = "random+hedge"
         rows.append(_row(name, "random", rnd, test, rate=rate))
     rows.append(_row("oracle", "oracle", replay_oracle(test, rep_lat, cost, slo_us), test))
+    # the limit under the same budget: a clairvoyant that rejects the slowest reads
+    known = test.known_reads
+    at = float(np.quantile(test.cols.lat[known], 1.0 - budget))
+    rows.append(_row("oracle@budget", "oracle", replay_oracle(test, rep_lat, cost, at), test,
+                     rate=budget))
     return rows
 
 
@@ -293,7 +301,7 @@ def evaluate(name: str, summary: str, primary: Path, replica: Path | None,
     hedge_us = float(first["hedge"]["hedge_after_us"])
     t1 = time.perf_counter()
     run.rows = _test_replay(run, full, rep, split_ts, hedge_us, run.models,
-                            run.models[0].threshold_us, cfg.seed)
+                            run.models[0].threshold_us, cfg.seed, cfg.reject_budget)
     run.seconds["test_replay_s"] = time.perf_counter() - t1
     test = time_window(full, split_ts, None, "test part")
     run.notes = replica_notes(test, [rep], replica is not None)

@@ -4,6 +4,8 @@ and the replica warnings."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -14,7 +16,7 @@ from mittd.daemon.replay.traces import replica_notes, slow_correlation
 from mittd.predictor.bundle import Bundle
 from mittd.predictor.features import LinnOSFeaturiser
 from mittd.predictor.models import build_model
-from mittd.predictor.policy import DecisionPolicy
+from mittd.predictor.policy import REJECT_WINDOW, DecisionPolicy
 from mittd.traces.schema import make_batch
 
 
@@ -62,7 +64,9 @@ def test_the_reject_cap_holds_whatever_the_model_says(cap: float) -> None:
     tr = trace_from_table(trace(), "t")
     res = replay_model(tr, [self_replica(tr)], empty_queue_model(cap), 200.0, engine="dense")
     share = float(res.rejected[tr.known_reads].mean())
-    assert share <= cap + 0.01
+    n = int(tr.known_reads.sum())
+    assert share <= cap + (REJECT_WINDOW * math.log(1 / (1 - cap)) + 1) / n  # the docs' bound
+    assert share >= 0.8 * cap  # and the cap is what binds, not the model
     assert res.counters["primary"].capped > 0
     assert res.lock_in  # the signature is still reported: the model is out of support
 
