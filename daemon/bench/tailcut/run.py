@@ -312,10 +312,11 @@ def evaluate(name: str, summary: str, primary: Path, replica: Path | None,
 # -- the whole benchmark ----------------------------------------------------------------
 
 
-def _bases(cfg: TailcutConfig, tmp: Path) -> tuple[Path, Path]:
+def _bases(cfg: TailcutConfig, default: Path) -> tuple[Path, Path]:
+    """The primary's and the replica's folders (``--dir A[,B]``), checked."""
     from mittd.traces.collect import direct_io_error
 
-    dirs = [Path(d).absolute() for d in cfg.dirs] or [tmp]
+    dirs = [Path(d).absolute() for d in cfg.dirs] or [default]
     for d in dirs:
         if not d.is_dir():
             raise TailcutError(f"--dir {d}: not a directory")
@@ -341,17 +342,24 @@ def run_tailcut(cfg: TailcutConfig, say: Callable[[str], None] | None = None,
     work = generate(cfg.seed, cfg.workloads) if cfg.workloads else []
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    scratch_root = Path(cfg.dirs[0]).absolute() if cfg.dirs else Path(
-        os.environ.get("MITTD_SCRATCH", "out" if Path("out").is_dir() else "/var/tmp"))
-    tmp = Path(tempfile.mkdtemp(prefix="mittd-tailcut-", dir=scratch_root))
+    # the device files: --dir, else ./out (disk-backed in this project), else /var/tmp
+    scratch_root = Path("out" if Path("out").is_dir() else "/var/tmp").absolute()
     runs: list[WorkloadRun] = []
+    scratch: list[Path] = []  # every folder made here, removed at the end
     t_start = time.perf_counter()
     try:
-        base1, base2 = _bases(cfg, tmp)
-        if base1 != tmp:
-            base1 = Path(tempfile.mkdtemp(prefix="mittd-tailcut-", dir=base1))
-        if base2 not in (tmp, base1):
-            base2 = Path(tempfile.mkdtemp(prefix="mittd-tailcut-", dir=base2))
+        if cfg.dirs:
+            d1, d2 = _bases(cfg, scratch_root)
+            base1 = Path(tempfile.mkdtemp(prefix="mittd-tailcut-", dir=d1))
+            scratch.append(base1)
+            base2 = base1
+            if d2 != d1:
+                base2 = Path(tempfile.mkdtemp(prefix="mittd-tailcut-", dir=d2))
+                scratch.append(base2)
+        else:
+            base1 = base2 = Path(tempfile.mkdtemp(prefix="mittd-tailcut-", dir=scratch_root))
+            scratch.append(base1)
+            _bases(cfg, base1)
         jobs: list[tuple[str, Any]] = [("workload", w) for w in work]
         if cfg.shipped:
             from mittd.traces.shipped import SHIPPED_TRACES
@@ -394,9 +402,8 @@ def run_tailcut(cfg: TailcutConfig, say: Callable[[str], None] | None = None,
             say(render({"runs": [asdict(run)], "aggregate": {}}, brief=True))
         bar.close()
     finally:
-        for d in {tmp, *(locals().get(n) for n in ("base1", "base2"))}:
-            if d is not None and Path(d).name.startswith("mittd-tailcut-"):
-                shutil.rmtree(d, ignore_errors=True)
+        for d in scratch:
+            shutil.rmtree(d, ignore_errors=True)
     result = {"config": {k: (str(v) if isinstance(v, Path) else
                              [str(x) for x in v] if k == "dirs" else v)
                          for k, v in asdict(cfg).items()},
