@@ -37,7 +37,7 @@ __all__ = ["DEFAULT_MAX_REJECT_SHARE", "MODES", "REJECT_WINDOW", "DecisionPolicy
 
 MODES = ("reject", "hedge", "both")
 #: The cap of a bundle that carries no policy (trained before policies existed).
-DEFAULT_MAX_REJECT_SHARE = 0.2
+DEFAULT_MAX_REJECT_SHARE = 0.5  # far above any reject budget: it stops lock-in (probes: 97 %)
 #: Decisions the reject share is averaged over (the weight of one is 1/window).
 REJECT_WINDOW = 1000
 

@@ -169,7 +169,7 @@ def test_describe_tells_the_device_policy(srv: Server) -> None:
     assert (r.device, r.model_version, r.policy_mode) == ("disk", srv.version, "reject")
     assert list(r.latency_thresholds_us) == list(st.thresholds_us)
     assert list(r.p_slow_cutoffs) == list(st.p_thresholds)
-    assert r.max_reject_share == pytest.approx(0.2) and r.hedge_after_us == 0.0
+    assert r.max_reject_share == pytest.approx(0.5) and r.hedge_after_us == 0.0
     assert "no policy in the bundle" in r.policy_reason
     e = error(lambda: srv.stub.Describe(pb.DescribeRequest(device="nosuch")))
     assert e.code() == grpc.StatusCode.NOT_FOUND
