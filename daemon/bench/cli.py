@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from mittd.daemon.bench.tailcut.run import MODELS as TAILCUT_MODELS
+from mittd.daemon.replay.report import jsonable
 from mittd.predictor.bundle import BundleError
 from mittd.predictor.engines import ENGINES
 from mittd.traces.units import parse_size
@@ -37,7 +38,7 @@ def cmd_bench_predictor(args: argparse.Namespace) -> int:
                         args.batch, not args.no_tf, progress=progress)
     print(bench.render(results))
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1, default=_plain))
+        Path(args.json).write_text(json.dumps(results, indent=1, default=jsonable))
     return 0
 
 
@@ -92,7 +93,7 @@ def cmd_bench_live(args: argparse.Namespace) -> int:
         return _fail(str(e))
     print(live.render(r))
     if args.json:
-        Path(args.json).write_text(json.dumps(r, indent=1, default=_plain))
+        Path(args.json).write_text(json.dumps(r, indent=1, default=jsonable))
     if args.png:
         note = live.plot(r, args.png)
         if note:
@@ -125,17 +126,6 @@ def cmd_bench_tailcut(args: argparse.Namespace) -> int:
     print(render(r))
     print("wrote " + ", ".join(r["files"]), file=sys.stderr)
     return 0
-
-
-def _plain(o: object) -> object:
-    """numpy scalars and arrays in JSON output."""
-    import numpy as np
-
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, np.generic):
-        return o.item()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:

@@ -32,7 +32,8 @@ import numpy as np
 from mittd.daemon.replay.core import PolicyResult
 from mittd.daemon.replay.policies import Replay
 
-__all__ = ["build_report", "format_table", "policy_metrics", "write_cdf_png", "write_report"]
+__all__ = ["build_report", "format_table", "jsonable", "policy_metrics", "write_cdf_png",
+           "write_report"]
 
 PERCENTILES = (("p50_us", 50.0), ("p90_us", 90.0), ("p95_us", 95.0), ("p99_us", 99.0),
                ("p99_9_us", 99.9))
@@ -233,15 +234,19 @@ def write_report(replay: Replay, out_dir: str | Path) -> tuple[dict[str, Any], l
     d.mkdir(parents=True, exist_ok=True)
     report = build_report(replay)
     js = d / "report.json"
-    js.write_text(json.dumps(report, indent=2, default=_jsonable) + "\n")
+    js.write_text(json.dumps(report, indent=2, default=jsonable) + "\n")
     png = d / "latency_cdf.png"
     drawn = write_cdf_png(png, replay)
     return report, [js, png] if drawn else [js], drawn
 
 
-def _jsonable(x: object) -> object:
+def jsonable(x: object) -> object:
+    """``json.dumps(default=...)`` for the tools' reports: numpy scalars and arrays,
+    paths."""
     if isinstance(x, np.generic):
         return x.item()
     if isinstance(x, np.ndarray):
         return x.tolist()
+    if isinstance(x, Path):
+        return str(x)
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")

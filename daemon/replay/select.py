@@ -143,13 +143,12 @@ def _outcome(primary: ReplayTrace, lat: np.ndarray, extra: int, mode: str,
                    bool(res.lock_in) if res is not None else False)
 
 
-def _cut_for(p: np.ndarray, share: float) -> float | None:
+def _cut_for(p: np.ndarray, u: np.ndarray, share: float) -> float | None:
     """The cutoff that rejects at least ``share`` of the predictions ``p``: halfway
     between the quantile and the next lower distinct prediction, so that float
     rounding of the logit never moves a prediction across it (a tied mass of equal
-    predictions is rejected whole rather than not at all)."""
+    predictions is rejected whole rather than not at all). ``u``: ``np.unique(p)``."""
     q = float(np.quantile(p, 1.0 - share))
-    u = np.unique(p)
     i = int(np.searchsorted(u, q, side="left"))
     if i == 0:
         return None  # nothing lower: the cut would reject every read
@@ -244,7 +243,9 @@ def select_policy(
         raise ReplayError(f"{model.name}: made no prediction on the validation window "
                           f"(SLO {slo_us:g} µs beyond its thresholds?)")
     ladder = [s for s in shares if s <= reject_budget] or [reject_budget]
-    cuts = sorted({c for s in ladder if (c := _cut_for(p, s)) is not None}, reverse=True)
+    distinct = np.unique(p)
+    cuts = sorted({c for s in ladder if (c := _cut_for(p, distinct, s)) is not None},
+                  reverse=True)
     rejects: list[Outcome] = []
     boths: list[Outcome] = []
     lats: dict[tuple[str, float], np.ndarray] = {}

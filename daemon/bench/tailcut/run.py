@@ -147,27 +147,24 @@ def _collect(w: Workload, recording: int, base: Path, cfg: TailcutConfig,
 
 def _train_model(name: str, primary: Path, replica: Path | None, cfg: TailcutConfig,
                  out: Path) -> ModelRun:
-    from mittd.predictor.models import MODEL_FEATURISER
-    from mittd.training import pipeline as pl
-    from mittd.training.dataset import load_dataset
-    from mittd.training.train import export, make_bundle, provenance, train
+    """``mittd train``'s own flow (train, evaluate, choose the policy on validation,
+    export), quietly."""
+    from mittd.predictor.bundle import load_bundle
+    from mittd.training.pipeline import train_flow
+    from mittd.training.train import DEFAULTS
 
-    ds = load_dataset([primary], MODEL_FEATURISER[name], slo=cfg.slo,
-                      test_fraction=cfg.test_fraction, reads_only=cfg.reads_only,
-                      validation_fraction=cfg.validation_fraction)
-    trained = train(name, ds, epochs=cfg.epochs, seed=cfg.seed, verbose=0)
-    test = pl.evaluate_params(trained.graph, trained.params, ds)
-    val = pl.validation_metrics(trained.graph, trained.params, ds)
-    spec = pl.selection_spec(ds, str(replica) if replica else None, cfg.reject_budget)
-    prov = provenance(ds, name, slo=cfg.slo, epochs=cfg.epochs, seed=cfg.seed,
-                      train_seconds=trained.seconds, test_metrics=test, validation_metrics=val,
-                      policy_selection=spec, sparsity=0.0, pruning=None)
-    bundle = make_bundle(trained.graph, trained.params, ds, prov)
-    selection = pl.choose_policy(bundle, spec, lambda _m: None, name) if spec else None
     path = out / f"{name}.mittd"
-    export(path, bundle)
-    return ModelRun(name, path, float(ds.thresholds_us[0]), val, test, selection,
-                    trained.seconds)
+    r = train_flow([str(primary)], name, cfg.slo, path, epochs=cfg.epochs,
+                   batch_size=DEFAULTS["batch_size"], learning_rate=DEFAULTS["learning_rate"],
+                   seed=cfg.seed, test_fraction=cfg.test_fraction, ladder_k=None,
+                   reads_only=cfg.reads_only, report_dir=None, sweep=False,
+                   say=lambda _m: None, verbose=0,
+                   validation_fraction=cfg.validation_fraction,
+                   reject_budget=cfg.reject_budget,
+                   replica=str(replica) if replica else None)
+    threshold = load_bundle(path).latency_thresholds_us()[0]
+    return ModelRun(name, path, float(threshold), r["validation_metrics"], r["metrics"],
+                    r["selection"], r["seconds"])
 
 
 def _row(name: str, kind: str, r: Any, primary: Any, **extra: Any) -> dict[str, Any]:
@@ -334,6 +331,7 @@ def run_tailcut(cfg: TailcutConfig, say: Callable[[str], None] | None = None,
     """Run the benchmark (see the module docstring); returns plain, JSON-able data and
     writes ``tailcut.json``, ``tailcut.txt`` and ``tailcut.png`` to ``cfg.out_dir``."""
     from mittd.daemon.bench.tailcut.report import aggregate, plot, render
+    from mittd.daemon.replay.report import jsonable
 
     _check(cfg)
     say = say or (lambda _m: None)
@@ -411,7 +409,7 @@ def run_tailcut(cfg: TailcutConfig, say: Callable[[str], None] | None = None,
               "runs": [asdict(r) for r in runs],
               "seconds": time.perf_counter() - t_start}
     result["aggregate"] = aggregate(result["runs"])
-    (out / "tailcut.json").write_text(json.dumps(result, indent=1, default=_plain))
+    (out / "tailcut.json").write_text(json.dumps(result, indent=1, default=jsonable))
     (out / "tailcut.txt").write_text(render(result) + "\n")
     note = plot(result, out / "tailcut.png")
     result["files"] = [str(out / "tailcut.json"), str(out / "tailcut.txt")]
@@ -421,12 +419,3 @@ def run_tailcut(cfg: TailcutConfig, say: Callable[[str], None] | None = None,
         result["files"].append(str(out / "tailcut.png"))
     return result
 
-
-def _plain(o: object) -> object:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
