@@ -1,6 +1,15 @@
 """The mittd daemon, and the client API a storage application calls it with.
 
-The public face is the client library (``mittd.daemon.client``)::
+In the storage server's own process (no RPC: ``mittd.daemon.embedded``, with
+failover over local replicas in ``mittd.daemon.replicas``)::
+
+    from mittd.daemon import Embedded, LocalReplica, LocalReplicaSet
+
+    adm = Embedded.from_config("/etc/mittd/mittd.toml")
+    rs = LocalReplicaSet([LocalReplica(p0, "nvme0"), LocalReplica(p1, "nvme1")], adm)
+    data = rs.read(offset, length, deadline_us=500).data
+
+Across a socket, the client library (``mittd.daemon.client``)::
 
     from mittd.daemon import Client, MittdBusy, ReplicaSet
 
@@ -41,6 +50,8 @@ if TYPE_CHECKING:
         columns_batch,
         daemon_healthy,
     )
+    from mittd.daemon.embedded import Embedded
+    from mittd.daemon.replicas import LocalReplica, LocalReplicaSet
     from mittd.proto import MAX_DEADLINE_US
 
 _EXPORTS = {
@@ -54,6 +65,9 @@ _EXPORTS = {
     "columns_batch": "mittd.daemon.client",
     "daemon_healthy": "mittd.daemon.client",
     "MAX_DEADLINE_US": "mittd.proto",
+    "Embedded": "mittd.daemon.embedded",
+    "LocalReplica": "mittd.daemon.replicas",
+    "LocalReplicaSet": "mittd.daemon.replicas",
 }
 
 __all__ = [
@@ -61,6 +75,9 @@ __all__ = [
     "Admission",
     "AdmitStream",
     "Client",
+    "Embedded",
+    "LocalReplica",
+    "LocalReplicaSet",
     "MittdBusy",
     "MittdUnavailable",
     "ReadResult",

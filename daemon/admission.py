@@ -38,13 +38,21 @@ import logging
 import math
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from mittd.daemon import fastpath as fp
+from mittd.daemon.fastpath import (
+    COUNT_NAMES,
+    OUTCOMES,
+    REASONS,
+    S_BEYOND,
+    S_FAILED,
+    S_PREDICTED,
+)
 from mittd.daemon.histogram import (
     IO_LATENCY_BUCKETS_US,
     PREDICT_BUCKETS_NS,
@@ -57,9 +65,10 @@ from mittd.predictor.engine import Engine
 from mittd.predictor.features import Featuriser
 from mittd.predictor.policy import REJECT_WINDOW, DecisionPolicy
 from mittd.predictor.thresholds import index_in
-from mittd.predictor.tracker import TrackerStats
+from mittd.predictor.tracker import NIL, TrackerStats, t_discard
 
 __all__ = [
+    "OUTCOMES",
     "REASONS",
     "AdmissionCore",
     "BurstDecisions",
@@ -73,31 +82,28 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Why an IO was decided as it was; ``BurstDecisions.reason`` holds indices into it.
-REASONS = ("predicted", "deadline-beyond-model", "overrun", "probe", "fail-open",
-           "reject-cap")
-R_PREDICTED, R_BEYOND, R_OVERRUN, R_PROBE, R_FAIL_OPEN, R_CAP = range(len(REASONS))
-# How an IO's prediction went, before the rules: made, not needed, or failed.
-_PREDICTED, _BEYOND, _FAILED = 0, 1, 2
-#: What the rules can make of an IO: (admit, reason index, fail_open) per outcome code.
-OUTCOMES: tuple[tuple[bool, int, bool], ...] = (
-    (True, R_PREDICTED, False),  # predicted fast
-    (False, R_PREDICTED, False),  # predicted slow: EBUSY
-    (True, R_BEYOND, False),  # deadline beyond every trained threshold: not asked
-    (True, R_FAIL_OPEN, True),  # the predictor failed
-    (True, R_OVERRUN, False),  # late, but predicted fast anyway
-    (True, R_OVERRUN, True),  # late and predicted slow: admitted unjudged
-    (False, R_OVERRUN, False),  # late and predicted slow, fail_open_on_overrun off
-    (True, R_PROBE, False),  # predicted slow after probe_after rejections: a probe
-    (True, R_CAP, False),  # predicted slow, but the device rejects its share already
-)
-(O_ADMIT, O_REJECT, O_BEYOND, O_FAILED, O_OVERRUN_ADMIT, O_OVERRUN_LATE, O_OVERRUN_REJECT,
- O_PROBE, O_CAPPED) = range(len(OUTCOMES))
 _ADMITS = tuple(o[0] for o in OUTCOMES)
-_SHARE_WEIGHT = 1.0 / REJECT_WINDOW
 _ADMIT_OF = np.array(_ADMITS, bool)
 _REASON_OF = np.array([o[1] for o in OUTCOMES], np.int8)
 _FAIL_OPEN_OF = np.array([o[2] for o in OUTCOMES], bool)
+_PREDICTED, _BEYOND, _FAILED = S_PREDICTED, S_BEYOND, S_FAILED
+_SLOT_NIL = NIL & 0xFFFFF
+# the kernels' entry points for the core's own argument types (fastpath.entry)
+_I1 = np.zeros(1, np.int64)
+_F1 = np.zeros(1, np.float64)
+_RULE: Callable[..., int] = fp.rule
+_COMPLETE1: Callable[..., bool] = fp.complete1
+
+
+def _load_kernels() -> None:
+    """Load the rule and completion kernels (numba's cache, else compiled), once."""
+    global _RULE, _COMPLETE1
+    if _RULE is fp.rule:
+        _RULE = fp.entry(fp.rule, _I1, _F1, 0, False, False)
+        hist = np.zeros((2, 1, 3), np.float64)
+        _COMPLETE1 = fp.entry(fp.complete1, np.zeros((1, 8), np.int64), _I1, _I1, hist, _I1,
+                              _F1, 0, 0.0, 0.0, 0, 0)
+_O_REJECT, _O_OVERRUN_REJECT = fp.O_REJECT, fp.O_OVERRUN_REJECT
 NAN = float("nan")
 
 
@@ -163,7 +169,8 @@ class Counts:
     tracker_errors: int = 0
 
 
-COUNT_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Counts))
+if tuple(f.name for f in fields(Counts)) != COUNT_NAMES:  # the kernels index by that list
+    raise ImportError("admission.Counts and fastpath.COUNT_NAMES disagree")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -187,21 +194,36 @@ class Counters:
     """The live counters of :class:`Counts` and the histograms (Prometheus reads them
     at scrape time); carried over swaps.
 
+    The counts live in one int64 array, ``cnt`` (:data:`COUNT_NAMES` order), which
+    the compiled kernels update in place; each name is also an attribute.
     ``predict_ns``: featurise + model time per decision (a burst adds its mean
     per decision once per IO); ``io_latency_us``: latencies reported by
     completions of admitted IOs (proxy reads included).
     """
 
-    __slots__ = (*COUNT_NAMES, "io_latency_us", "predict_ns")
+    __slots__ = ("cnt", "io_latency_us", "predict_ns")
 
     def __init__(self) -> None:
-        for name in COUNT_NAMES:
-            setattr(self, name, 0)
+        self.cnt = np.zeros(len(COUNT_NAMES), np.int64)
         self.predict_ns = Histogram(PREDICT_BUCKETS_NS)
         self.io_latency_us = Histogram(IO_LATENCY_BUCKETS_US)
 
     def counts(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in COUNT_NAMES}
+        return dict(zip(COUNT_NAMES, self.cnt.tolist(), strict=True))
+
+
+def _count_property(i: int) -> property:
+    def get(self: Counters) -> int:
+        return int(self.cnt[i])
+
+    def put(self: Counters, value: int) -> None:
+        self.cnt[i] = value
+
+    return property(get, put)
+
+
+for _i, _name in enumerate(COUNT_NAMES):
+    setattr(Counters, _name, _count_property(_i))
 
 
 def logit(p: float) -> float:
@@ -258,14 +280,102 @@ class DeviceState:
         self.multi_head = len(thresholds_us) > 1  # ask run1()[k], else margin1()
         self.default_deadline_us = default_deadline_us
         self.policy = policy or DecisionPolicy()
-        self.max_reject_share = self.policy.max_reject_share
-        # the share of predicted decisions rejected, averaged (mittd.predictor.policy)
-        self.reject_share = 0.0
         self.counters = Counters()
-        self.deadlines: OrderedDict[int, float] = OrderedDict()
-        self.reject_run = 0  # predicted rejections in a row (the probe rule)
-        self.last_now = -(1 << 62)
+        self.deadlines: dict[int, float] = {}  # insertion order = issue order
+        self.timeout_us = featuriser.timeout_us
+        self.next_id = 1  # request ids of the in-process path (AdmissionCore.admit_next)
         self._burst_x = np.zeros((0, featuriser.dim), np.float32)
+        self.dev, self.fdev = self._layout()
+        self.plan = getattr(engine, "plan", None)  # a compiled plan: the fused path runs it
+        self.bind()
+
+    def _layout(self) -> tuple[np.ndarray, np.ndarray]:
+        """The ``dev``/``fdev`` arrays of :mod:`mittd.daemon.fastpath` for this device."""
+        feat = self.featuriser
+        iparams, lo, hi = feat._kernel_args()
+        heads = len(self.thresholds_us)
+        dev = np.zeros(fp.D_IPARAMS + len(iparams), np.int64)
+        thresh = fp.F_FIXED
+        cut = thresh + heads
+        lo_at = cut + heads
+        hi_at = lo_at + len(lo)
+        fdev = np.zeros(hi_at + len(hi), np.float64)
+        fdev[fp.F_MAX_SHARE] = self.policy.max_reject_share
+        fdev[fp.F_SHARE_WEIGHT] = 1.0 / REJECT_WINDOW
+        fdev[fp.F_BUDGET_NS] = math.inf
+        fdev[fp.F_FAIL_OPEN_OVERRUN] = 1.0
+        fdev[thresh:cut] = self.thresholds_us
+        fdev[cut:lo_at] = self.cutoffs
+        fdev[lo_at:hi_at] = lo
+        fdev[hi_at:] = hi
+        plan = getattr(self.engine, "plan", None)
+        head = self.engine.graph.head
+        dev[fp.D_KIND] = feat.kind
+        if plan is not None:
+            dev[fp.D_IN] = plan.act_base + plan.input_off
+            dev[fp.D_OUT] = plan.act_base + plan.output_off
+        dev[fp.D_DIM] = feat.dim
+        dev[fp.D_HEAD] = (fp.HEAD_MULTI if self.multi_head else
+                          fp.HEAD_SOFTMAX if head == "softmax" else fp.HEAD_SIGMOID)
+        dev[fp.D_TIMEOUT] = feat.timeout_us
+        dev[fp.D_HEADS] = heads
+        dev[fp.D_THRESH], dev[fp.D_CUTOFF], dev[fp.D_LO], dev[fp.D_HI] = thresh, cut, lo_at, hi_at
+        dev[fp.D_NBOUNDS] = len(lo)
+        dev[fp.D_NIPARAMS] = len(iparams)
+        dev[fp.D_LAST_NOW] = -(1 << 62)
+        dev[fp.D_IPARAMS:] = iparams
+        return dev, fdev
+
+    def configure(self, *, probe_after: int, fail_open_on_overrun: bool,
+                  budget_ns: float) -> None:
+        """The core's rule settings, copied where the kernels read them."""
+        f = self.fdev
+        f[fp.F_PROBE_AFTER] = probe_after
+        f[fp.F_FAIL_OPEN_OVERRUN] = 1.0 if fail_open_on_overrun else 0.0
+        f[fp.F_BUDGET_NS] = budget_ns
+
+    def bind(self) -> None:
+        """(Re)bind the fused kernels' argument tuples to this state's tracker and
+        counters (after a swap hands them over)."""
+        t, c = self.tracker, self.counters
+        self.complete_args = (t.pend, t.free, t.meta, t.hist, c.cnt, c.io_latency_us.data)
+        if self.plan is None:
+            self.admit_args = None
+            return
+        self.admit_args = (t.pend, t.free, t.meta, t.removed, t.hist, self.dev, self.fdev,
+                           c.cnt, c.predict_ns.data, self.plan.ints, self.plan.arena)
+        self.admit1 = fp.entry(fp.admit1, *self.admit_args, 0, 0, 0, 0.0, 0, 0)
+
+    # the rule state, where the kernels keep it
+    @property
+    def reject_share(self) -> float:
+        """The share of predicted decisions rejected, averaged (mittd.predictor.policy)."""
+        return float(self.fdev[fp.F_SHARE])
+
+    @reject_share.setter
+    def reject_share(self, value: float) -> None:
+        self.fdev[fp.F_SHARE] = value
+
+    @property
+    def reject_run(self) -> int:
+        """Predicted rejections in a row (the probe rule)."""
+        return int(self.fdev[fp.F_RUN])
+
+    @reject_run.setter
+    def reject_run(self, value: int) -> None:
+        self.fdev[fp.F_RUN] = value
+
+    @property
+    def max_reject_share(self) -> float:
+        return float(self.fdev[fp.F_MAX_SHARE])
+
+    @property
+    def last_now(self) -> int:
+        return int(self.dev[fp.D_LAST_NOW])
+
+    @last_now.setter
+    def last_now(self, value: int) -> None:
+        self.dev[fp.D_LAST_NOW] = value
 
     def clock_floor(self, now_us: int) -> int:
         """``now_us``, never before the last admission's time on this device.
@@ -278,9 +388,11 @@ class DeviceState:
         issue order, which is what the device saw anyway.
         """
         now = int(now_us)
-        if now < self.last_now:
-            return self.last_now
-        self.last_now = now
+        dev = self.dev
+        last = int(dev[fp.D_LAST_NOW])
+        if now < last:
+            return last
+        dev[fp.D_LAST_NOW] = now
         return now
 
     def burst_rows(self, n: int) -> np.ndarray:
@@ -320,6 +432,15 @@ class AdmissionCore:
         self._budget_ns = float(predict_budget_us) * 1000.0
         self._clock = clock
         self.fail_open_on_overrun = fail_open_on_overrun
+        # the fused kernel times itself on CLOCK_MONOTONIC: only with the default clock
+        self._fuse = clock is time.perf_counter_ns
+        _load_kernels()
+        for st in self._devices.values():
+            self._configure(st)
+
+    def _configure(self, st: DeviceState) -> None:
+        st.configure(probe_after=self.probe_after,
+                     fail_open_on_overrun=self.fail_open_on_overrun, budget_ns=self._budget_ns)
 
     @property
     def devices(self) -> list[str]:
@@ -338,56 +459,11 @@ class AdmissionCore:
             raise UnknownDevice(device) from None
 
     # -- the rules ---------------------------------------------------------------------
-    def _rule(self, st: DeviceState, status: int, reject: bool, overrun: bool) -> int:
-        """The admission rules after the model, for one IO in arrival order: the one
-        routine behind :meth:`admit` and :meth:`admit_burst`, so both decide, explain
-        and count alike. Returns an outcome code (an index into :data:`OUTCOMES`) and
-        counts the decision; ``reject`` is the model's verdict (ignored unless
-        predicted).
-
-        - no prediction needed (deadline beyond the model): admit;
-        - the predictor failed: admit (fail open; counted where it failed);
-        - the prediction overran its budget: counted; a would-be rejection is
-          admitted with ``fail_open_on_overrun`` (a late "busy" is worth nothing);
-        - a predicted rejection while the device already rejects its
-          ``max_reject_share`` of predicted decisions is admitted (the cap: no
-          model can lock itself into rejecting everything);
-        - otherwise the verdict, but after ``probe_after`` predicted rejections in a
-          row the next one is admitted as a probe.
-        """
-        c = st.counters
-        if status == _BEYOND:
-            c.beyond_model += 1
-            out = O_BEYOND
-        elif status == _FAILED:
-            out = O_FAILED
-        elif overrun:
-            c.overruns += 1
-            out = (O_OVERRUN_ADMIT if not reject else
-                   O_OVERRUN_LATE if self.fail_open_on_overrun else O_OVERRUN_REJECT)
-        elif not reject:
-            st.reject_run = 0
-            out = O_ADMIT
-        elif st.reject_share >= st.max_reject_share:
-            c.capped += 1
-            out = O_CAPPED
-        elif not self.probe_after:
-            out = O_REJECT
-        elif st.reject_run >= self.probe_after:
-            st.reject_run = 0
-            c.probes += 1
-            out = O_PROBE
-        else:
-            st.reject_run += 1
-            out = O_REJECT
-        if _ADMITS[out]:
-            c.admitted += 1
-            if status == _PREDICTED:
-                st.reject_share -= st.reject_share * _SHARE_WEIGHT
-        else:
-            c.rejected += 1
-            st.reject_share += (1.0 - st.reject_share) * _SHARE_WEIGHT
-        return out
+    @staticmethod
+    def _rule(st: DeviceState, status: int, reject: bool, overrun: bool) -> int:
+        """The admission rules after the model (``mittd.daemon.fastpath.rule``, their one
+        home) for one IO; returns its outcome code (an index into :data:`OUTCOMES`)."""
+        return _RULE(st.counters.cnt, st.fdev, status, bool(reject), bool(overrun))
 
     # -- hot path ----------------------------------------------------------------------
     def admit(self, device: str, op: int, offset: int, length: int, deadline_us: float,
@@ -401,44 +477,135 @@ class AdmissionCore:
         if deadline_us != deadline_us:
             raise ValueError("deadline_us must be a number, got NaN")
         with self._lock(device):
+            return self._decide(device, self._devices[device], op, offset, length,
+                                deadline_us, request_id, int(now_us))
+
+    def admit_next(self, device: str, op: int, offset: int, length: int,
+                   deadline_us: float = 0) -> int:
+        """The in-process fast path (``mittd.daemon.embedded``): decide one IO arriving
+        now, with a request id of the core's own; returns that id (> 0) when admitted,
+        0 for EBUSY. The same decision as :meth:`admit`, in one compiled call where
+        the device's engine has a compiled plan; the clock is read in the kernel."""
+        try:
+            lock = self._locks[device]
+        except KeyError:
+            raise UnknownDevice(device) from None
+        with lock:
             st = self._devices[device]
-            now = st.clock_floor(now_us)
-            if deadline_us <= 0:
+            rid = st.next_id
+            st.next_id = rid + 1
+            if not deadline_us > 0:
+                if deadline_us != deadline_us:
+                    raise ValueError("deadline_us must be a number, got NaN")
                 deadline_us = st.default_deadline_us
-            k = index_in(deadline_us, st.thresholds_us)
-            m = NAN
-            overrun = False
-            failed = ""
-            if k is None:
-                status = _BEYOND
+            if st.admit_args is not None and self._fuse:
+                try:
+                    code = st.admit1(*st.admit_args, offset, length, op, deadline_us, rid, -1)
+                except Exception:
+                    code = -1  # refused arguments: nothing changed, the Python path decides
+                if code >= 0:
+                    tracker = st.tracker
+                    if code >> 24:
+                        tracker._forget(code >> 24)
+                    if (code >> 4) & 0xFFFFF == _SLOT_NIL:
+                        return 0
+                    tracker._slots[rid] = (code >> 4) & 0xFFFFF
+                    dl = st.deadlines
+                    dl[rid] = deadline_us
+                    if len(dl) > len(tracker):
+                        self._trim_deadlines(st)
+                    return rid
+            d = self._decide(device, st, op, offset, length, deadline_us, rid, -1)
+            return rid if d.admit else 0
+
+    def decide_next(self, device: str, op: int, offset: int, length: int,
+                    deadline_us: float = 0) -> tuple[int, Decision]:
+        """:meth:`admit_next` with the :class:`Decision` that explains it (slower: the
+        answer is built as a NamedTuple)."""
+        if deadline_us != deadline_us:
+            raise ValueError("deadline_us must be a number, got NaN")
+        with self._lock(device):
+            st = self._devices[device]
+            rid = st.next_id
+            st.next_id = rid + 1
+            d = self._decide(device, st, op, offset, length, deadline_us, rid, -1)
+            return (rid if d.admit else 0), d
+
+    def _fused(self, st: DeviceState, op: int, offset: int, length: int,
+               deadline_us: float, rid: int, now: int) -> int:
+        """One IO through :func:`mittd.daemon.fastpath.admit1` (the caller holds the
+        lock); returns the outcome code, or -1 when the kernel refused its arguments
+        (a value beyond int64, a non-number: nothing was changed, the Python path
+        decides)."""
+        tracker = st.tracker
+        slots = tracker._slots
+        old = slots.pop(rid, None)
+        if old is not None:  # an id issued again replaces the old request
+            t_discard(tracker.pend, tracker.free, tracker.meta, old)
+        try:
+            code = st.admit1(*st.admit_args, offset, length, op, deadline_us, rid, now)
+        except Exception:
+            return -1
+        n = code >> 24
+        if n:
+            tracker._forget(n)
+        slot = (code >> 4) & 0xFFFFF
+        if slot != _SLOT_NIL:
+            slots[rid] = slot
+            dl = st.deadlines
+            dl[rid] = deadline_us
+            if len(dl) > len(tracker):
+                self._trim_deadlines(st)
+        return code & 15
+
+    def _decide(self, device: str, st: DeviceState, op: int, offset: int, length: int,
+                deadline_us: float, request_id: int, now_us: int) -> Decision:
+        """:meth:`admit` under the device's lock (``now_us < 0``: now)."""
+        if deadline_us <= 0:
+            deadline_us = st.default_deadline_us
+        if st.admit_args is not None and self._fuse:
+            out = self._fused(st, op, offset, length, deadline_us, request_id, now_us)
+            if out >= 0:
+                k = int(st.dev[fp.D_LAST_K])
+                m = float(st.fdev[fp.F_MARGIN])
+                admit, why, fail_open = OUTCOMES[out]
+                return Decision(admit, NAN if k < 0 else _sigmoid(m), None if k < 0 else k,
+                                fail_open, REASONS[why], st.model_version)
+        now = st.clock_floor(fp.monotonic_ns() // 1000 if now_us < 0 else now_us)
+        k = index_in(deadline_us, st.thresholds_us)
+        m = NAN
+        overrun = False
+        failed = ""
+        if k is None:
+            status = _BEYOND
+        else:
+            clock = self._clock
+            t0 = clock()
+            try:
+                st.featuriser.encode_live(st.tracker, offset, length, op, st.input,
+                                          now_us=now)
+                m = float(st.engine.run1()[k]) if st.multi_head else st.engine.margin1()
+            except Exception as e:  # any fault of ours admits
+                status = _FAILED
+                failed = type(e).__name__
+                self._count_fail_open(device, st, e, 1)
             else:
-                clock = self._clock
-                t0 = clock()
-                try:
-                    st.featuriser.encode_live(st.tracker, offset, length, op, st.input,
-                                              now_us=now)
-                    m = float(st.engine.run1()[k]) if st.multi_head else st.engine.margin1()
-                except Exception as e:  # any fault of ours admits
-                    status = _FAILED
-                    failed = type(e).__name__
-                    self._count_fail_open(device, st, e, 1)
-                else:
-                    status = _PREDICTED
-                    elapsed = clock() - t0
-                    st.counters.predict_ns.observe(elapsed)
-                    overrun = elapsed > self._budget_ns
-            admit, why, fail_open = OUTCOMES[self._rule(st, status, m > st.cutoffs[k or 0],
-                                                        overrun)]
-            d = Decision(admit, _sigmoid(m) if status == _PREDICTED else NAN, k, fail_open,
-                         f"fail-open:{failed}" if failed else REASONS[why], st.model_version)
-            if admit:
-                try:
-                    self._issue(st, request_id, now, offset, length, op, deadline_us)
-                except Exception as e:  # e.g. an id beyond int64: untracked, still admitted
-                    st.counters.tracker_errors += 1
-                    log.warning("%s: request %r not tracked (%s: %s)", device, request_id,
-                                type(e).__name__, e)
-            return d
+                status = _PREDICTED
+                elapsed = clock() - t0
+                st.counters.predict_ns.observe(elapsed)
+                overrun = elapsed > self._budget_ns
+        admit, why, fail_open = OUTCOMES[self._rule(st, status, m > st.cutoffs[k or 0],
+                                                    overrun)]
+        d = Decision(admit, _sigmoid(m) if status == _PREDICTED else NAN, k, fail_open,
+                     f"fail-open:{failed}" if failed else REASONS[why], st.model_version)
+        if admit:
+            try:
+                self._issue(st, request_id, now, offset, length, op, deadline_us)
+            except Exception as e:  # e.g. an id beyond int64: untracked, still admitted
+                st.counters.tracker_errors += 1
+                log.warning("%s: request %r not tracked (%s: %s)", device, request_id,
+                            type(e).__name__, e)
+        return d
 
     @staticmethod
     def _count_fail_open(device: str, st: DeviceState, e: Exception, n: int) -> None:
@@ -472,7 +639,7 @@ class AdmissionCore:
                 break
             del dl[rid]
         if len(dl) > 2 * tracker.capacity:  # out-of-order expiries left holes
-            dl.popitem(last=False)
+            del dl[next(iter(dl))]
 
     # -- bursts ----------------------------------------------------------------------------
     def admit_burst(self, device: str, ops: np.ndarray, offsets: np.ndarray,
@@ -549,10 +716,8 @@ class AdmissionCore:
                 st.counters.predict_ns.observe(elapsed / n, n)
             overrun = bool(n) and elapsed > self._budget_ns * n
             reject = margins > np.asarray(st.cutoffs)[np.maximum(k, 0)]  # NaN: False
-            rule = self._rule
-            out = np.fromiter((rule(st, s, r, overrun)
-                               for s, r in zip(status.tolist(), reject.tolist(), strict=True)),
-                              np.intp, n)
+            out = np.empty(n, np.intp)
+            fp.rules(st.counters.cnt, st.fdev, status.astype(np.int64), reject, overrun, out)
             admit, reason, fail_open = _ADMIT_OF[out], _REASON_OF[out], _FAIL_OPEN_OF[out]
             for rid in ids[~admit].tolist():
                 tracker.withdraw(rid)
@@ -596,19 +761,31 @@ class AdmissionCore:
         even if it arrives too late for the tracker.
         """
         with self._lock(device):
+            return self._complete(self._devices[device], request_id, latency_us, int(now_us))
+
+    def complete_next(self, device: str, request_id: int, latency_us: float) -> bool:
+        """:meth:`complete` now (the clock read in the kernel): the in-process path."""
+        try:
+            lock = self._locks[device]
+        except KeyError:
+            raise UnknownDevice(device) from None
+        with lock:
             st = self._devices[device]
-            c = st.counters
-            deadline = st.deadlines.pop(request_id, None)
-            if deadline is not None and latency_us > deadline:
-                c.slo_violations += 1
-            ok = st.tracker.complete(request_id, int(now_us), latency_us)
-            if (ok or deadline is not None) and latency_us >= 0.0:  # NaN: unmeasured
-                c.io_latency_us.observe(latency_us)
-            if ok:
-                c.completions += 1
-            else:
-                c.unknown_completions += 1
-            return ok
+            slot = st.tracker._slots.pop(request_id, NIL)
+            return _COMPLETE1(*st.complete_args, slot, latency_us,
+                              st.deadlines.pop(request_id, NAN), st.timeout_us, -1)
+
+    @staticmethod
+    def _complete(st: DeviceState, request_id: int, latency_us: float, now: int) -> bool:
+        """:func:`mittd.daemon.fastpath.complete1` (the rules of a completion) for one
+        id, under the device's lock."""
+        try:
+            slot = st.tracker._slots.pop(request_id, NIL)
+        except TypeError:  # an unhashable id: not ours
+            slot = NIL
+        deadline = st.deadlines.pop(request_id, NAN) if st.deadlines else NAN
+        return _COMPLETE1(*st.complete_args, slot, float(latency_us), deadline, st.timeout_us,
+                          now)
 
     # -- model reloads --------------------------------------------------------------------
     def swap(self, device: str, new_state: DeviceState) -> DeviceState:
@@ -628,7 +805,10 @@ class AdmissionCore:
                 new_state.tracker = old.tracker
                 new_state.deadlines = old.deadlines
                 new_state.last_now = old.last_now
+                new_state.next_id = old.next_id
             new_state.counters = old.counters
+            self._configure(new_state)
+            new_state.bind()
             self._devices[device] = new_state
             return old
 

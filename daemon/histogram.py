@@ -2,7 +2,8 @@
 
 Kept free of prometheus_client so the core (shared with the offline replayer)
 stays dependency-light and cheap: an observation is one ``bisect`` and two
-additions under the device lock the caller already holds. The metrics
+additions under the device lock the caller already holds (or two in the fused
+kernel). The metrics
 collector turns a snapshot into a Prometheus histogram at scrape time.
 """
 
@@ -36,9 +37,14 @@ class HistogramSnapshot:
 
 
 class Histogram:
-    """Counts per bucket (``value <= bound``, then +Inf) and the sum; not thread-safe."""
+    """Counts per bucket (``value <= bound``, then +Inf) and the sum; not thread-safe.
 
-    __slots__ = ("_bounds_arr", "bounds", "counts", "total")
+    ``data`` holds the counts then the sum, as float64 (exact up to 2**53), so that
+    the fused decision kernel (``mittd.daemon.fastpath``) observes into the same
+    array as this class does.
+    """
+
+    __slots__ = ("_bounds_arr", "bounds", "data")
 
     def __init__(self, bounds: Sequence[float]) -> None:
         b = tuple(float(v) for v in bounds)
@@ -46,21 +52,29 @@ class Histogram:
             raise ValueError(f"histogram bounds must be non-empty and ascending, got {bounds!r}")
         self.bounds = b
         self._bounds_arr = np.asarray(b, np.float64)
-        self.counts = [0] * (len(b) + 1)
-        self.total = 0.0
+        self.data = np.zeros(len(b) + 2, np.float64)
+
+    @property
+    def counts(self) -> list[int]:
+        return [int(c) for c in self.data[:-1]]
+
+    @property
+    def total(self) -> float:
+        return float(self.data[-1])
 
     def observe(self, value: float, n: int = 1) -> None:
         """Add ``n`` observations of ``value`` (a burst's mean per decision uses n > 1)."""
-        self.counts[bisect.bisect_left(self.bounds, value)] += n
-        self.total += value * n
+        d = self.data
+        d[bisect.bisect_left(self.bounds, value)] += n
+        d[-1] += value * n
 
     def observe_many(self, values: np.ndarray) -> None:
         """Add every value of a float array (one vectorised pass)."""
         if len(values):
             idx = np.searchsorted(self._bounds_arr, values, side="left")
-            for b, k in enumerate(np.bincount(idx, minlength=len(self.counts)).tolist()):
-                self.counts[b] += k
-            self.total += float(values.sum())
+            d = self.data
+            d[:-1] += np.bincount(idx, minlength=len(d) - 1)
+            d[-1] += float(values.sum())
 
     def snapshot(self) -> HistogramSnapshot:
         counts = tuple(self.counts)

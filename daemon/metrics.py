@@ -93,6 +93,22 @@ class CoreCollector(Collector):
                     completions, pending, expired, model, predict, io)
 
 
+class ReloadCollector(Collector):
+    """Bundle reloads of an embedded admission core (``mittd.daemon.embedded``), by
+    device and result: a refused bundle keeps the old model, and shows here."""
+
+    def __init__(self, counts: Callable[[], Mapping[str, Mapping[str, Any]]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[Any]:
+        reloads = CounterMetricFamily("mittd_reloads", "Bundle reloads by device and result",
+                                      labels=["device", "result"])
+        for dev, c in self._counts().items():
+            reloads.add_metric([dev, "swapped"], c["reloaded"])
+            reloads.add_metric([dev, "refused"], c["refused"])
+        yield reloads
+
+
 def _add_histogram(family: HistogramMetricFamily, device: str, snap: HistogramSnapshot,
                    scale: float) -> None:
     """A core histogram snapshot (native units) as cumulative buckets in seconds."""
