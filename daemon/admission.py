@@ -95,6 +95,22 @@ _RULE: Callable[..., int] = fp.rule
 _COMPLETE1: Callable[..., bool] = fp.complete1
 
 
+_IO_FIELDS = (("op", "an op code: 0 read, 1 write, 2 other", lambda x: 0 <= x <= 2),
+              ("offset", "an int >= 0", lambda x: 0 <= x < 1 << 63),
+              ("length", "an int > 0", lambda x: 0 < x < 1 << 63))
+
+
+def _bad_io(op: object, offset: object, length: object, deadline_us: object) -> str:
+    """The one-line error for a bad IO of the in-process path, naming the field;
+    "" when every field is good."""
+    for (name, what, ok), v in zip(_IO_FIELDS, (op, offset, length), strict=True):
+        if isinstance(v, bool) or not isinstance(v, int | np.integer) or not ok(v):
+            return f"{name} must be {what}, got {v!r}"
+    if isinstance(deadline_us, bool) or not isinstance(deadline_us, int | float | np.number):
+        return f"deadline_us must be a number of µs, got {deadline_us!r}"
+    return ""
+
+
 def _load_kernels() -> None:
     """Load the rule and completion kernels (numba's cache, else compiled), once."""
     global _RULE, _COMPLETE1
@@ -494,15 +510,19 @@ class AdmissionCore:
             st = self._devices[device]
             rid = st.next_id
             st.next_id = rid + 1
-            if not deadline_us > 0:
+            try:
+                positive = deadline_us > 0
+            except TypeError:
+                raise ValueError(_bad_io(0, 0, 1, deadline_us)) from None
+            if not positive:
                 if deadline_us != deadline_us:
                     raise ValueError("deadline_us must be a number, got NaN")
                 deadline_us = st.default_deadline_us
             if st.admit_args is not None and self._fuse:
                 try:
                     code = st.admit1(*st.admit_args, offset, length, op, deadline_us, rid, -1)
-                except Exception:
-                    code = -1  # refused arguments: nothing changed, the Python path decides
+                except (TypeError, ValueError, OverflowError):  # refused: nothing changed
+                    raise ValueError(_bad_io(op, offset, length, deadline_us)) from None
                 if code >= 0:
                     tracker = st.tracker
                     if code >> 24:
@@ -515,6 +535,10 @@ class AdmissionCore:
                     if len(dl) > len(tracker):
                         self._trim_deadlines(st)
                     return rid
+                raise ValueError(_bad_io(op, offset, length, deadline_us))
+            bad = _bad_io(op, offset, length, deadline_us)
+            if bad:
+                raise ValueError(bad)
             d = self._decide(device, st, op, offset, length, deadline_us, rid, -1)
             return rid if d.admit else 0
 
@@ -771,9 +795,17 @@ class AdmissionCore:
             raise UnknownDevice(device) from None
         with lock:
             st = self._devices[device]
-            slot = st.tracker._slots.pop(request_id, NIL)
-            return _COMPLETE1(*st.complete_args, slot, latency_us,
-                              st.deadlines.pop(request_id, NAN), st.timeout_us, -1)
+            slots = st.tracker._slots
+            slot = slots.pop(request_id, NIL)
+            deadline = st.deadlines.pop(request_id, NAN)
+            try:
+                return _COMPLETE1(*st.complete_args, slot, latency_us, deadline, st.timeout_us,
+                                  -1)
+            except TypeError:  # not a number: the IO stays pending, as it was
+                if slot != NIL:
+                    slots[request_id] = slot
+                    st.deadlines[request_id] = deadline
+                raise ValueError(f"latency_us must be a number of µs, got {latency_us!r}") from None
 
     @staticmethod
     def _complete(st: DeviceState, request_id: int, latency_us: float, now: int) -> bool:

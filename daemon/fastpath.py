@@ -89,6 +89,7 @@ F_FIXED = 8
  D_NBOUNDS, D_NIPARAMS, D_LAST_NOW, D_LAST_K) = range(15)
 D_IPARAMS = 16
 HEAD_SIGMOID, HEAD_SOFTMAX, HEAD_MULTI = 0, 1, 2
+BAD_RANGE = -2  # admit1's answer to a negative offset, a length <= 0, an unknown op
 
 _PRED_BOUNDS = tuple(float(b) for b in PREDICT_BUCKETS_NS)
 _IO_BOUNDS = tuple(float(b) for b in IO_LATENCY_BUCKETS_US)
@@ -212,8 +213,11 @@ def admit1(pend, free, meta, removed, hist, dev, fdev, cnt, pred, ints, arena,
     admitted IO into the tracker. Returns ``outcome | slot << 4 | removed << 24``
     (slot ``NIL & 0xFFFFF`` when not issued; ``removed`` ids expired or dropped,
     in ``removed[:n]``); the margin is left in ``fdev[F_MARGIN]`` and the head in
-    ``dev[D_LAST_K]`` (-1: beyond the model).
+    ``dev[D_LAST_K]`` (-1: beyond the model). :data:`BAD_RANGE` (nothing done)
+    for a negative offset, a length <= 0 or an unknown op.
     """
+    if offset < 0 or size <= 0 or op < 0 or op > 2:
+        return BAD_RANGE
     now = now_us if now_us >= 0 else _clock_monotonic_ns() // 1000
     if now < dev[D_LAST_NOW]:
         now = dev[D_LAST_NOW]
