@@ -439,7 +439,12 @@ class AdmissionCore:
         clock: Callable[[], int] = time.perf_counter_ns,
         fail_open_on_overrun: bool = True,
         probe_after: int = 0,
+        fuse: bool = True,
     ) -> None:
+        """``fuse``: decide in the fused kernel where a device's engine has a compiled
+        plan (it times itself on the kernel's clock, so an injected ``clock`` turns
+        it off); False keeps the Python path (the reference the tests hold the
+        kernel to, and the bench's "before")."""
         if not isinstance(probe_after, int) or probe_after < 0:
             raise ValueError(f"probe_after must be an int >= 0, got {probe_after!r}")
         self.probe_after = probe_after
@@ -449,7 +454,7 @@ class AdmissionCore:
         self._clock = clock
         self.fail_open_on_overrun = fail_open_on_overrun
         # the fused kernel times itself on CLOCK_MONOTONIC: only with the default clock
-        self._fuse = clock is time.perf_counter_ns
+        self._fuse = bool(fuse) and clock is time.perf_counter_ns
         _load_kernels()
         for st in self._devices.values():
             self._configure(st)

@@ -504,22 +504,13 @@ def _load_model(path: Path, engine: str, embedded_cls: Any) -> _Model:
     settings = {"predict_budget_us": _server_default("predict_budget_us", 50.0),
                 "probe_after": _server_default("probe_after", 32)}
     core = AdmissionCore({DEVICE: state}, **settings)
-    # The core fuses its decision only with its default clock: any other clock gives the
-    # Python path (featurise, run1, rules in Python), what the fused call replaced.
-    py_core = AdmissionCore({DEVICE: py_state}, clock=_python_clock, **settings) \
-        if getattr(core, "_fuse", False) else None
-    if py_core is not None and getattr(py_core, "_fuse", True):
-        py_core = None  # cannot switch the fusing off: no Python-path row
+    # the Python path (featurise, run1, rules in Python): what the fused call replaced
+    py_core = AdmissionCore({DEVICE: py_state}, fuse=False, **settings)
     eng = state.engine
     if adm is not None and hasattr(adm, "engine"):
         with contextlib.suppress(Exception):
             eng = adm.engine(DEVICE)
     return _Model(path.stem, path, core, state, adm, eng, py_core)
-
-
-def _python_clock() -> int:
-    """``perf_counter_ns`` under another name: not the default clock, so unfused."""
-    return time.perf_counter_ns()
 
 
 def _server_default(name: str, fallback: Any) -> Any:

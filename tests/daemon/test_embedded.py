@@ -36,11 +36,10 @@ from tests.daemon.test_devices import edit_manifest, thresholds
 def _cores(name: str, p: float, probe_after: int = 0,
            max_share: float | None = None) -> tuple[AdmissionCore, AdmissionCore]:
     b = read_bundle(shipped_bundle(name))
-    make = lambda: AdmissionCore(  # noqa: E731
+    make = lambda fuse: AdmissionCore(  # noqa: E731
         {"d": build_state(b, "csr", decision_threshold=p, max_reject_share=max_share)},
-        predict_budget_us=1e9, probe_after=probe_after)
-    fused, python = make(), make()
-    python._fuse = False
+        predict_budget_us=1e9, probe_after=probe_after, fuse=fuse)
+    fused, python = make(True), make(False)
     assert fused.state("d").admit_args is not None
     return fused, python
 
