@@ -78,17 +78,25 @@ def _fail(msg: str) -> int:
 def cmd_bench_live(args: argparse.Namespace) -> int:
     from mittd.daemon.bench import live
 
-    try:
-        size = parse_size(args.size, "--size")
-    except ValueError:
-        return _fail(f"--size {args.size!r}: expected a size like 512M or 1G")
+    size = None
+    if args.size is not None:
+        try:
+            size = parse_size(args.size, "--size")
+        except ValueError:
+            return _fail(f"--size {args.size!r}: expected a size like 512M or 1G")
     try:
         r = live.run_live(duration_s=args.duration, replicas=args.replicas, size=size,
                           clients=args.clients, model=args.model, directory=args.dir,
-                          period_s=args.period, busy=args.busy, write_qd=args.write_qd,
-                          deadline_us=args.deadline_us, hedge_after_us=args.hedge_after_us,
-                          decision_threshold=args.decision_threshold, seed=args.seed,
-                          keep_files=args.keep_files, quiet=args.quiet)
+                          targets=args.target or (), period_s=args.period, busy=args.busy,
+                          write_qd=args.write_qd, deadline_us=args.deadline_us,
+                          hedge_after_us=args.hedge_after_us,
+                          decision_threshold=args.decision_threshold,
+                          max_reject_share=args.max_reject_share,
+                          probe_after=args.probe_after, path=args.path, trace=args.trace,
+                          trace_speed=args.trace_speed,
+                          allow_block_device=args.allow_block_device,
+                          write_targets=args.write_targets, seed=args.seed,
+                          keep_files=args.keep_files, out_dir=args.output, quiet=args.quiet)
     except live.LiveError as e:
         return _fail(str(e))
     print(live.render(r))
@@ -125,6 +133,28 @@ def cmd_bench_tailcut(args: argparse.Namespace) -> int:
 
     print(render(r))
     print("wrote " + ", ".join(r["files"]), file=sys.stderr)
+    return 0
+
+
+def cmd_bench_embedded(args: argparse.Namespace) -> int:
+    from mittd.daemon.bench import embedded
+
+    try:
+        size = parse_size(args.size, "--size")
+    except ValueError as e:
+        return _fail(str(e))
+    say = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr,
+                                                                flush=True))
+    try:
+        r = embedded.run_embedded(args.model, ops=args.ops, seconds=args.seconds,
+                                  rounds=args.rounds, directory=args.dir, size=size,
+                                  seed=args.seed, io=not args.no_io, engine=args.engine,
+                                  say=say)
+    except embedded.EmbeddedBenchError as e:
+        return _fail(str(e))
+    print(embedded.render(r))
+    if args.json:
+        Path(args.json).write_text(json.dumps(r, indent=1, default=jsonable))
     return 0
 
 
@@ -191,50 +221,86 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     d = bsub.add_parser(
         "live", help="real IO, real tails: client latency with mittd, without, with hedging",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Start one daemon per replica (file-backed replicas on the local disk, "
-        "O_DIRECT proxy reads), drive closed-loop client threads of 4 KiB random reads "
-        "through ReplicaSet while fio's 1 MiB direct writes make each replica slow at "
-        "its own times, and compare the client-observed latency distribution in three "
-        "modes interleaved in slices of one contention period: 'mittd' (deadline = the "
-        "model's threshold, EBUSY -> next replica), 'none' (every read served by its "
-        "primary, never rejected) and 'hedge' (a duplicate to the next replica after "
-        "--hedge-after-us, default the p95 of a warm-up period without mittd).",
-        epilog="Contention: replica i is under writes for --busy of every --period "
-        "seconds, starting at i*period/replicas (fio paused and resumed with "
-        "SIGSTOP/SIGCONT). Progress goes to stderr, the table to stdout. Daemons and fio "
-        "are stopped on exit, on errors, on Ctrl-C and on SIGTERM.")
+        description="Read N replicas (files made in --dir, or --target files/block "
+        "devices) with closed-loop or trace-driven client threads while fio's 1 MiB writes "
+        "make each replica slow on its own schedule, and compare the client-observed "
+        "latency in four modes interleaved in slices of one contention period: 'none' "
+        "(every read served by its primary), 'mittd' (deadline = the model's threshold, "
+        "EBUSY -> next replica at once, the last one never rejects), 'hedge' (a duplicate "
+        "to the next replica after --hedge-after-us, default the p95 of a warm-up period "
+        "in 'none') and 'both' (mittd + hedging). By default the decision runs in this "
+        "process (--path inproc: no RPC, as Heimdall's client-level integration); "
+        "--path grpc starts one 'mittd serve' daemon per replica and reads through it.",
+        epilog="Contention: replica i is under writes for its --busy share of every "
+        "--period seconds, starting at i*period/replicas (fio paused and resumed with "
+        "SIGSTOP/SIGCONT); '--busy 0.5,0' gives replica 1 no writer. Reads are O_DIRECT "
+        "where the file system takes it; on tmpfs (e.g. --dir out,/dev/shm) they are "
+        "buffered, i.e. RAM reads: an independent replica on a one-disk machine. "
+        "--target paths are used as they are and never written unless --write-targets. "
+        "Progress goes to stderr, the table to stdout. fio (and the daemons) are stopped "
+        "on exit, on errors, on Ctrl-C and on SIGTERM.")
     d.add_argument("--duration", type=float, default=60.0,
                    help="seconds in all, warm-up included (default 60; at least "
-                   "4 periods)")
-    d.add_argument("--replicas", type=int, default=2, help="replica files/daemons (2)")
-    d.add_argument("--size", default="1G", help="size of each replica file (1G)")
-    d.add_argument("--clients", type=int, default=2,
-                   help="closed-loop client threads (2; on 2 cores more threads measure the "
-                   "CPU queue more than the disk)")
+                   "5 periods)")
+    d.add_argument("--path", choices=["inproc", "grpc"], default="inproc",
+                   help="where the decision runs: in this process (inproc, default) or in "
+                   "one mittd serve daemon per replica over gRPC (grpc)")
+    d.add_argument("--replicas", type=int,
+                   help="replica files (2; with --target: one per target)")
+    d.add_argument("--dir", metavar="DIR[,DIR...]",
+                   help="where the replica files go, replica i in the (i mod n)-th DIR: give "
+                   "one per disk for independent replicas (default ./out if it exists, else "
+                   "/var/tmp); tmpfs (/dev/shm) is allowed: its reads are RAM reads")
+    d.add_argument("--target", action="append", metavar="PATH",
+                   help="an existing file or block device as a replica, used as it is "
+                   "(repeat per replica; never written unless --write-targets)")
+    d.add_argument("--allow-block-device", action="store_true",
+                   help="let a --target be a block device (read only)")
+    d.add_argument("--write-targets", action="store_true",
+                   help="let fio's contention writes go into --target replicas with a --busy "
+                   "share > 0 (DESTROYS their data)")
+    d.add_argument("--size", help="size of each replica file (1G; with --target: the "
+                   "smallest target)")
+    d.add_argument("--clients", type=int,
+                   help="client threads (2 closed-loop; 4 with --trace; on 2 cores more "
+                   "threads measure the CPU queue more than the disk)")
+    d.add_argument("--trace", metavar="T",
+                   help="issue the reads of trace T (any format mittd reads) at its arrival "
+                   "times (open loop, the trace repeating), offsets modulo the replica size, "
+                   "instead of the closed loop")
+    d.add_argument("--trace-speed", type=float, default=1.0, metavar="X",
+                   help="replay the trace X times faster (1)")
     d.add_argument("--model", metavar="B.mittd",
-                   help="bundle every daemon serves (default: the shipped heimdall bundle, "
-                   "else out/results/heimdall.mittd)")
+                   help="bundle deciding every replica (default: the shipped "
+                   "precise_linear_hist_node95 at P(slow) > 0.97, the demo's operating point)")
     d.add_argument("--deadline-us", type=int,
                    help="deadline of mittd-mode reads (default: the model's first "
                    "trained threshold)")
     d.add_argument("--hedge-after-us", type=float,
                    help="hedging delay (default: p95 of the warm-up period without mittd)")
     d.add_argument("--decision-threshold", type=float, metavar="P",
-                   help="the daemons reject when P(slow) > P (default: the bundle's)")
+                   help="reject when P(slow) > P (default: 0.97 for the default model, else "
+                   "the bundle's)")
+    d.add_argument("--max-reject-share", type=float, metavar="S",
+                   help="cap on the share of a replica's decisions rejected (default: the "
+                   "bundle policy's, 0.5 without one)")
+    d.add_argument("--probe-after", type=int, default=32, metavar="N",
+                   help="admit a probe after N rejections in a row (32, the daemon's "
+                   "default; 0: never)")
     d.add_argument("--period", type=float,
-                   help="contention period and mode slice, seconds (3; a quarter of "
-                   "--duration below 12 s)")
-    d.add_argument("--busy", type=float, default=1 / 3,
-                   help="fraction of each period a replica is under writes (1/3; 0: none)")
+                   help="contention period and mode slice, seconds (3; a fifth of "
+                   "--duration below 15 s)")
+    d.add_argument("--busy", metavar="F[,F...]",
+                   help="share of each period a replica is under writes: one for all or one "
+                   "per replica (1/3; 0: no writer; --target replicas default to 0)")
     d.add_argument("--write-qd", type=int, default=4,
-                   help="queue depth of each fio writer (1 MiB direct writes) (4)")
-    d.add_argument("--dir", metavar="DIR[,DIR...]",
-                   help="where the replica files go, replica i in the (i mod n)-th DIR: give "
-                   "one per disk for independent replicas (default ./out if it exists, else "
-                   "/var/tmp; must support O_DIRECT, so not tmpfs)")
+                   help="queue depth of each fio writer (1 MiB writes, direct where the file "
+                   "system takes it) (4)")
     d.add_argument("--seed", type=int, default=0, help="seed of the read offsets (0)")
     d.add_argument("--keep-files", action="store_true",
                    help="keep the replica files, configs and logs")
+    d.add_argument("--output", "-o", metavar="DIR",
+                   help="also write live.json, live.txt and live.png (the CDFs) into DIR")
     d.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     d.add_argument("--png", metavar="FILE", help="also plot the CDFs (needs matplotlib)")
     d.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -286,3 +352,39 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                    "(out/tailcut)")
     t.add_argument("--quiet", action="store_true", help="no progress")
     t.set_defaults(func=cmd_bench_tailcut)
+
+    e = bsub.add_parser(
+        "embedded", help="µs per in-process decision beside the engine, the general "
+        "core and a bare O_DIRECT read",
+        description="What one in-process decision (mittd.daemon.embedded.Embedded) costs, "
+        "measured side by side with its floors, per model: the bare engine (run1 on a "
+        "filled input), the general core (AdmissionCore.admit + complete), the fused "
+        "Embedded.admit + complete, the unfused Python path, a bare 4 KiB O_DIRECT preadv "
+        "at QD1 (the device floor), a QD1 read loop deciding every read (admit -> preadv "
+        "-> complete) with its overhead over the bare reads interleaved with it, and the "
+        "engine right after a read (cold CPU). Interleaved rounds, "
+        "warm, p50/p90/p99/p99.9 in µs, the issue's targets beside.",
+        epilog="Timings are per machine (the CPU, numpy and numba versions are printed). "
+        "Progress goes to stderr, the table to stdout; the read file is removed "
+        "afterwards.")
+    e.add_argument("--model", action="append", metavar="B.mittd",
+                   help="bundle to measure, repeatable (default: every shipped bundle in "
+                   "predictor/bundles/)")
+    e.add_argument("--ops", type=int,
+                   help="ops per measurement and round (read pairs for the read loop); "
+                   "instead of --seconds")
+    e.add_argument("--seconds", type=float,
+                   help="seconds per measurement and round (default 0.5)")
+    e.add_argument("--rounds", type=int, default=5, help="interleaved rounds (5)")
+    e.add_argument("--dir", help="where the read file goes (default: the repository's out/, "
+                   "else the cwd; must support O_DIRECT, so not tmpfs)")
+    e.add_argument("--size", default="256M", help="size of the read file (256M; written "
+                   "with real data)")
+    e.add_argument("--no-io", action="store_true",
+                   help="skip the read file, the bare reads and the read loop")
+    e.add_argument("--engine", default="auto",
+                   help="inference engine of every model (auto: timed at load)")
+    e.add_argument("--seed", type=int, default=0, help="seed of offsets and latencies (0)")
+    e.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    e.add_argument("--quiet", action="store_true", help="no progress lines")
+    e.set_defaults(func=cmd_bench_embedded)

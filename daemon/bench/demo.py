@@ -4,15 +4,15 @@
    (``traces/samples/fio_mixed_30s.parquet``; the shipped models trained on the
    first 70 %) through the daemon's admission core with the shipped models, next
    to no rejection, hedging, random rejection and the oracle (``mittd replay``).
-2. Live: start the daemon on two file-backed replicas on this machine's disk
-   with direct IO and fio contention, and drive a closed-loop client with and
-   without mittd and with hedging (``mittd bench live``), for a short while.
+2. Live: two file-backed replicas on this machine's disk, direct IO, fio
+   contention, and a closed-loop client deciding in its own process (the
+   in-process path of ``mittd bench live``: no RPC), with and without mittd,
+   with hedging and with both, for a short while.
 3. One before/after table: p99 read latency without mittd, with mittd, with
    hedging, and the extra IOs each costs; where the CDF plots were written.
 
-Nothing is trained or downloaded. The live part needs fio and a file system that
-takes O_DIRECT; where it cannot run, the demo says why and still prints the
-offline result.
+Nothing is trained or downloaded. The live part needs fio; where it cannot run,
+the demo says why and still prints the offline result.
 """
 
 from __future__ import annotations
@@ -66,8 +66,10 @@ def offline(out: Path, quiet: bool = False) -> dict[str, Any]:
     return report
 
 
-def live(out: Path, duration_s: float, quiet: bool = False) -> dict[str, Any] | None:
-    """The short live run; None (with the reason printed) where it cannot run here."""
+def live(out: Path, duration_s: float, quiet: bool = False, size: int = 256 << 20,
+         directory: str | Path | None = None) -> dict[str, Any] | None:
+    """The short live run, in-process; None (with the reason printed) where it cannot run
+    here. ``size`` and ``directory`` are for tests (the demo: 256 MiB in ./out)."""
     try:
         from mittd.daemon.bench import live as live_mod
     except ImportError as e:  # pragma: no cover - packaging error
@@ -80,7 +82,7 @@ def live(out: Path, duration_s: float, quiet: bool = False) -> dict[str, Any] | 
         name, cut = STRICT
         return live_mod.run_live(duration_s=duration_s, out_dir=out, quiet=quiet,
                                  model=shipped_bundle(name), decision_threshold=cut,
-                                 size=256 << 20)
+                                 size=size, directory=directory, path="inproc")
     except live_mod.LiveError as e:
         _say(f"  live run skipped: {e}")
         return None
@@ -88,6 +90,26 @@ def live(out: Path, duration_s: float, quiet: bool = False) -> dict[str, Any] | 
 
 def _row(rows: dict[str, dict[str, Any]], name: str) -> dict[str, Any] | None:
     return rows.get(name)
+
+
+def live_rows(on: dict[str, Any]) -> list[str]:
+    """The live run's row of the before/after table (and a note when mittd cut nothing)."""
+    m = on["modes"]
+    path = "in-process" if on.get("path", "inproc") == "inproc" else "gRPC"
+    lines = [
+        f"| live, this machine, {on['duration_s']:.0f} s of real IO ({path}): "
+        f"{STRICT[0]}@{STRICT[1]} | "
+        f"{m['none']['p99_us']:,.0f} µs | {m['mittd']['p99_us']:,.0f} µs | "
+        f"{1 - m['mittd']['p99_us'] / m['none']['p99_us']:.0%} | "
+        f"{m['hedge']['p99_us']:,.0f} µs | {m['mittd']['failover_rate']:.1%} | "
+        f"{m['hedge']['extra_io_fraction']:.1%} |"]
+    if m["mittd"]["p99_us"] >= m["none"]["p99_us"]:
+        lines += ["", "live: no cut on this machine. Both replicas are files on one disk (a "
+                  "write burst slows both, so a failover finds no faster replica), and on 2 "
+                  "cores every decision's CPU is taken from the reads; `mittd bench live "
+                  "--dir out,/dev/shm --busy 0.5,0` puts one replica in RAM (see the live "
+                  "check in docs/RESULTS.md)."]
+    return lines
 
 
 def summary(off: dict[str, Any], on: dict[str, Any] | None) -> str:
@@ -110,19 +132,7 @@ def summary(off: dict[str, Any], on: dict[str, Any] | None) -> str:
             f"{hedge['p99_us']:,.0f} µs | {r['extra_io_fraction']:.1%} | "
             f"{hedge['extra_io_fraction']:.1%} |")
     if on is not None:
-        m = on["modes"]
-        lines.append(
-            f"| live, this machine, {on['duration_s']:.0f} s of real IO: "
-            f"{STRICT[0]}@{STRICT[1]} | "
-            f"{m['none']['p99_us']:,.0f} µs | {m['mittd']['p99_us']:,.0f} µs | "
-            f"{1 - m['mittd']['p99_us'] / m['none']['p99_us']:.0%} | "
-            f"{m['hedge']['p99_us']:,.0f} µs | {m['mittd']['failover_rate']:.1%} | "
-            f"{m['hedge']['extra_io_fraction']:.1%} |")
-    if on is not None and on["modes"]["mittd"]["p99_us"] >= on["modes"]["none"]["p99_us"]:
-        lines += ["", "live: no cut on this machine. Both replicas are files on one disk (a "
-                  "write burst slows both, so a failover finds no faster replica), and a "
-                  "failover is a Python gRPC round trip (~0.5-1 ms here); see the live check "
-                  "in docs/RESULTS.md."]
+        lines += live_rows(on)
     if peers:
         lines.append("")
         lines.append("peers on the same replay (p99): " + ", ".join(
@@ -142,8 +152,8 @@ def run(out_dir: str | Path = "out/demo", duration_s: float = 40.0, live_run: bo
     off = offline(out / "replay", quiet)
     on = None
     if live_run:
-        _say(f"\n[2/{steps}] live: mittd serve on 2 file-backed replicas, O_DIRECT, fio "
-             f"contention, closed-loop client ({duration_s:.0f} s)")
+        _say(f"\n[2/{steps}] live: 2 file-backed replicas, O_DIRECT, fio contention, "
+             f"closed-loop client deciding in-process ({duration_s:.0f} s)")
         on = live(out / "live", duration_s, quiet)
     _say(f"\n[{steps}/{steps}] before / after")
     print(summary(off, on), flush=True)

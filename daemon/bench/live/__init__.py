@@ -1,87 +1,127 @@
-"""``mittd bench live``: real IO, real tails — mittd vs. no mittd vs. hedging.
+"""``mittd bench live``: real IO, real tails — mittd vs. no mittd vs. hedging vs. both.
 
 What runs
 ---------
-* **Replicas**: ``--replicas`` files (default 2 × 1 GiB) on the local disk, each
-  written in full first (real blocks, not fallocated holes, so reads reach the
-  device) and each served by **its own daemon** (``mittd serve`` in its own
-  process, Unix socket, ``direct_io = true``, the model of ``--model``). One
-  daemon per replica is how replicas are deployed (one per storage node); it
-  also keeps replicas uncoupled: with one daemon serving every device, the slow
-  replica's reads would hold the shared worker pool and the GIL that the fast
-  replica's reads need, which would penalise exactly the failover being
-  measured. The price on a 2-core machine is one more Python process; the
-  client, the daemons and fio all share the same cores in every mode alike.
-* **Contention**: one fio process per replica writes 1 MiB random blocks with
-  ``direct=1`` (libaio, ``--write-qd`` deep) into that replica's file. A
-  scheduler thread switches each writer on and off with SIGCONT/SIGSTOP (fio
-  runs its job as a thread, so one signal pauses the whole job): within every
-  ``--period`` seconds replica *i* is under writes for ``--busy`` of the period,
-  starting at ``i × period / replicas`` — the replicas are slow at different
-  times, with quiet gaps in between. ``--busy 0`` turns contention off.
-* **One disk or several**: with every file on one disk (the default), the
-  writers share the device with every replica, so how independent the replicas
-  are is the disk's business: on a virtio disk the write bursts slow reads of
-  every file about alike, and there is then no fast replica to fail over to
-  (the per-phase table shows it: "primary busy" and "other busy" look the
-  same). ``--dir A,B`` puts replica *i* in the (*i* mod n)-th directory: one
-  directory per disk makes the replicas independent, as in a deployment.
-* **Client**: ``--clients`` threads (default 2: on a 2-core machine more
-  threads mostly measure the CPU queue) in this process, closed loop: each
-  issues a 4 KiB random read as soon as its previous one returned, through
-  :class:`~mittd.daemon.client.ReplicaSet` in proxy mode (the daemon decides and
-  does the O_DIRECT read). Every read picks its primary replica at random (a
-  key's primary, so load is balanced in every mode); the others follow in
-  ring order.
-* **Model**: by default the shipped Heimdall bundle (see :func:`default_model`
-  for why that one), trained on the shipped fio trace; a model trained on the
-  daemon's own view of *this* workload would do better (the daemon times its
-  reads in Python, under the same CPU load as everything else, so its latency
-  features run higher than fio's were). ``--decision-threshold`` raises the
-  P(slow) cut-off of every daemon.
-* **Modes** (same client, same replicas, same contention):
+* **Path** (``--path``): by default the decision runs **in the client process**
+  (``inproc``), as Heimdall's client-level integration does: the client threads
+  read through :class:`~mittd.daemon.replicas.LocalReplicaSet`, admission by one
+  :class:`~mittd.daemon.embedded.Embedded` holding a device alias per replica
+  (``r0``, ``r1``, …; the model loaded once per replica, each with its own
+  tracker). A mittd read costs one admit and one complete call around a
+  ``pread``; a rejection costs one prediction and no device IO. ``grpc`` starts
+  one ``mittd serve`` daemon per replica (own process, Unix socket, proxy reads
+  through :class:`~mittd.daemon.client.ReplicaSet`), as before: every read is an
+  RPC, 0.7-0.9 ms of Python gRPC on a 2-core machine — 7-9× a 4 KiB read, which
+  is why the in-process path is the default (DESIGN principle 6).
+* **Replicas**: ``--replicas`` files (default 2 × 1 GiB), each written in full
+  first (real blocks, not fallocated holes, so reads reach the device).
+  ``--dir A,B`` puts replica *i* in the (*i* mod n)-th directory: one directory
+  per disk makes the replicas independent, as in a deployment. Reads are
+  ``O_DIRECT`` wherever the file system takes it. A **tmpfs** directory
+  (``/dev/shm``) is accepted on both paths: its reads are RAM copies of a few
+  µs — buffered where tmpfs refuses ``O_DIRECT`` (Linux before 6.6; the gRPC
+  daemons then get ``direct_io = false`` for that replica), through
+  ``O_DIRECT`` where it takes it, a memory copy all the same; the output says
+  which replica is RAM. ``--target PATH`` (repeatable) uses
+  existing files or block devices as they are instead: never filled, never
+  removed, and never written unless ``--write-targets`` (contention writes would
+  destroy their data); a block device needs ``--allow-block-device``.
+* **Contention**: for every replica with a ``--busy`` share > 0, one fio process
+  writes 1 MiB random blocks into that replica's file (libaio, ``--write-qd``
+  deep, ``direct=1`` where the file system takes it: not on tmpfs before Linux
+  6.6, where fio's direct IO fails). A scheduler
+  thread switches each writer on and off with SIGCONT/SIGSTOP: within every
+  ``--period`` seconds replica *i* is under writes for its busy share of the
+  period, starting at ``i × period / replicas``. ``--busy`` takes one fraction
+  for all or one per replica: ``--busy 0.5,0`` gives replica 1 no writer (a RAM
+  replica normally gets none).
+* **One disk, or disk + RAM**: with every file on one disk (the default), the
+  writers share the device with every replica, so a write burst slows reads of
+  every file about alike and there is no fast replica to fail over to (the
+  per-phase table shows it: "primary busy" and "other busy" look the same) —
+  the honest limit of a one-disk machine. The only truly independent pair on
+  such a machine is the disk and RAM: ``--dir out,/dev/shm --busy 0.5,0`` puts
+  replica 1 in RAM. That run shows the mechanism (reject the disk read while the
+  disk is under writes, serve it from the other replica at once) and its
+  overhead against a replica that is never slow; it is not a second disk (a
+  second SSD's reads would cost ~100 µs, not ~5).
+* **Clients**: ``--clients`` threads in this process. Closed loop (default, 2
+  threads: on a 2-core machine more threads mostly measure the CPU queue): each
+  issues a 4 KiB random read as soon as its previous one returned.
+  Trace-driven (``--trace T``, any trace mittd reads; 4 threads): the reads of
+  the trace (its read ops only) at its arrival times, open loop, the trace
+  repeating, ``--trace-speed`` times faster; offsets modulo the replica size,
+  aligned to 4 KiB, lengths rounded up to 4 KiB (at most 1 MiB). A read whose
+  time has come while every thread is busy goes at once, and its lag is counted.
+  Every read picks its primary replica at random (a key's primary, so load is
+  balanced in every mode); the others follow in ring order.
+* **Model**: by default the shipped ``precise_linear_hist_node95`` bundle at
+  P(slow) > 0.97, the demo's operating point (chosen offline on the shipped
+  trace's validation window); the shipped Heimdall bundle, the default of the
+  gRPC-only check, misfires on the client's own view of this disk (see
+  :func:`default_model` for the calibration figures); ``--decision-threshold``,
+  ``--max-reject-share`` (the cap on the share of a replica's decisions
+  rejected) and ``--probe-after`` pass to the admission (or to each daemon).
+  The run records the bundle and the policy it used.
+* **Modes** (same clients, same replicas, same contention):
 
+  - ``none``: every read served by its primary; in-process nothing is asked
+    (no admission at all), on gRPC the deadline lies beyond the model (admitted
+    without predicting).
   - ``mittd``: deadline = ``--deadline-us`` (default: the model's trained
-    latency threshold); EBUSY → the next replica; the last one asked is never
-    rejected (ReplicaSet's rule).
-  - ``none``: the deadline lies beyond the model, so the daemon admits every
-    read without predicting: every read is served by its primary. Same RPC
-    path, no admission control.
+    latency threshold); EBUSY → the next replica at once; the last one asked is
+    never rejected.
   - ``hedge``: Dean & Barroso hedged requests: the read goes to the primary; if
     no answer came after ``--hedge-after-us`` (default: the p95 of a warm-up
     period in ``none`` mode), a duplicate goes to the next replica; first
-    answer wins, the loser still costs its device IO.
+    answer wins, the loser still costs its device IO. No admission.
+  - ``both``: mittd + hedging: rejections as in ``mittd``, and an admitted read
+    still unanswered after the hedge delay is duplicated (LinnOS's safety net
+    for false admits).
 
-  The run starts with one warm-up period (``none`` mode: daemons, caches,
-  hedge threshold), then interleaves the modes in slices of exactly one
-  contention period each, rotating the order every round (``mittd none hedge``,
-  ``none hedge mittd``, …), so that every mode sees every contention phase
-  equally often and a noisy shared machine hits all modes alike.
+  The run starts with one warm-up period (``none`` mode: caches, the hedge
+  delay), then interleaves the modes in slices of exactly one contention period
+  each, rotating the order every round (``none mittd hedge both``, ``mittd hedge
+  both none``, …), so that every mode sees every contention phase equally often
+  and a noisy shared machine hits all modes alike.
 
-Reported per mode: reads, reads/s, mean and p50/p90/p95/p99/p99.9/max of the
-client-observed latency (from the call into ``ReplicaSet.read`` to its return,
-failovers and hedges included), failovers (EBUSY → next replica), hedges,
-extra RPCs and extra device IOs (a rejected read costs an RPC but no device
-IO; a hedge costs both), the share of reads served off their primary, and
-p50/p99 by the contention phase at issue (the read's primary under writes,
-another replica under writes, none). Each daemon's own counters (admitted,
-EBUSY, prediction overruns, mean prediction time, mean device read latency and
-the share of device reads over 200 µs) are scraped from its Prometheus endpoint
-at the end. The result is plain data (:func:`run_live`), rendered by
-:func:`render` and :func:`plot`, so ``mittd demo`` can run a short version
-(e.g. ``run_live(duration_s=20, size=64 << 20)``).
+Reported per mode: reads, reads/s, mean and p50/p90/p95/p99/p99.9/p99.99/max of
+the client-observed latency (from the call into the replica set's ``read`` to
+its return, failovers and hedges included; p99.99 shown from 10,000 reads on),
+failovers (EBUSY → next replica), hedges, extra device IOs (every device read
+beyond one per read: a hedge costs one, a rejection none) and, on gRPC, extra
+RPCs, the share served off the primary; p50/p99 by the contention phase at
+issue (the read's primary under writes, another replica under writes, none);
+the CPU seconds of this process while the mode ran (and of the daemons on
+gRPC; fio's are the same in every mode and left out), per read; the decision's
+cost: the model's featurise + predict time per decision (the admission's own
+``predict_ns`` histogram, per slice) and the admit + complete calls as the
+client timed them (wall time, so GIL waits behind the other threads are in
+it), per call and per read; with ``--trace``, the mean lag and the share of
+reads issued over 1 ms late. The issue's targets for the kind of run (disk +
+RAM, or replicas on one disk) are checked and said met or not. The result is
+plain data (:func:`run_live`), rendered by :func:`render` and :func:`plot`
+(CDF with a log x axis, and the tail), so ``mittd demo`` runs a short version.
 
-Clean-up: daemons and fio run in their own sessions (a terminal's Ctrl-C
+Clean-up: fio and the daemons run in their own sessions (a terminal's Ctrl-C
 reaches only this process, which then stops them in order: clients, fio,
-daemons) and with a parent-death signal (nothing outlives a killed parent);
-SIGTERM is handled like Ctrl-C; the files are removed unless ``keep_files``.
+admission or daemons) and with a parent-death signal (nothing outlives a
+killed parent); SIGTERM is handled like Ctrl-C; the files the run made are
+removed unless ``keep_files``; ``--target`` paths are never touched.
 """
 
 from __future__ import annotations
 
 from mittd.daemon.bench.live.modes import MODES, Schedule
 from mittd.daemon.bench.live.rendering import plot, render
-from mittd.daemon.bench.live.run import LiveError, default_dir, default_model, run_live
+from mittd.daemon.bench.live.run import (
+    PATHS,
+    LiveError,
+    default_dir,
+    default_model,
+    parse_busy,
+    run_live,
+)
 
-__all__ = ["MODES", "LiveError", "Schedule", "default_dir", "default_model", "plot", "render",
-           "run_live"]
+__all__ = ["MODES", "PATHS", "LiveError", "Schedule", "default_dir", "default_model",
+           "parse_busy", "plot", "render", "run_live"]

@@ -71,18 +71,27 @@ def free_port() -> int:
 
 
 def daemon_config(path: Path, sock: Path, dev: Path, bundle: Path, workers: int,
-                  metrics_port: int, decision_threshold: float | None) -> None:
+                  metrics_port: int, decision_threshold: float | None, *,
+                  direct_io: bool = True, max_reject_share: float | None = None,
+                  probe_after: int | None = None) -> None:
+    """One replica's daemon config; ``direct_io`` false where the file system refuses
+    O_DIRECT (tmpfs: its reads are then RAM reads, as in-process)."""
     cutoff = "" if decision_threshold is None else f"decision_threshold = {decision_threshold}\n"
+    cap = "" if max_reject_share is None else f"max_reject_share = {max_reject_share}\n"
+    probes = "" if probe_after is None else f"probe_after = {probe_after}\n"
     path.write_text(
         f'[server]\nunix_socket = "{sock}"\nmetrics = "127.0.0.1:{metrics_port}"\n'
-        f"workers = {workers}\n\n"
+        f"workers = {workers}\n{probes}\n"
         f'[devices.r]\npath = "{dev}"\nmodel = "{bundle}"\nengine = "auto"\n'
-        f"direct_io = true\n{cutoff}")
+        f"direct_io = {'true' if direct_io else 'false'}\n{cutoff}{cap}")
 
 
-def fio_jobfile(path: Path, dev: Path, size: int, qd: int, runtime_s: int) -> None:
+def fio_jobfile(path: Path, dev: Path, size: int, qd: int, runtime_s: int,
+                direct: bool = True) -> None:
+    """A writer of 1 MiB random blocks into ``dev``; ``direct`` off on tmpfs (fio's
+    direct=1 fails there)."""
     path.write_text(
-        "[global]\nthread=1\nioengine=libaio\ndirect=1\nfallocate=none\n"
+        f"[global]\nthread=1\nioengine=libaio\ndirect={int(direct)}\nfallocate=none\n"
         "randrepeat=0\nnorandommap=1\n\n"
         f"[contention]\nfilename={str(dev).replace(':', chr(92) + ':')}\nsize={size}\n"
         f"rw=randwrite\nbs=1m\niodepth={qd}\ntime_based=1\nruntime={runtime_s}s\n")
@@ -124,24 +133,37 @@ def scrape(port: int) -> dict[str, float | None]:
     return res
 
 
-class Scheduler(threading.Thread):
-    """Pauses and resumes each replica's fio writer on the schedule (SIGSTOP/SIGCONT)."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (0 once it is gone)."""
+    import os
 
-    def __init__(self, procs: Sequence[subprocess.Popen], schedule: Schedule,
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Scheduler(threading.Thread):
+    """Pauses and resumes each replica's fio writer on the schedule (SIGSTOP/SIGCONT);
+    ``procs[i]`` is None for a replica without a writer (busy 0)."""
+
+    def __init__(self, procs: Sequence[subprocess.Popen | None], schedule: Schedule,
                  t0_ns: int) -> None:
         super().__init__(name="mittd-live-contention", daemon=True)
         self.procs = list(procs)
         self.schedule = schedule
         self.t0_ns = t0_ns
-        self.running = [True] * len(self.procs)  # fio starts running
+        self.running = [p is not None for p in self.procs]  # fio starts running
         self.halt = threading.Event()
         self.switches = 0
 
     def _set(self, i: int, on: bool) -> None:
-        if self.running[i] == on or self.procs[i].poll() is not None:
+        proc = self.procs[i]
+        if proc is None or self.running[i] == on or proc.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
-            self.procs[i].send_signal(signal.SIGCONT if on else signal.SIGSTOP)
+            proc.send_signal(signal.SIGCONT if on else signal.SIGSTOP)
         self.running[i] = on
         self.switches += 1
 

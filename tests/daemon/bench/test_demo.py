@@ -1,13 +1,18 @@
-"""``mittd demo`` on what the repository ships (the offline half; the live half is
-exercised by tests/daemon/bench/test_live.py), and ``mittd replay --from``."""
+"""``mittd demo`` on what the repository ships: the offline half, a short version of
+its live half (in-process; ``mittd bench live`` itself is exercised by
+tests/daemon/bench/test_live.py), and ``mittd replay --from``."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
+
+from mittd.daemon.bench import demo
+from mittd.traces.collect import direct_io_error
 from mittd.traces.shipped import shipped_trace
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, needs_fio, run_cli
 
 SAMPLE = shipped_trace()
 
@@ -27,6 +32,20 @@ def test_demo_offline_prints_the_before_after_table(tmp_path: Path) -> None:
     # the held-out 30 % of the shipped trace (39,277 of 130,923 IOs)
     assert rows["baseline"]["reads"] < 0.31 * 130_923
     assert rows["oracle"]["p99_us"] <= rows["baseline"]["p99_us"]
+
+
+@needs_fio
+def test_demo_live_part_runs_in_process(tmp_path: Path) -> None:
+    if direct_io_error(tmp_path) is not None:
+        pytest.skip("no O_DIRECT where the test's files go")
+    on = demo.live(tmp_path / "live", 5.0, quiet=True, size=16 << 20, directory=tmp_path)
+    assert on is not None and on["path"] == "inproc"
+    assert "precise_linear_hist" in on["model"] and on["decision_threshold"] == 0.97
+    assert all(on["modes"][m]["reads"] > 0 for m in ("none", "mittd", "hedge", "both"))
+    rows = demo.live_rows(on)
+    assert rows[0].startswith("| live, this machine, 5 s of real IO (in-process): ")
+    assert (tmp_path / "live" / "live.json").is_file()
+    assert list(tmp_path.glob("mittd-live-*")) == []
 
 
 def test_demo_bad_duration_is_one_line() -> None:
