@@ -24,6 +24,11 @@ the constants below):
 * ``pred``/``io`` (float64): histogram counts per bucket then the sum, over
   :data:`PREDICT_BUCKETS_NS` and :data:`IO_LATENCY_BUCKETS_US`.
 
+The kernels hold the GIL. Releasing it for a ~2 µs call invites a GIL handoff to
+another thread of the host, and taking it back then waits for that thread: in
+the live check's disk + RAM run (2 client threads, 2 vCPUs) a decision cost
+the client 62 µs per read with ``nogil=True`` and 25 µs without.
+
 The clock is ``CLOCK_MONOTONIC`` read in the kernel (``time.perf_counter_ns`` on
 Linux reads the same clock), so a decision needs no Python timestamp.
 
@@ -201,7 +206,7 @@ def _observe(data, bounds, value):  # pragma: no cover - compiled
     data[len(bounds) + 1] += value
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True)
 def admit1(pend, free, meta, removed, hist, dev, fdev, cnt, pred, ints, arena,
            offset, size, op, deadline_us, rid, now_us):  # pragma: no cover - compiled
     """Decide one IO and issue it if admitted, in one call.
@@ -264,7 +269,7 @@ def admit1(pend, free, meta, removed, hist, dev, fdev, cnt, pred, ints, arena,
     return out | ((slot & 0xFFFFF) << 4) | (nrem << 24)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True)
 def complete1(pend, free, meta, hist, cnt, io, slot, latency_us, deadline_us, timeout,
               now_us):  # pragma: no cover - compiled
     """``AdmissionCore.complete`` in one call: judge the deadline (NaN: unknown),

@@ -58,11 +58,14 @@ def cmd_bench_rpc(args: argparse.Namespace) -> int:
     if args.bundle not in (None, "synthetic") and not Path(args.bundle).is_file():
         raise BundleError(f"{args.bundle}: no such bundle")
     say = (lambda _m: None) if args.quiet else (lambda m: print(m, flush=True))
-    r = dbench.run(bundle=args.bundle, model=args.model, sparsity=args.sparsity,
-                   method=args.method, calls=args.calls, rounds=args.rounds,
-                   clients=args.clients, batch=args.batch, batches=args.batches,
-                   workers=args.workers, deadline_us=args.deadline_us, directory=args.dir,
-                   say=say)
+    try:
+        r = dbench.run(bundle=args.bundle, model=args.model, sparsity=args.sparsity,
+                       method=args.method, calls=args.calls, rounds=args.rounds,
+                       clients=args.clients, batch=args.batch, batches=args.batches,
+                       workers=args.workers, deadline_us=args.deadline_us,
+                       directory=args.dir, say=say)
+    except RuntimeError as e:  # the daemon would not start: its own one-line error
+        return _fail(str(e).splitlines()[0])
     print(dbench.render(r))
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=1, default=str))

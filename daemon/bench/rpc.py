@@ -196,7 +196,7 @@ def _bundle(tmp: Path, bundle: str | None, model: str, sparsity: float, method: 
         from mittd.predictor.shipped import shipped_bundle
         return shipped_bundle("precise_linear_node95")
     if bundle != "synthetic":
-        return Path(bundle)
+        return Path(bundle).absolute()  # the daemon's config resolves paths from its own dir
     from mittd.predictor.bundle import save_bundle
     from mittd.predictor.synthetic import synthetic_bundle
 
