@@ -117,8 +117,7 @@ def _load_kernels() -> None:
     if _RULE is fp.rule:
         _RULE = fp.entry(fp.rule, _I1, _F1, 0, False, False)
         hist = np.zeros((2, 1, 3), np.float64)
-        _COMPLETE1 = fp.entry(fp.complete1, np.zeros((1, 8), np.int64), _I1, _I1, hist, _I1,
-                              _F1, 0, 0.0, 0.0, 0, 0)
+        _COMPLETE1 = fp.entry(fp.complete1, _I1, hist, _I1, _F1, 0, 0.0, 0.0, 0, 0, 0)
 _O_REJECT, _O_OVERRUN_REJECT = fp.O_REJECT, fp.O_OVERRUN_REJECT
 NAN = float("nan")
 
@@ -299,6 +298,7 @@ class DeviceState:
         self.counters = Counters()
         self.deadlines: dict[int, float] = {}  # insertion order = issue order
         self.timeout_us = featuriser.timeout_us
+        self.capacity = featuriser.capacity
         self.next_id = 1  # request ids of the in-process path (AdmissionCore.admit_next)
         self._burst_x = np.zeros((0, featuriser.dim), np.float32)
         self.dev, self.fdev = self._layout()
@@ -334,6 +334,7 @@ class DeviceState:
         dev[fp.D_HEAD] = (fp.HEAD_MULTI if self.multi_head else
                           fp.HEAD_SOFTMAX if head == "softmax" else fp.HEAD_SIGMOID)
         dev[fp.D_TIMEOUT] = feat.timeout_us
+        dev[fp.D_CAP] = feat.capacity
         dev[fp.D_HEADS] = heads
         dev[fp.D_THRESH], dev[fp.D_CUTOFF], dev[fp.D_LO], dev[fp.D_HI] = thresh, cut, lo_at, hi_at
         dev[fp.D_NBOUNDS] = len(lo)
@@ -354,12 +355,12 @@ class DeviceState:
         """(Re)bind the fused kernels' argument tuples to this state's tracker and
         counters (after a swap hands them over)."""
         t, c = self.tracker, self.counters
-        self.complete_args = (t.pend, t.free, t.meta, t.hist, c.cnt, c.io_latency_us.data)
+        self.complete_args = (t.buf, t.hist, c.cnt, c.io_latency_us.data)
         if self.plan is None:
             self.admit_args = None
             return
-        self.admit_args = (t.pend, t.free, t.meta, t.removed, t.hist, self.dev, self.fdev,
-                           c.cnt, c.predict_ns.data, self.plan.ints, self.plan.arena)
+        self.admit_args = (t.buf, t.hist, self.dev, self.fdev, c.cnt, c.predict_ns.data,
+                           self.plan.ints, self.plan.arena)
         self.admit1 = fp.entry(fp.admit1, *self.admit_args, 0, 0, 0, 0.0, 0, 0)
 
     # the rule state, where the kernels keep it
@@ -805,7 +806,7 @@ class AdmissionCore:
             deadline = st.deadlines.pop(request_id, NAN)
             try:
                 return _COMPLETE1(*st.complete_args, slot, latency_us, deadline, st.timeout_us,
-                                  -1)
+                                  st.capacity, -1)
             except TypeError:  # not a number: the IO stays pending, as it was
                 if slot != NIL:
                     slots[request_id] = slot
@@ -822,7 +823,7 @@ class AdmissionCore:
             slot = NIL
         deadline = st.deadlines.pop(request_id, NAN) if st.deadlines else NAN
         return _COMPLETE1(*st.complete_args, slot, float(latency_us), deadline, st.timeout_us,
-                          now)
+                          st.capacity, now)
 
     # -- model reloads --------------------------------------------------------------------
     def swap(self, device: str, new_state: DeviceState) -> DeviceState:

@@ -51,7 +51,7 @@ from numba.extending import intrinsic
 from mittd.daemon.histogram import IO_LATENCY_BUCKETS_US, PREDICT_BUCKETS_NS
 from mittd.predictor.features_kernels import encode_row
 from mittd.predictor.kernels import run1
-from mittd.predictor.tracker import NIL, t_complete, t_expire, t_issue
+from mittd.predictor.tracker import NIL, buffer_views, t_complete, t_expire, t_issue
 
 __all__ = ["COUNT_NAMES", "OUTCOMES", "REASONS", "admit1", "complete1", "monotonic_ns", "rule",
            "rules"]
@@ -91,7 +91,7 @@ OUTCOMES: tuple[tuple[bool, int, bool], ...] = (
 F_FIXED = 8
 # dev: constants, then the featuriser's int parameters at D_IPARAMS
 (D_KIND, D_IN, D_DIM, D_OUT, D_HEAD, D_TIMEOUT, D_HEADS, D_THRESH, D_CUTOFF, D_LO, D_HI,
- D_NBOUNDS, D_NIPARAMS, D_LAST_NOW, D_LAST_K) = range(15)
+ D_NBOUNDS, D_NIPARAMS, D_LAST_NOW, D_LAST_K, D_CAP) = range(16)
 D_IPARAMS = 16
 HEAD_SIGMOID, HEAD_SOFTMAX, HEAD_MULTI = 0, 1, 2
 BAD_RANGE = -2  # admit1's answer to a negative offset, a length <= 0, an unknown op
@@ -207,7 +207,7 @@ def _observe(data, bounds, value):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True)
-def admit1(pend, free, meta, removed, hist, dev, fdev, cnt, pred, ints, arena,
+def admit1(tbuf, hist, dev, fdev, cnt, pred, ints, arena,
            offset, size, op, deadline_us, rid, now_us):  # pragma: no cover - compiled
     """Decide one IO and issue it if admitted, in one call.
 
@@ -223,6 +223,7 @@ def admit1(pend, free, meta, removed, hist, dev, fdev, cnt, pred, ints, arena,
     """
     if offset < 0 or size <= 0 or op < 0 or op > 2:
         return BAD_RANGE
+    pend, free, meta, removed = buffer_views(tbuf, dev[D_CAP])
     now = now_us if now_us >= 0 else _clock_monotonic_ns() // 1000
     if now < dev[D_LAST_NOW]:
         now = dev[D_LAST_NOW]
@@ -270,7 +271,7 @@ def admit1(pend, free, meta, removed, hist, dev, fdev, cnt, pred, ints, arena,
 
 
 @numba.njit(cache=True)
-def complete1(pend, free, meta, hist, cnt, io, slot, latency_us, deadline_us, timeout,
+def complete1(tbuf, hist, cnt, io, slot, latency_us, deadline_us, timeout, capacity,
               now_us):  # pragma: no cover - compiled
     """``AdmissionCore.complete`` in one call: judge the deadline (NaN: unknown),
     feed the tracker (``slot`` NIL: unknown id), count, observe the latency.
@@ -280,6 +281,7 @@ def complete1(pend, free, meta, hist, cnt, io, slot, latency_us, deadline_us, ti
         cnt[C_SLO] += 1
     ok = False
     if slot != NIL:
+        pend, free, meta, _ = buffer_views(tbuf, capacity)
         has = np.isfinite(latency_us)
         ok = t_complete(pend, free, meta, hist, slot, now, latency_us if has else 0.0, has,
                         timeout)

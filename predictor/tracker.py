@@ -246,6 +246,21 @@ def completion_times_us(ts, latency, timeout):  # pragma: no cover - numba
     return out
 
 
+def tracker_words(capacity: int) -> int:
+    """int64 words of a tracker's buffer: pend, free, meta, removed."""
+    return capacity * P_COLS + capacity + M_SIZE + capacity
+
+
+@numba.njit(cache=True, inline="always")
+def buffer_views(buf, capacity):  # pragma: no cover - numba
+    """(pend, free, meta, removed) as views of one tracker buffer (the tracker calls
+    the same source as plain Python: ``buffer_views.py_func``)."""
+    a = capacity * P_COLS
+    b = a + capacity
+    c = b + M_SIZE
+    return buf[:a].reshape((capacity, P_COLS)), buf[a:b], buf[b:c], buf[c:c + capacity]
+
+
 class PendingTracker:
     """Pending requests and completion history of one device (see module docstring).
 
@@ -255,7 +270,8 @@ class PendingTracker:
     (counted as dropped).
     """
 
-    __slots__ = ("_cap", "_hdepth", "_slots", "_timeout", "free", "hist", "meta", "pend", "removed")
+    __slots__ = ("_cap", "_hdepth", "_slots", "_timeout", "buf", "free", "hist", "meta", "pend",
+                 "removed")
 
     def __init__(
         self,
@@ -269,11 +285,11 @@ class PendingTracker:
         self._timeout = int(timeout_us)
         self._cap = int(capacity)
         self._hdepth = int(history)
-        self.pend = np.zeros((capacity, P_COLS), np.int64)
-        self.free = np.zeros(capacity, np.int64)
-        self.meta = np.zeros(M_SIZE, np.int64)
+        # one int64 buffer, viewed as pend | free | meta | removed (buffer_views): the
+        # fused decision kernel (mittd.daemon.fastpath) takes one array, not four
+        self.buf = np.zeros(tracker_words(capacity), np.int64)
+        self.pend, self.free, self.meta, self.removed = buffer_views.py_func(self.buf, capacity)
         self.hist = np.zeros((2, history, 3), np.float64)
-        self.removed = np.zeros(capacity, np.int64)
         self._slots: dict[int, int] = {}
         init_state(self.pend, self.free, self.meta, self.hist)
 

@@ -195,3 +195,18 @@ def test_tracker_matches_model(ops: list, timeout: int, capacity: int) -> None:
         assert [tuple(r) for r in tr.recent_completions(4).tolist()] == recent
         recent_reads = [h[:3] for h in reversed(history) if h[3] == 0][:4]
         assert [tuple(r) for r in tr.recent_completions(4, True).tolist()] == recent_reads
+
+
+def test_the_tracker_arrays_are_views_of_its_one_buffer() -> None:
+    """The fused decision kernel takes ``buf`` alone and rebuilds the four arrays
+    with ``buffer_views``: they must be the same memory, in that layout."""
+    from mittd.predictor.tracker import buffer_views
+
+    t = PendingTracker(timeout_us=1000, capacity=5, history=2)
+    t.issue(7, 10, 4096, 512, 0)
+    t.issue(8, 11, 8192, 512, 0)
+    t.complete(7, 20, 10.0)
+    views = buffer_views(t.buf, 5)  # the compiled form the kernels inline
+    for mine, theirs in zip((t.pend, t.free, t.meta, t.removed), views, strict=True):
+        assert mine.base is t.buf
+        np.testing.assert_array_equal(mine, theirs)

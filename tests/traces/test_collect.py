@@ -175,7 +175,8 @@ def test_replay_is_whole_unless_runtime_truncates_it_and_says_so(tmp_path: Path)
     r = run_cli("collect", str(tmp_path / "d.img"), "--size", "16M", "--replay", str(src),
                 "-o", str(whole), "--no-progress")
     assert r.returncode == 0, r.stderr
-    assert read_trace(whole).num_rows == 30 and "note" not in r.stderr
+    # (a timing note about fio's completion times may appear on a loaded machine)
+    assert read_trace(whole).num_rows == 30 and "left out" not in r.stderr
     part = tmp_path / "part.parquet"
     r = run_cli("collect", str(tmp_path / "d.img"), "--size", "16M", "--replay", str(src),
                 "--runtime", "1s", "-o", str(part), "--no-progress")
