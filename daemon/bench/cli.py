@@ -87,6 +87,13 @@ def cmd_bench_live(args: argparse.Namespace) -> int:
             size = parse_size(args.size, "--size")
         except ValueError:
             return _fail(f"--size {args.size!r}: expected a size like 512M or 1G")
+    cutoffs = None
+    if args.validation_cutoffs:
+        try:
+            cutoffs = [float(v) for v in args.validation_cutoffs.split(",")]
+        except ValueError:
+            return _fail(f"--validation-cutoffs {args.validation_cutoffs!r}: expected "
+                         "probabilities like 0.9,0.97")
     try:
         r = live.run_live(duration_s=args.duration, replicas=args.replicas, size=size,
                           clients=args.clients, model=args.model, directory=args.dir,
@@ -99,7 +106,9 @@ def cmd_bench_live(args: argparse.Namespace) -> int:
                           trace_speed=args.trace_speed,
                           allow_block_device=args.allow_block_device,
                           write_targets=args.write_targets, seed=args.seed,
-                          keep_files=args.keep_files, out_dir=args.output, quiet=args.quiet)
+                          keep_files=args.keep_files, out_dir=args.output, quiet=args.quiet,
+                          validation_rounds=args.validation_rounds,
+                          validation_cutoffs=cutoffs)
     except live.LiveError as e:
         return _fail(str(e))
     print(live.render(r))
@@ -243,8 +252,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "Progress goes to stderr, the table to stdout. fio (and the daemons) are stopped "
         "on exit, on errors, on Ctrl-C and on SIGTERM.")
     d.add_argument("--duration", type=float, default=60.0,
-                   help="seconds in all, warm-up included (default 60; at least "
-                   "5 periods)")
+                   help="seconds in all, warm-up and validation included (default 60; at "
+                   "least 1 + rounds x candidates + 4 periods)")
+    d.add_argument("--validation-rounds", type=int, metavar="K",
+                   help="rounds of the validation window between the warm-up and the test "
+                   "slices, one contention period per candidate (off, and rejection at "
+                   "each --validation-cutoffs cutoff, the two strictest also uncapped) per "
+                   "round: mittd's operating point is chosen there (lowest p99, if > 3 %% "
+                   "below off's, else mittd stays off) and used unchanged for the test "
+                   "(default 2 in-process; 0: the fixed --decision-threshold; gRPC: 0 only)")
+    d.add_argument("--validation-cutoffs", metavar="P[,P...]",
+                   help="P(slow) cutoffs on trial in the validation window (0.5,0.8,0.9,0.97,"
+                   "0.99, plus --decision-threshold when given; at most 7)")
     d.add_argument("--path", choices=["inproc", "grpc"], default="inproc",
                    help="where the decision runs: in this process (inproc, default) or in "
                    "one mittd serve daemon per replica over gRPC (grpc)")
@@ -283,7 +302,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                    help="hedging delay (default: p95 of the warm-up period without mittd)")
     d.add_argument("--decision-threshold", type=float, metavar="P",
                    help="reject when P(slow) > P (default: 0.97 for the default model, else "
-                   "the bundle's)")
+                   "the bundle's) when there is no validation window; with one, P joins the "
+                   "cutoffs on trial")
     d.add_argument("--max-reject-share", type=float, metavar="S",
                    help="cap on the share of a replica's decisions rejected (default: the "
                    "bundle policy's, 0.5 without one)")

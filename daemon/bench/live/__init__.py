@@ -59,7 +59,8 @@ What runs
   P(slow) > 0.97, the demo's operating point (chosen offline on the shipped
   trace's validation window); the shipped Heimdall bundle, the default of the
   gRPC-only check, misfires on the client's own view of this disk (see
-  :func:`default_model` for the calibration figures); ``--decision-threshold``,
+  :func:`default_model` for the calibration figures) — the fixed operating
+  point of a run without a validation window; ``--decision-threshold``,
   ``--max-reject-share`` (the cap on the share of a replica's decisions
   rejected) and ``--probe-after`` pass to the admission (or to each daemon).
   The run records the bundle and the policy it used.
@@ -80,28 +81,53 @@ What runs
     for false admits).
 
   The run starts with one warm-up period (``none`` mode: caches, the hedge
-  delay), then interleaves the modes in slices of exactly one contention period
-  each, rotating the order every round (``none mittd hedge both``, ``mittd hedge
-  both none``, …), so that every mode sees every contention phase equally often
-  and a noisy shared machine hits all modes alike.
+  delay), then the validation window (below), then interleaves the modes in
+  slices of exactly one contention period each, rotating the order every round
+  (``none mittd hedge both``, ``mittd hedge both none``, …), so that every mode
+  sees every contention phase equally often and a noisy shared machine hits all
+  modes alike.
 
-Reported per mode: reads, reads/s, mean and p50/p90/p95/p99/p99.9/p99.99/max of
-the client-observed latency (from the call into the replica set's ``read`` to
-its return, failovers and hedges included; p99.99 shown from 10,000 reads on),
-failovers (EBUSY → next replica), hedges, extra device IOs (every device read
-beyond one per read: a hedge costs one, a rejection none) and, on gRPC, extra
-RPCs, the share served off the primary; p50/p99 by the contention phase at
-issue (the read's primary under writes, another replica under writes, none);
-the CPU seconds of this process while the mode ran (and of the daemons on
-gRPC; fio's are the same in every mode and left out), per read; the decision's
-cost: the model's featurise + predict time per decision (the admission's own
-``predict_ns`` histogram, per slice) and the admit + complete calls as the
-client timed them (wall time, so GIL waits behind the other threads are in
-it), per call and per read; with ``--trace``, the mean lag and the share of
-reads issued over 1 ms late. The issue's targets for the kind of run (disk +
-RAM, or replicas on one disk) are checked and said met or not. The result is
-plain data (:func:`run_live`), rendered by :func:`render` and :func:`plot`
-(CDF with a log x axis, and the tail), so ``mittd demo`` runs a short version.
+* **Validation window** (``--validation-rounds K``, default 2 in-process; 0 on
+  gRPC, which has none): the project's rule is to choose every threshold, cutoff
+  and policy on a validation window, never on the test part, so mittd's
+  operating point is chosen live, on slices of its own between the warm-up and
+  the test slices (:mod:`~mittd.daemon.bench.live.validation`). Candidates:
+  ``off`` (no admission: reads like ``none``) and rejection at P(slow) cutoffs
+  0.5, 0.8, 0.9, 0.97, 0.99 (``--validation-cutoffs``; ``--decision-threshold``
+  joins them) at the run's reject cap, the two strictest also with the cap
+  lifted (1.0): at most 8, one :class:`~mittd.daemon.embedded.Embedded` each
+  (own trackers), all built before the clients start. Each round reads one
+  whole contention period per candidate, the order rotated like the test
+  slices. **Choice rule**: the candidate with the lowest validation p99 wins if
+  that p99 is more than 3 % below ``off``'s; ties go to the fewer failovers,
+  then to the one listed first; one with under 100 reads cannot win; otherwise
+  mittd stays **off** for the test part ("on the validation window no cutoff
+  beat reading without mittd: mittd stays off on this setup"): the ``mittd``
+  mode then reads with no admission (like ``none``) and ``both`` hedges only,
+  and the tables say so. The choice is used unchanged (its own admission, its
+  tracker state carried on) in ``mittd`` and ``both``. The validation reads
+  are counted apart (the validation table: reads, p50, p99, p99.9, failover %
+  and rejections per candidate) and never enter the test rows. With 0 rounds
+  the fixed operating point below is used, as before.
+
+Reported (the validation table first, when there is one) per mode: reads,
+reads/s, mean and p50/p90/p95/p99/p99.9/p99.99/max of the client-observed
+latency (from the call into the replica set's ``read`` to its return, failovers
+and hedges included; p99.99 shown from 10,000 reads on), failovers (EBUSY →
+next replica), hedges, extra device IOs (every device read beyond one per read:
+a hedge costs one, a rejection none) and, on gRPC, extra RPCs, the share served
+off the primary; p50/p99 by the contention phase at issue (the read's primary
+under writes, another replica under writes, none); the CPU seconds of this
+process while the mode ran (and of the daemons on gRPC; fio's are the same in
+every mode and left out), per read; the decision's cost: the model's featurise
++ predict time per decision (the admission's own ``predict_ns`` histogram, per
+slice) and the admit + complete calls as the client timed them (wall time, so
+GIL waits behind the other threads are in it), per call and per read; with
+``--trace``, the mean lag and the share of reads issued over 1 ms late. The
+issue's targets for the kind of run (disk + RAM, or replicas on one disk) are
+checked and said met or not. The result is plain data (:func:`run_live`),
+rendered by :func:`render` and :func:`plot` (CDF with a log x axis, and the
+tail), so ``mittd demo`` runs a short version.
 
 Clean-up: fio and the daemons run in their own sessions (a terminal's Ctrl-C
 reaches only this process, which then stops them in order: clients, fio,

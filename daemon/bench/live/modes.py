@@ -16,6 +16,9 @@ import numpy as np
 
 MODES = ("none", "mittd", "hedge", "both")
 WARMUP = len(MODES)  # mode index of the warm-up period (read as "none")
+#: validation candidate ``c`` reads under mode index ``VALIDATION + c``: never a test mode,
+#: so its records stay out of the test rows
+VALIDATION = 16
 STOP = -1
 READ_BYTES = 4096
 MiB = 1 << 20
@@ -28,6 +31,24 @@ LATE_NS = 1_000_000  # a trace read issued more than 1 ms after its arrival time
 def mode_name(m: int) -> str:
     """The behaviour of mode index ``m``: the warm-up reads like ``none``."""
     return "none" if m == WARMUP else MODES[m]
+
+
+def plan(m: int, sh: Shared) -> tuple[str, int | None]:
+    """How mode index ``m`` reads: the behaviour (a test mode's name) and the admission
+    (an index into the backend's, None: none asked).
+
+    Why here: the validation candidates and the test modes share the clients; a
+    candidate reads like ``mittd`` with its own admission (``off``: like ``none``),
+    and once the validation chose "mittd off", ``mittd`` reads like ``none`` and
+    ``both`` like ``hedge``.
+    """
+    if m >= VALIDATION:
+        adm = sh.candidates[m - VALIDATION]
+        return ("none" if adm is None else "mittd"), adm
+    name = mode_name(m)
+    if name in ("mittd", "both") and sh.admission is None:
+        return ("none" if name == "mittd" else "hedge"), None
+    return name, sh.admission
 
 
 # -- contention schedule -----------------------------------------------------------------
@@ -178,7 +199,8 @@ class Backend(Protocol):
 
     path: str
 
-    def make_set(self, mode: str, ring: list[int], hedge_after_us: float | None) -> Any: ...
+    def make_set(self, mode: str, ring: list[int], hedge_after_us: float | None,
+                 admission: int | None = 0) -> Any: ...
 
     def deadline(self, mode: str) -> int: ...
 
@@ -204,6 +226,11 @@ class Shared:
     records: list[array] = field(default_factory=list)  # per thread, REC int64s per read
     stats: list[dict[int, dict[str, int]]] = field(default_factory=list)
     seq: Iterator[int] = field(default_factory=lambda: iter(range(1 << 62)))
+    #: per validation candidate, its admission (None: "off", nothing asked)
+    candidates: list[int | None] = field(default_factory=list)
+    #: the admission of the test modes mittd and both (None: mittd chose off); set before
+    #: their first slice, read when a thread builds their sets
+    admission: int | None = 0
 
 
 def worker(k: int, sh: Shared) -> None:
@@ -212,7 +239,7 @@ def worker(k: int, sh: Shared) -> None:
     be = sh.backend
     n = sh.n
     out = sh.records[k]
-    sets: dict[int, list[Any]] = {}
+    sets: dict[int, tuple[list[Any], int]] = {}
     source = trace_driven(k, sh) if sh.arrivals is not None else closed_loop(k, sh)
     clock = time.perf_counter_ns
     t0_run = sh.t0_ns
@@ -221,15 +248,13 @@ def worker(k: int, sh: Shared) -> None:
             m = sh.mode
             if m == STOP or sh.stop.is_set():
                 break
-            rsets = sets.get(m)
-            if rsets is None:
-                name = mode_name(m)
+            got = sets.get(m)
+            if got is None:
+                name, adm = plan(m, sh)
                 hedge = sh.hedge_after_us if name in ("hedge", "both") else None
-                rsets = sets[m] = [be.make_set(name, [(q + i) % n for i in range(n)], hedge)
-                                   for q in range(n)]
-                dl = be.deadline(name)
-            else:
-                dl = be.deadline(mode_name(m))
+                got = sets[m] = ([be.make_set(name, [(q + i) % n for i in range(n)], hedge,
+                                              adm) for q in range(n)], be.deadline(name))
+            rsets, dl = got
             t0 = clock()
             r = rsets[p].read(off, ln, dl)
             t1 = clock()
@@ -240,8 +265,9 @@ def worker(k: int, sh: Shared) -> None:
             sh.errors.append(f"client read failed: {type(e).__name__}: {e}".splitlines()[0])
             sh.stop.set()
     finally:
-        sh.stats[k] = {m: sum_stats(be.set_stats(s) for s in rs) for m, rs in sets.items()}
-        for rs in sets.values():
+        sh.stats[k] = {m: sum_stats(be.set_stats(s) for s in rs)
+                       for m, (rs, _) in sets.items()}
+        for rs, _ in sets.values():
             for s in rs:
                 close = getattr(s, "close", None)
                 if close is not None:

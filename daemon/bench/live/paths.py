@@ -78,29 +78,36 @@ class TimedAdmission:
 
 
 class InprocBackend:
-    """Reads through LocalReplicaSet, decisions by the shared Embedded admission.
+    """Reads through LocalReplicaSet, decisions by one of the Embedded admissions.
 
     Every set opens its own readers (a set closes its replicas when it is closed,
     and each client thread has a set per mode and primary): a few descriptors per
     thread. ``hedge`` gets no admission — hedging alone, nothing asked, nothing
     tracked, as ``none``; ``mittd`` and ``both`` share one admission (its trackers
-    see every read of those modes, from every thread).
+    see every read of those modes, from every thread). ``admissions`` is one
+    Embedded or a list (the validation's candidates, one each so that each keeps
+    its own tracker state); a set is made with the index of the one it asks.
     """
 
     path = "inproc"
 
-    def __init__(self, admission: Any, replicas: Sequence[tuple[Path, str]],
+    def __init__(self, admissions: Any, replicas: Sequence[tuple[Path, str]],
                  deadline_us: int) -> None:
-        self.admission = admission
+        self.admissions = (list(admissions) if isinstance(admissions, list | tuple)
+                           else [admissions])
         self.replicas = list(replicas)
         self.deadline_us = int(deadline_us)
         self._beyond = max_deadline_us()
         self._timers: dict[int, TimedAdmission] = {}
 
-    def make_set(self, mode: str, ring: list[int], hedge_after_us: float | None) -> Any:
+    def make_set(self, mode: str, ring: list[int], hedge_after_us: float | None,
+                 admission: int | None = 0) -> Any:
         from mittd.daemon.replicas import LocalReplica, LocalReplicaSet
 
-        timer = TimedAdmission(self.admission) if mode in _DECIDES else None
+        if mode in _DECIDES and admission is None:
+            raise ValueError(f"mode {mode!r} needs an admission")
+        timer = (TimedAdmission(self.admissions[admission])
+                 if mode in _DECIDES and admission is not None else None)
         reps = []
         try:
             for i in ring:
@@ -143,7 +150,9 @@ class GrpcBackend:
         self.deadline_us = int(deadline_us)
         self._beyond = max_deadline_us()
 
-    def make_set(self, mode: str, ring: list[int], hedge_after_us: float | None) -> Any:
+    def make_set(self, mode: str, ring: list[int], hedge_after_us: float | None,
+                 admission: int | None = 0) -> Any:
+        """``admission`` is ignored: each daemon decides with its own configuration."""
         from mittd.daemon.client import ReplicaSet
 
         return ReplicaSet([(self.clients[i], "r") for i in ring],

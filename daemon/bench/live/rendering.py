@@ -42,14 +42,19 @@ def _header(r: dict[str, Any]) -> list[str]:
             f"reads/s, open loop)")
     pol = r.get("policy") or {}
     cap = r.get("max_reject_share")
+    cut = r.get("decision_threshold")
+    src = f" ({r['decision_threshold_source']})" if r.get("decision_threshold_source") else ""
+    decide = ("mittd off (chosen on the validation window: no cutoff beat reading without "
+              "it), so the mittd mode reads like none and both like hedge"
+              if r.get("mittd_off") or cut is None else
+              f"reject when P(slow) > {cut:g}{src}"
+              + (f", rejections capped at {cap:.0%} of decisions" if cap else "")
+              + f", a probe after {r['probe_after']} rejections in a row"
+              + (f"; bundle policy: {pol['mode']}" if pol.get("mode") else ""))
     lines = [
         f"path: {path}",
         f"model {r['model']}; deadline {r['deadline_us']} µs (trained thresholds "
-        f"{r['model_thresholds_us']} µs), reject when P(slow) > {r['decision_threshold']:g}"
-        + (f" ({r['decision_threshold_source']})" if r.get("decision_threshold_source") else "")
-        + (f", rejections capped at {cap:.0%} of decisions" if cap else "")
-        + f", a probe after {r['probe_after']} rejections in a row"
-        + (f"; bundle policy: {pol['mode']}" if pol.get("mode") else ""),
+        f"{r['model_thresholds_us']} µs), {decide}",
         f"{r['replicas']} replicas × {r['size_bytes'] / MiB:,.0f} MiB in {r['directory']} "
         f"({media}); {load}; {r['cpus']} CPUs shared by all",
         f"contention: {r['contention']}; modes interleaved in {r['period_s']:g} s slices, "
@@ -65,9 +70,47 @@ def _header(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _validation(r: dict[str, Any]) -> list[str]:
+    """The validation window's table and the choice made on it (empty without one)."""
+    v = r.get("validation")
+    if not v:
+        return []
+    lines = ["", f"Validation window: mittd's operating point chosen here, before the test "
+             f"slices, then used unchanged: {v['rounds']} round(s) of {v['slices_per_round']} "
+             f"slices of {r['period_s']:g} s (one contention period each, rotated), "
+             f"{v['reads']:,} reads, none of them in the test tables below", "",
+             "| candidate | cap | reads | p50 | p99 | p99.9 | p99 vs off | failover % "
+             "| rejected % of decisions |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for c in v["candidates"]:
+        mark = " ← chosen" if c["name"] == v["choice"] else ""
+        cap = "–" if c["max_reject_share"] is None else f"{c['max_reject_share']:.0%}"
+        lines.append(
+            f"| {c['name']}{mark} | {cap} | {c['reads']:,} | {_us(c['p50_us'])} "
+            f"| {_us(c['p99_us'])} | {_us(c['p99_9_us'])} "
+            f"| {'–' if c['name'] == 'off' else _pct1s(c.get('p99_vs_off'))} "
+            f"| {100 * c['failover_rate']:.1f} | {_pct1(c.get('reject_rate'))} |")
+    lines += ["", f"choice rule: {v['rule']}.", f"choice: {v['verdict']}."]
+    return lines
+
+
+def _pct1s(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:+.1f} %"
+
+
+def _label(r: dict[str, Any], name: str) -> str:
+    """A test mode's row label: says so when the validation chose mittd off."""
+    if r.get("mittd_off") and name == "mittd":
+        return "mittd (chose off: reads like none)"
+    if r.get("mittd_off") and name == "both":
+        return "both (mittd off: hedging only)"
+    return name
+
+
 def render(r: dict[str, Any]) -> str:
     """The terminal (and docs) view of :func:`~mittd.daemon.bench.live.run_live`'s result."""
-    lines = [*_header(r), "",
+    lines = [*_header(r), *_validation(r), "",
+             *(["Test slices (after the validation window):", ""] if r.get("validation")
+               else []),
              "| mode | reads | reads/s | mean µs | p50 | p90 | p95 | p99 | p99.9 | p99.99 "
              "| max | failover % | hedges % | extra IOs % | off primary % |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -75,7 +118,8 @@ def render(r: dict[str, Any]) -> str:
         m = r["modes"][name]
         p9999 = m["p99_99_us"] if m["reads"] >= MIN_READS_P9999 else None
         lines.append(
-            f"| {name} | {m['reads']:,} | {m['reads_per_s']:,.0f} | {_us(m['mean_us'])} "
+            f"| {_label(r, name)} | {m['reads']:,} | {m['reads_per_s']:,.0f} "
+            f"| {_us(m['mean_us'])} "
             f"| {_us(m['p50_us'])} | {_us(m['p90_us'])} | {_us(m['p95_us'])} "
             f"| {_us(m['p99_us'])} | {_us(m['p99_9_us'])} | {_us(p9999)} | {_us(m['max_us'])} "
             f"| {100 * m['failover_rate']:.1f} | {100 * m['hedge_rate']:.1f} "
@@ -162,7 +206,7 @@ def plot(r: dict[str, Any], path: str | Path) -> str | None:
         x = np.asarray(m["cdf_us"])
         if len(x) == 0:
             continue
-        label = (f"{name} (p99 {m['p99_us']:,.0f}, p99.9 {m['p99_9_us']:,.0f} µs, "
+        label = (f"{_label(r, name)} (p99 {m['p99_us']:,.0f}, p99.9 {m['p99_9_us']:,.0f} µs, "
                  f"+{100 * m['extra_io_fraction']:.1f} % IOs)")
         ax1.plot(x, q, label=label)
         tail = (1.0 - q) >= 1.0 / max(m["reads"], 1)  # no extrapolation

@@ -27,6 +27,7 @@ from mittd.daemon.bench.live.modes import (
     READ_BYTES,
     REC,
     STOP,
+    VALIDATION,
     WARMUP,
     Arrivals,
     MiB,
@@ -57,6 +58,16 @@ from mittd.daemon.bench.live.targets import (
     place_files,
     target_size,
 )
+from mittd.daemon.bench.live.validation import (
+    LADDER,
+    MARGIN,
+    OFF_TEXT,
+    RULE,
+    Candidate,
+    candidates,
+    choose,
+    summary,
+)
 
 if TYPE_CHECKING:
     from mittd.predictor.bundle import Bundle
@@ -64,6 +75,7 @@ if TYPE_CHECKING:
 PATHS = ("inproc", "grpc")
 DEFAULT_BUSY = 1 / 3
 DEFAULT_PROBE_AFTER = 32  # the daemon's default (mittd.daemon.config): both paths alike
+DEFAULT_VALIDATION_ROUNDS = 2  # in-process; the gRPC path has no validation window
 
 
 class LiveError(Exception):
@@ -77,8 +89,9 @@ class _Terminated(SystemExit):
 # -- defaults ----------------------------------------------------------------------------
 
 
-#: the default operating point: the demo's (``mittd.daemon.bench.demo.STRICT``), chosen
-#: offline on the shipped trace's validation window, never on a live run
+#: the fixed operating point of a run without a validation window (``validation_rounds``
+#: 0): the demo's (``mittd.daemon.bench.demo.STRICT``), chosen offline on the shipped
+#: trace's validation window, never on a live run's test part
 DEFAULT_BUNDLE, DEFAULT_CUTOFF = "precise_linear_hist_node95", 0.97
 
 
@@ -164,6 +177,13 @@ class _Options:
     arrivals: Arrivals | None
     trace_speed: float
     cutoff_source: str  # where the decision threshold came from
+    validation_rounds: int = 0  # of one slice per candidate, between warm-up and test
+    candidates: tuple[Candidate, ...] = ()  # on trial in the validation window
+    cap: float = 0.5  # the run's reject cap (--max-reject-share, else the bundle policy's)
+
+    @property
+    def validation_slices(self) -> int:
+        return self.validation_rounds * len(self.candidates)
 
     @property
     def bases(self) -> list[Path]:
@@ -207,7 +227,8 @@ def _options(*, duration_s: float, replicas: int | None, size: int | None,
              probe_after: int, path: str, trace: str | Path | None, trace_speed: float,
              allow_block_device: bool, write_targets: bool, seed: int, keep_files: bool,
              out_dir: str | Path | None, quiet: bool,
-             say: Callable[[str], None] | None) -> _Options:
+             say: Callable[[str], None] | None, validation_rounds: int | None = 0,
+             validation_cutoffs: Sequence[float] | None = None) -> _Options:
     """Checks :func:`run_live`'s arguments in order: the first bad one is a LiveError."""
     if quiet:
         say = _silent
@@ -215,9 +236,26 @@ def _options(*, duration_s: float, replicas: int | None, size: int | None,
         say = _stderr
     if path not in PATHS:
         raise LiveError(f"--path must be one of {', '.join(PATHS)}, got {path!r}")
-    slices = len(MODES) + 1
-    if period_s is None:
-        period_s = 3.0 if duration_s >= slices * 3.0 else duration_s / slices
+    if validation_rounds is None:
+        validation_rounds = DEFAULT_VALIDATION_ROUNDS if path == "inproc" else 0
+    if validation_rounds < 0:
+        raise LiveError(f"--validation-rounds must be >= 0 (0: no validation window), got "
+                        f"{validation_rounds}")
+    if validation_rounds and path == "grpc":
+        raise LiveError("--validation-rounds: the validation window runs on the in-process "
+                        "path only; give --validation-rounds 0 with --path grpc")
+    if max_reject_share is not None and not 0 < max_reject_share <= 1:
+        raise LiveError(f"--max-reject-share must be in (0, 1], got {max_reject_share}")
+    cuts: list[float] = []
+    if validation_rounds:
+        cuts = list(validation_cutoffs) if validation_cutoffs else list(LADDER)
+        if decision_threshold is not None and not validation_cutoffs \
+                and 0 < decision_threshold < 1 and decision_threshold not in cuts:
+            cuts.append(decision_threshold)  # the asked-for cutoff is on trial too
+        try:
+            candidates(cuts, 1.0)  # checked here; built with the run's cap below
+        except ValueError as e:
+            raise LiveError(f"--validation-cutoffs: {e}") from None
     targets = list(targets or ())
     if targets and directory:
         raise LiveError("--target and --dir exclude each other: the replicas are either "
@@ -236,22 +274,15 @@ def _options(*, duration_s: float, replicas: int | None, size: int | None,
         raise LiveError(f"--clients must be >= 1, got {clients}")
     if size is not None and (size < 16 * MiB or size % MiB):
         raise LiveError(f"--size must be a whole number of MiB, at least 16 MiB, got {size}")
-    if not period_s > 0 or not math.isfinite(period_s):
+    if period_s is not None and (not period_s > 0 or not math.isfinite(period_s)):
         raise LiveError(f"--period must be > 0 seconds, got {period_s}")
     if write_qd < 1:
         raise LiveError(f"--write-qd must be >= 1, got {write_qd}")
-    rounds = int((duration_s - period_s) // (len(MODES) * period_s)) if duration_s > 0 else 0
-    if rounds < 1:
-        raise LiveError(f"--duration {duration_s:g} s is too short: it needs one warm-up period "
-                        f"and one {period_s:g} s slice per mode, at least "
-                        f"{slices * period_s:g} s")
     if hedge_after_us is not None and not hedge_after_us > 0:
         raise LiveError(f"--hedge-after-us must be > 0, got {hedge_after_us}")
     if decision_threshold is not None and not 0 < decision_threshold < 1:
         raise LiveError(f"--decision-threshold must be a probability in (0, 1), got "
                         f"{decision_threshold}")
-    if max_reject_share is not None and not 0 < max_reject_share <= 1:
-        raise LiveError(f"--max-reject-share must be in (0, 1], got {max_reject_share}")
     if probe_after < 0:
         raise LiveError(f"--probe-after must be >= 0 (0: no probes), got {probe_after}")
     if deadline_us is not None and deadline_us < 1:
@@ -259,6 +290,9 @@ def _options(*, duration_s: float, replicas: int | None, size: int | None,
     if not trace_speed > 0 or not math.isfinite(trace_speed):
         raise LiveError(f"--trace-speed must be > 0, got {trace_speed}")
     bundle_path, bundle, thresholds, deadline_us = _model(model, deadline_us)
+    cap = _cap(bundle, max_reject_share)
+    cands = candidates(cuts, cap) if validation_rounds else []
+    period_s, rounds, before = _timing(duration_s, period_s, validation_rounds, len(cands))
     cutoff_source = "--decision-threshold"
     if decision_threshold is None and model is None:
         decision_threshold, cutoff_source = DEFAULT_CUTOFF, "the default operating point"
@@ -302,10 +336,48 @@ def _options(*, duration_s: float, replicas: int | None, size: int | None,
         write_qd=write_qd, deadline_us=deadline_us, hedge_after_us=hedge_after_us,
         decision_threshold=decision_threshold, max_reject_share=max_reject_share,
         probe_after=probe_after, seed=seed, keep_files=keep_files, out_dir=out_dir, say=say,
-        rounds=rounds, total_s=period_s * (1 + rounds * len(MODES)),
+        rounds=rounds, total_s=before + period_s * rounds * len(MODES),
         bundle_path=bundle_path, bundle=bundle, thresholds=thresholds, reps=reps, fio=fio,
         schedule=Schedule(replicas, period_s, per), arrivals=arrivals,
-        trace_speed=trace_speed, cutoff_source=cutoff_source)
+        trace_speed=trace_speed, cutoff_source=cutoff_source,
+        validation_rounds=validation_rounds, candidates=tuple(cands), cap=cap)
+
+
+def _timing(duration_s: float, period_s: float | None, validation_rounds: int,
+            n_candidates: int) -> tuple[float, int, float]:
+    """The period (default: 3 s, shorter when the duration cannot hold every slice at
+    3 s), the test rounds, and the seconds before them (warm-up + validation): the
+    duration must hold one warm-up period, the validation rounds (one slice per
+    candidate each) and at least one test round (one slice per mode)."""
+    slices = 1 + validation_rounds * n_candidates + len(MODES)
+    if period_s is None:
+        period_s = 3.0 if duration_s >= slices * 3.0 else duration_s / slices
+    if not period_s > 0 or not math.isfinite(period_s):
+        raise LiveError(f"--duration {duration_s:g} s leaves no period")
+    before = period_s * (1 + validation_rounds * n_candidates)
+    rounds = (int((duration_s - before) / (len(MODES) * period_s) + 1e-9)
+              if duration_s > 0 else 0)
+    if rounds < 1:
+        val = (f", {validation_rounds} validation round(s) of {n_candidates} slices (one per "
+               "candidate operating point; --validation-rounds 0: none)"
+               if validation_rounds else "")
+        raise LiveError(f"--duration {duration_s:g} s is too short: it needs one warm-up "
+                        f"period{val} and one {period_s:g} s slice per mode, at least "
+                        f"{slices * period_s:g} s")
+    return period_s, rounds, before
+
+
+def _cap(bundle: Bundle, max_reject_share: float | None) -> float:
+    """The run's reject cap: ``--max-reject-share``, else the bundle policy's (0.5
+    without one), as the admission applies it (mittd.daemon.devices)."""
+    if max_reject_share is not None:
+        return float(max_reject_share)
+    from mittd.predictor.policy import DecisionPolicy
+
+    try:
+        return float(DecisionPolicy.from_dict(bundle.policy).max_reject_share)
+    except Exception:
+        return 0.5
 
 
 def _model(model: str | Path | None,
@@ -347,7 +419,8 @@ class _Rig:
     daemons: list[subprocess.Popen] = field(default_factory=list)
     writers: list[subprocess.Popen | None] = field(default_factory=list)
     clients: list[Any] = field(default_factory=list)
-    embedded: Any = None
+    embedded: Any = None  # the test modes' admission (the first of ``admissions``)
+    admissions: list[Any] = field(default_factory=list)  # one per candidate with a cutoff
     direct: list[bool] = field(default_factory=list)  # O_DIRECT reads, per replica
     policy: dict[str, Any] = field(default_factory=dict)
     threads: list[threading.Thread] = field(default_factory=list)
@@ -428,19 +501,26 @@ def _start_replicas(rig: _Rig, o: _Options) -> None:
 
 def _start_embedded(rig: _Rig, o: _Options) -> None:
     """One in-process admission for every replica (alias ``r<i>``), the model loaded once
-    per replica (each has its own tracker and engine)."""
+    per replica (each has its own tracker and engine); with a validation window, one
+    such admission per candidate with a cutoff, all built before the clients start (so
+    that none is built mid-run), each keeping its own tracker state."""
     from mittd.daemon.embedded import Embedded
     from mittd.daemon.replicas import LocalReplica
 
+    points = ([(c.cutoff, c.max_reject_share) for c in o.candidates if not c.off]
+              if o.validation_rounds else [(o.decision_threshold, o.max_reject_share)])
     o.say(f"in-process admission: {o.bundle.version_id}, deadline {o.deadline_us} µs, "
-          f"{o.replicas} replicas ...")
+          f"{o.replicas} replicas" + (f", {len(points)} candidate operating points"
+                                      if o.validation_rounds else "") + " ...")
     try:
-        rig.embedded = Embedded.from_bundles(
-            {f"r{i}": str(o.bundle_path) for i in range(o.replicas)}, engine="auto",
-            slo_us=None, decision_threshold=o.decision_threshold,
-            max_reject_share=o.max_reject_share, probe_after=o.probe_after)
+        for cut, cap in points:
+            rig.admissions.append(Embedded.from_bundles(
+                {f"r{i}": str(o.bundle_path) for i in range(o.replicas)}, engine="auto",
+                slo_us=None, decision_threshold=cut, max_reject_share=cap,
+                probe_after=o.probe_after))
     except Exception as e:  # DeviceError and kin: one line
         raise LiveError(f"--model {o.bundle_path}: {e}".splitlines()[0]) from None
+    rig.embedded = rig.admissions[0]
     for i, f in enumerate(rig.files):
         probe = LocalReplica(f, f"r{i}")  # direct_io auto: what the set's readers will do
         rig.direct.append(probe.direct_io)
@@ -514,10 +594,13 @@ def _start_clients(rig: _Rig, o: _Options) -> None:
         rig.clients = [Client(f"unix:{s}", timeout_s=30.0) for s in rig.socks]
         backend = GrpcBackend(rig.clients, o.deadline_us)
     else:
-        backend = InprocBackend(rig.embedded, [(f, f"r{i}") for i, f in enumerate(rig.files)],
-                                o.deadline_us)
+        backend = InprocBackend(rig.admissions,
+                                [(f, f"r{i}") for i, f in enumerate(rig.files)], o.deadline_us)
     sh = rig.sh = Shared(backend=backend, n=o.replicas, blocks=o.size // READ_BYTES,
                          seed=o.seed, arrivals=o.arrivals)
+    if o.validation_rounds:  # candidate c asks admission k (the k-th with a cutoff)
+        ks = iter(range(len(o.candidates)))
+        sh.candidates = [None if c.off else next(ks) for c in o.candidates]
     sh.records = [array("q") for _ in range(o.clients)]
     sh.stats = [{} for _ in range(o.clients)]
     sh.t0_ns = time.perf_counter_ns()
@@ -553,9 +636,9 @@ def _release(rig: _Rig, o: _Options) -> None:
         for c in rig.clients:
             with contextlib.suppress(Exception):
                 c.close()
-        if rig.embedded is not None:
+        for e in rig.admissions:
             with contextlib.suppress(Exception):
-                rig.embedded.close()
+                e.close()
         for d in rig.daemons:
             stop_process(d, 15)
         if o.keep_files:
@@ -602,12 +685,13 @@ ADM_KEYS = ("admitted", "rejected", "probes", "capped", "overruns", "fail_open",
 
 def _probe(rig: _Rig) -> dict[str, float]:
     """CPU seconds so far (this process, and the daemons on the gRPC path) and the
-    admission's counters (in-process): a slice's figures are the difference of two."""
+    admissions' counters (in-process): a slice's figures are the difference of two.
+    Summed over every admission: only the slice's own one is asked during a slice."""
     t = os.times()
     out = {"cpu_s": t.user + t.system,
            "daemon_cpu_s": sum(cpu_seconds(d.pid) for d in rig.daemons)}
-    if rig.embedded is not None:
-        for st in rig.embedded.stats().values():
+    for e in rig.admissions:
+        for st in e.stats().values():
             for k in ADM_KEYS[:-2]:
                 out[k] = out.get(k, 0) + getattr(st, k, 0)
             out["predict_count"] = out.get("predict_count", 0) + st.predict_ns.count
@@ -630,33 +714,108 @@ def _warm_up(o: _Options, sh: Shared) -> tuple[int, float]:
     return len(rows), warm_p95
 
 
+def _slice(o: _Options, rig: _Rig, sh: Shared, m: int, t_end: float
+           ) -> tuple[float, float, dict[str, float], np.ndarray]:
+    """One slice in mode index ``m`` until ``t_end`` seconds into the run: its start and
+    end, its CPU and admission counters (deltas), and its reads (those recorded between
+    the switches: a read in flight at a switch, or done while the counters are taken,
+    is in the mode's rows but not in a slice's count)."""
+    p0 = _probe(rig)
+    m0 = _marks(sh)
+    start = (time.perf_counter_ns() - sh.t0_ns) / 1e9
+    sh.mode = m
+    _wait_until(sh, t_end)
+    end = (time.perf_counter_ns() - sh.t0_ns) / 1e9
+    got = _since(sh, m0)
+    p1 = _probe(rig)
+    return start, end, {k: v - p0.get(k, 0.0) for k, v in p1.items()}, got[got[:, 0] == m]
+
+
+def _validate(o: _Options, rig: _Rig, sh: Shared) -> dict[str, Any]:
+    """The validation window: ``validation_rounds`` rounds of one period per candidate,
+    the order rotated every round, then the choice (:func:`choose`), set for the test
+    modes (``sh.admission``). Its reads are counted here, apart from the test rows."""
+    cands = o.candidates
+    n = len(cands)
+    seconds = [0.0] * n
+    usage: list[dict[str, float]] = [{} for _ in range(n)]
+    slices: list[dict[str, Any]] = []
+    m_start = _marks(sh)
+    t_slice = o.period_s
+    for r in range(o.validation_rounds):
+        for j in range(n):
+            c = (r + j) % n
+            start, end, use, got = _slice(o, rig, sh, VALIDATION + c, t_slice + o.period_s)
+            t_slice += o.period_s
+            seconds[c] += end - start
+            for k, v in use.items():
+                usage[c][k] = usage[c].get(k, 0.0) + v
+            slices.append({"candidate": cands[c].name, "start_s": round(start, 3),
+                           "end_s": round(end, 3), "reads": len(got),
+                           "cpu_s": round(use["cpu_s"], 3)})
+            o.say(f"[{end:5.1f}/{o.total_s:g} s] validation, {cands[c].name}: "
+                  f"{reads_line(got)}")
+    rows = _since(sh, m_start)  # every validation read, those straddling a switch too
+    table: dict[str, dict[str, Any]] = {}
+    for c, cand in enumerate(cands):
+        rr = rows[rows[:, 0] == VALIDATION + c]
+        table[cand.name] = summary(rr[:, 2] / 1e3, rr[:, 5], seconds[c], usage[c])
+    name = choose(table)
+    k = [c.name for c in cands].index(name)
+    sh.admission = sh.candidates[k]  # None: mittd off for the test part
+    chosen, off = cands[k], table[cands[0].name]
+    base = off["p99_us"]
+    for row in table.values():
+        row["p99_vs_off"] = (row["p99_us"] / base - 1.0
+                             if row["p99_us"] is not None and base else None)
+    if chosen.off:
+        verdict = OFF_TEXT
+    else:
+        verdict = (f"mittd reads at {chosen.name}"
+                   + ("" if chosen.max_reject_share == 1.0 else
+                      f" (cap {chosen.max_reject_share:.0%})")
+                   + f" for the test part: validation p99 {table[name]['p99_us']:,.0f} µs "
+                   f"vs {base:,.0f} µs without mittd ({table[name]['p99_vs_off']:+.1%})")
+    o.say(f"validation: {verdict}")
+    return {
+        "rounds": o.validation_rounds,
+        "slices_per_round": n,
+        "seconds": round(sum(seconds), 3),
+        "reads": int(sum(r["reads"] for r in table.values())),
+        "margin": MARGIN,
+        "rule": RULE,
+        "candidates": [{"name": c.name, "cutoff": c.cutoff,
+                        "max_reject_share": c.max_reject_share, **table[c.name]}
+                       for c in cands],
+        "choice": name,
+        "off": chosen.off,
+        "chosen_cutoff": chosen.cutoff,
+        "chosen_max_reject_share": chosen.max_reject_share,
+        "verdict": verdict,
+        "slices": slices,
+    }
+
+
 def _slices(o: _Options, rig: _Rig, sh: Shared
             ) -> tuple[list[dict[str, Any]], dict[int, float], dict[int, dict[str, float]]]:
-    """The rounds of one period per mode, the order rotated every round: the slices, the
-    seconds each mode ran, and each mode's CPU and admission counters (slice deltas)."""
+    """The test rounds of one period per mode (after the warm-up and the validation
+    window), the order rotated every round: the slices, the seconds each mode ran, and
+    each mode's CPU and admission counters (slice deltas)."""
     slices: list[dict[str, Any]] = []
     seconds = dict.fromkeys(range(len(MODES)), 0.0)
     usage: dict[int, dict[str, float]] = {m: {} for m in range(len(MODES))}
-    t_slice = o.period_s
+    t_slice = o.period_s * (1 + o.validation_slices)
     for r in range(o.rounds):
         for j in range(len(MODES)):
             m = (r + j) % len(MODES)
-            m0 = _marks(sh)
-            p0 = _probe(rig)
-            start = (time.perf_counter_ns() - sh.t0_ns) / 1e9
-            sh.mode = m
-            _wait_until(sh, t_slice + o.period_s)
-            end = (time.perf_counter_ns() - sh.t0_ns) / 1e9
-            p1 = _probe(rig)
+            start, end, use, got = _slice(o, rig, sh, m, t_slice + o.period_s)
             t_slice += o.period_s
             seconds[m] += end - start
-            for k, v in p1.items():
-                usage[m][k] = usage[m].get(k, 0.0) + v - p0.get(k, 0.0)
-            got = _since(sh, m0)
-            got = got[got[:, 0] == m]
+            for k, v in use.items():
+                usage[m][k] = usage[m].get(k, 0.0) + v
             slices.append({"mode": MODES[m], "start_s": round(start, 3),
                            "end_s": round(end, 3), "reads": len(got),
-                           "cpu_s": round(p1["cpu_s"] - p0["cpu_s"], 3)})
+                           "cpu_s": round(use["cpu_s"], 3)})
             o.say(f"[{end:5.1f}/{o.total_s:g} s] {MODES[m]:<5}: {reads_line(got)}")
     return slices, seconds, usage
 
@@ -694,10 +853,24 @@ def _measure(o: _Options, rig: _Rig) -> dict[str, Any]:
     load = (f"{o.clients} trace-driven thread(s) replaying {o.arrivals.source} "
             f"({o.arrivals.reads_per_s:,.0f} reads/s)" if o.arrivals is not None
             else f"{o.clients} closed-loop client(s)")
-    o.say(f"{load}, {o.path} path, {o.total_s:g} s: warm-up {o.period_s:g} s, then "
+    val = (f"{o.validation_rounds} validation round(s) of {len(o.candidates)} slices "
+           f"(candidates: {', '.join(c.name for c in o.candidates)}), then "
+           if o.validation_rounds else "")
+    o.say(f"{load}, {o.path} path, {o.total_s:g} s: warm-up {o.period_s:g} s, then {val}"
           f"{o.rounds} round(s) of {len(MODES)} slices of {o.period_s:g} s; contention: "
           f"{contention}")
     warm_reads, warm_p95 = _warm_up(o, sh)
+    validation = _validate(o, rig, sh) if o.validation_rounds else None
+    cutoff, cap, source = o.decision_threshold, o.max_reject_share, o.cutoff_source
+    if validation is not None:
+        cutoff, cap = validation["chosen_cutoff"], validation["chosen_max_reject_share"]
+        source = ("mittd off: chosen on the validation window" if validation["off"] else
+                  "chosen on the validation window")
+        if sh.admission is not None:
+            with contextlib.suppress(Exception):
+                rig.policy = _policy_dict(rig.admissions[sh.admission].policy("r0"))
+    elif cutoff is None:
+        cutoff = o.bundle.decision_thresholds()[0]
     slices, seconds, usage = _slices(o, rig, sh)
     stats, rec = _stop_clients(rig, sh)
     daemon_stats = [scrape(p) for p in rig.ports]
@@ -711,11 +884,12 @@ def _measure(o: _Options, rig: _Rig) -> dict[str, Any]:
         "model": f"{o.bundle.version_id} ({o.bundle_path})",
         "model_thresholds_us": list(o.thresholds),
         "deadline_us": o.deadline_us,
-        "decision_threshold": (o.decision_threshold if o.decision_threshold is not None
-                               else o.bundle.decision_thresholds()[0]),
-        "decision_threshold_source": o.cutoff_source,
-        "max_reject_share": (o.max_reject_share if o.max_reject_share is not None
+        "decision_threshold": cutoff,  # None: mittd chose off on the validation window
+        "decision_threshold_source": source,
+        "max_reject_share": (cap if cap is not None or (validation and validation["off"])
                              else rig.policy.get("max_reject_share")),
+        "mittd_off": bool(validation and validation["off"]),
+        "validation": validation,
         "probe_after": o.probe_after,
         "policy": rig.policy,
         "replicas": o.replicas,
@@ -789,7 +963,9 @@ def run_live(duration_s: float = 60.0, replicas: int | None = None, size: int | 
              trace: str | Path | None = None, trace_speed: float = 1.0,
              allow_block_device: bool = False, write_targets: bool = False,
              seed: int = 0, keep_files: bool = False, out_dir: str | Path | None = None,
-             quiet: bool = False, say: Callable[[str], None] | None = None) -> dict[str, Any]:
+             quiet: bool = False, say: Callable[[str], None] | None = None,
+             validation_rounds: int | None = None,
+             validation_cutoffs: Sequence[float] | None = None) -> dict[str, Any]:
     """Run the live check (see the package docstring); returns plain, JSON-able data.
 
     ``path``: ``"inproc"`` (the decision in this process) or ``"grpc"`` (one daemon
@@ -803,6 +979,15 @@ def run_live(duration_s: float = 60.0, replicas: int | None = None, size: int | 
     result's ``files``. Progress goes to ``say`` (default: stderr), nowhere when
     ``quiet``.
 
+    ``validation_rounds``: rounds of the validation window on which mittd's operating
+    point is chosen before the test slices (see
+    :mod:`~mittd.daemon.bench.live.validation`); None: 2 in-process, 0 on gRPC (which
+    has none); 0: the fixed operating point (``decision_threshold``, default 0.97).
+    ``validation_cutoffs``: the P(slow) cutoffs on trial (default 0.5, 0.8, 0.9, 0.97,
+    0.99, plus ``decision_threshold`` when given), besides ``off`` and the two
+    strictest with the cap lifted. The duration must hold the warm-up, the validation
+    rounds and at least one test round.
+
     Raises :class:`LiveError` (one line, naming the option) for bad options, a missing
     fio, too little space, a refused target, or an admission or daemon that fails to
     start.
@@ -814,7 +999,8 @@ def run_live(duration_s: float = 60.0, replicas: int | None = None, size: int | 
                  max_reject_share=max_reject_share, probe_after=probe_after, path=path,
                  trace=trace, trace_speed=trace_speed, allow_block_device=allow_block_device,
                  write_targets=write_targets, seed=seed, keep_files=keep_files,
-                 out_dir=out_dir, quiet=quiet, say=say)
+                 out_dir=out_dir, quiet=quiet, say=say, validation_rounds=validation_rounds,
+                 validation_cutoffs=validation_cutoffs)
     with _rig(o) as rig:
         result = _measure(o, rig)
         _write_files(o, result)

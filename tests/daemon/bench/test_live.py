@@ -25,8 +25,10 @@ from typing import Any
 
 import pytest
 
-from mittd.daemon.bench.live import MODES, LiveError, Schedule, parse_busy, run_live
+from mittd.daemon.bench.live import MODES, LiveError, Schedule, parse_busy, render, run_live
+from mittd.daemon.bench.live.modes import VALIDATION, Shared, plan
 from mittd.daemon.bench.live.targets import fs_type, place_files
+from mittd.daemon.bench.live.validation import OFF_TEXT, candidates, choose
 from mittd.traces.collect import direct_io_error
 from mittd.traces.shipped import shipped_trace
 from tests.conftest import needs_fio, run_cli
@@ -245,6 +247,83 @@ def test_bench_live_without_fio_is_one_line(tmp_path: Path, disk_dir: Path) -> N
     assert "mittd: error: fio not found" in r.stderr
 
 
+# -- unit: the validation window's candidates and choice rule -------------------------------
+
+
+def _rows(**p99: float | None) -> dict[str, dict[str, Any]]:
+    """Made-up validation rows: ``name=p99`` (µs), failover rate 0."""
+    return {k.replace("_", " "): {"p99_us": v, "failover_rate": 0.0} for k, v in p99.items()}
+
+
+def test_choice_picks_the_lowest_p99_beyond_the_margin() -> None:
+    rows = _rows(off=1000.0, a=900.0, b=700.0, c=800.0)
+    assert choose(rows) == "b"
+    assert choose(_rows(off=1000.0, a=960.0)) == "a"  # 4 % below off: beyond 3 %
+
+
+def test_choice_stays_off_when_nothing_beats_off() -> None:
+    assert choose(_rows(off=1000.0, a=1200.0, b=1000.0)) == "off"
+    assert choose(_rows(off=1000.0, a=975.0)) == "off"  # 2.5 % better: within the margin
+    assert choose(_rows(off=1000.0, a=970.0)) == "off"  # exactly 3 %: not beyond it
+    assert choose(_rows(off=1000.0, a=None)) == "off"  # too few reads to judge
+    assert choose(_rows(off=None, a=10.0)) == "off"  # nothing to beat: no evidence
+    assert choose(_rows(off=1000.0)) == "off"
+    assert choose({"off": {"p99_us": 1000.0}, "a": {"p99_us": float("nan")}}) == "off"
+
+
+def test_choice_ties_go_to_fewer_failovers_then_the_first_listed() -> None:
+    rows = _rows(off=1000.0, a=500.0, b=500.0, c=500.0)
+    assert choose(rows) == "a"
+    rows["a"]["failover_rate"], rows["b"]["failover_rate"] = 0.4, 0.1
+    rows["c"]["failover_rate"] = 0.1
+    assert choose(rows) == "b"
+    assert choose(rows, margin=0.6) == "off"  # the margin is a parameter
+
+
+def test_candidates_are_off_the_ladder_and_the_strictest_uncapped() -> None:
+    c = candidates([0.97, 0.5, 0.8, 0.9, 0.99], 0.5)
+    assert [x.name for x in c] == ["off", "P(slow) > 0.5", "P(slow) > 0.8", "P(slow) > 0.9",
+                                   "P(slow) > 0.97", "P(slow) > 0.99",
+                                   "P(slow) > 0.97, no cap", "P(slow) > 0.99, no cap"]
+    assert c[0].off and c[0].cutoff is None and not c[1].off
+    assert [x.max_reject_share for x in c[1:]] == [0.5] * 5 + [1.0] * 2
+    assert len(candidates([0.9], 1.0)) == 2  # the cap is already lifted: no duplicates
+    assert len(candidates([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], 0.5)) == 8  # room for one
+    with pytest.raises(ValueError, match="at most 7"):
+        candidates([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], 0.5)
+    with pytest.raises(ValueError, match="not a probability"):
+        candidates([1.5], 0.5)
+
+
+def test_plan_reads_candidates_and_an_off_choice_without_admission() -> None:
+    sh = Shared(backend=None, n=2, blocks=1, seed=0)  # type: ignore[arg-type]
+    sh.candidates = [None, 0, 1]
+    assert plan(VALIDATION, sh) == ("none", None)
+    assert plan(VALIDATION + 2, sh) == ("mittd", 1)
+    sh.admission = 1
+    assert [plan(m, sh) for m in range(len(MODES))] == [
+        ("none", 1), ("mittd", 1), ("hedge", 1), ("both", 1)]
+    sh.admission = None  # the validation chose off
+    assert [plan(m, sh)[0] for m in range(len(MODES))] == ["none", "none", "hedge", "hedge"]
+
+
+def test_duration_must_hold_the_validation_window() -> None:
+    # warm-up 1 + 2 rounds x 8 candidates + 4 test slices = 21 periods > 20 s
+    with pytest.raises(LiveError) as e:
+        run_live(duration_s=20, period_s=1)
+    msg = str(e.value)
+    assert "--duration 20 s is too short" in msg and "2 validation round(s) of 8" in msg
+    assert "--validation-rounds 0" in msg and "at least 21 s" in msg and "\n" not in msg
+    with pytest.raises(LiveError, match="1 validation round"):
+        run_live(duration_s=8, period_s=1, validation_rounds=1)
+    with pytest.raises(LiveError, match="--validation-rounds must be >= 0"):
+        run_live(validation_rounds=-1)
+    with pytest.raises(LiveError, match="in-process path only"):
+        run_live(path="grpc", validation_rounds=1)
+    with pytest.raises(LiveError, match="--validation-cutoffs: cutoff 2 is not"):
+        run_live(validation_cutoffs=[2.0])
+
+
 # -- end to end -------------------------------------------------------------------------------
 
 
@@ -254,8 +333,8 @@ def test_bench_live_inproc_runs_every_mode_and_leaves_nothing(disk_dir: Path,
     out, png = tmp_path / "live.json", tmp_path / "live.png"
     # --dir relative to the working directory (the daemons' configs need it absolute)
     r = run_cli("bench", "live", "--duration", "5", *TINY, "--hedge-after-us", "1",
-                "--dir", disk_dir.name, "--json", str(out), "--png", str(png), "--quiet",
-                cwd=disk_dir.parent)
+                "--validation-rounds", "0", "--dir", disk_dir.name, "--json", str(out),
+                "--png", str(png), "--quiet", cwd=disk_dir.parent)
     assert r.returncode == 0, r.stderr
     for name in MODES:
         assert f"| {name} |" in r.stdout
@@ -268,6 +347,7 @@ def test_bench_live_inproc_runs_every_mode_and_leaves_nothing(disk_dir: Path,
     assert "precise_linear_hist" in res["model"] and res["probe_after"] == 32
     assert res["decision_threshold"] == 0.97
     assert res["decision_threshold_source"] == "the default operating point"
+    assert res["validation"] is None and res["mittd_off"] is False
     assert res["policy"]["mode"] in ("reject", "hedge", "both")
     _check_modes(res)
     mittd = res["modes"]["mittd"]
@@ -289,7 +369,7 @@ def test_bench_live_disk_and_ram_trace_driven(disk_dir: Path, tmp_path: Path) ->
     """Replica 1 on tmpfs (RAM, no writer), the shipped trace's reads at 0.2× speed."""
     r = run_live(duration_s=5, period_s=1, size=16 << 20, write_qd=1, hedge_after_us=1,
                  directory=[disk_dir, SHM], busy="0.5,0", trace=shipped_trace(),
-                 trace_speed=0.2, out_dir=tmp_path / "o", quiet=True)
+                 trace_speed=0.2, out_dir=tmp_path / "o", quiet=True, validation_rounds=0)
     assert r["ram_replicas"] == [1] and r["direct_io"][0] is True
     assert r["replica_media"][1].startswith("tmpfs: RAM") and r["busy"] == [0.5, 0.0]
     assert r["busy_windows_s"][1][0] == r["busy_windows_s"][1][1]  # no writer on RAM
@@ -307,13 +387,58 @@ def test_bench_live_disk_and_ram_trace_driven(disk_dir: Path, tmp_path: Path) ->
     assert list(disk_dir.glob("mittd-live-*")) == [] and list(SHM.glob("mittd-live-*")) == []
 
 
+@needs_fio
+def test_bench_live_validation_window_chooses_and_stays_out_of_the_test(
+        disk_dir: Path, tmp_path: Path) -> None:
+    """One validation round of 5 candidates, then one test round: a table and a choice,
+    the validation reads counted apart from the test rows."""
+    r = run_live(duration_s=5, period_s=0.5, size=16 << 20, write_qd=1, hedge_after_us=1,
+                 directory=disk_dir, validation_rounds=1, validation_cutoffs=[0.9, 0.97],
+                 out_dir=tmp_path / "o", quiet=True)
+    v = r["validation"]
+    names = [c["name"] for c in v["candidates"]]
+    assert names == ["off", "P(slow) > 0.9", "P(slow) > 0.97", "P(slow) > 0.9, no cap",
+                     "P(slow) > 0.97, no cap"]
+    assert v["rounds"] == 1 and len(v["slices"]) == 5 and v["choice"] in names
+    assert sorted(s["candidate"] for s in v["slices"]) == sorted(names)
+    for c in v["candidates"]:
+        assert c["reads"] > 0 and c["p50_us"] > 0, c
+    off = v["candidates"][0]
+    assert off["failover_rate"] == 0.0 and off["decisions"] == 0  # off asks nothing
+    assert sum(c["decisions"] for c in v["candidates"][1:]) > 0
+    assert v["reads"] == sum(c["reads"] for c in v["candidates"])
+    assert v["off"] == (v["choice"] == "off") == r["mittd_off"]
+    assert r["decision_threshold_source"].endswith("chosen on the validation window")
+    assert r["decision_threshold"] == v["chosen_cutoff"]
+    # the test rows hold the test slices' reads only (and the few done at a switch,
+    # while the counters are read), never the validation's thousands
+    assert r["duration_s"] == 5.0 and [s["mode"] for s in r["slices"]] == list(MODES)
+    for name in MODES:
+        in_slices = sum(s["reads"] for s in r["slices"] if s["mode"] == name)
+        assert in_slices <= r["modes"][name]["reads"] <= 1.05 * in_slices + 10, name
+    assert v["reads"] > sum(s["reads"] for s in r["slices"]) / 4
+    text = (tmp_path / "o" / "live.txt").read_text()
+    assert "Validation window: mittd's operating point chosen here" in text
+    assert "choice rule: the candidate with the lowest p99" in text and "← chosen" in text
+    assert json.loads((tmp_path / "o" / "live.json").read_text())["validation"]["choice"] \
+        == v["choice"]
+    # how an "off" choice reads (whatever this run chose)
+    off_r = {**r, "mittd_off": True, "decision_threshold": None,
+             "validation": {**v, "choice": "off", "off": True, "verdict": OFF_TEXT}}
+    text = render(off_r)
+    assert "mittd stays off on this setup" in text and "| mittd (chose off" in text
+    assert "mittd off (chosen on the validation window" in text
+    assert list(disk_dir.glob("mittd-live-*")) == []
+
+
 def test_bench_live_reads_given_targets_as_they_are(disk_dir: Path) -> None:
     """Two existing files as --target replicas: no fio needed, nothing written or removed."""
     files = [disk_dir / "a.img", disk_dir / "b.img"]
     for f in files:
         f.write_bytes(os.urandom(16 << 20))
     before = [(f.stat().st_mtime_ns, f.stat().st_size) for f in files]
-    r = run_live(duration_s=5, period_s=1, targets=files, hedge_after_us=1, quiet=True)
+    r = run_live(duration_s=5, period_s=1, targets=files, hedge_after_us=1, quiet=True,
+                 validation_rounds=0)
     assert r["targets_given"] and r["busy"] == [0.0, 0.0] and r["contention"] == "none"
     assert r["replica_paths"] == [str(f) for f in files] and r["size_bytes"] == 16 << 20
     assert all(r["modes"][m]["reads"] > 0 for m in MODES)
