@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from mittd.daemon.bench.tailcut.run import MODELS as TAILCUT_MODELS
@@ -70,6 +71,13 @@ def cmd_bench_rpc(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=1, default=str))
     return 0
+
+
+def _progress(quiet: bool) -> Callable[[str], None]:
+    """Progress lines on stderr (the tables go to stdout), or none with --quiet."""
+    if quiet:
+        return lambda _m: None
+    return lambda m: print(m, file=sys.stderr, flush=True)
 
 
 def _fail(msg: str) -> int:
@@ -135,8 +143,7 @@ def cmd_bench_tailcut(args: argparse.Namespace) -> int:
         epochs=args.epochs, reject_budget=args.reject_budget, shipped=not args.no_shipped,
         keep=args.keep, out_dir=Path(args.output))
     show = not args.quiet and sys.stderr.isatty()
-    say = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr,
-                                                                flush=True))
+    say = _progress(args.quiet)
     try:
         r = tailcut.run_tailcut(cfg, say=say, progress=show)
     except tailcut.TailcutError as e:
@@ -155,8 +162,7 @@ def cmd_bench_embedded(args: argparse.Namespace) -> int:
         size = parse_size(args.size, "--size")
     except ValueError as e:
         return _fail(str(e))
-    say = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr,
-                                                                flush=True))
+    say = _progress(args.quiet)
     try:
         r = embedded.run_embedded(args.model, ops=args.ops, seconds=args.seconds,
                                   rounds=args.rounds, directory=args.dir, size=size,
