@@ -301,8 +301,8 @@ class DeviceState:
         self.capacity = featuriser.capacity
         self.next_id = 1  # request ids of the in-process path (AdmissionCore.admit_next)
         self._burst_x = np.zeros((0, featuriser.dim), np.float32)
-        self.dev, self.fdev = self._layout()
         self.plan = getattr(engine, "plan", None)  # a compiled plan: the fused path runs it
+        self.dev, self.fdev = self._layout()
         self.bind()
 
     def _layout(self) -> tuple[np.ndarray, np.ndarray]:
@@ -324,7 +324,7 @@ class DeviceState:
         fdev[cut:lo_at] = self.cutoffs
         fdev[lo_at:hi_at] = lo
         fdev[hi_at:] = hi
-        plan = getattr(self.engine, "plan", None)
+        plan = self.plan
         head = self.engine.graph.head
         dev[fp.D_KIND] = feat.kind
         if plan is not None:
@@ -525,23 +525,10 @@ class AdmissionCore:
                     raise ValueError("deadline_us must be a number, got NaN")
                 deadline_us = st.default_deadline_us
             if st.admit_args is not None and self._fuse:
-                try:
-                    code = st.admit1(*st.admit_args, offset, length, op, deadline_us, rid, -1)
-                except (TypeError, ValueError, OverflowError):  # refused: nothing changed
-                    raise ValueError(_bad_io(op, offset, length, deadline_us)) from None
-                if code >= 0:
-                    tracker = st.tracker
-                    if code >> 24:
-                        tracker._forget(code >> 24)
-                    if (code >> 4) & 0xFFFFF == _SLOT_NIL:
-                        return 0
-                    tracker._slots[rid] = (code >> 4) & 0xFFFFF
-                    dl = st.deadlines
-                    dl[rid] = deadline_us
-                    if len(dl) > len(tracker):
-                        self._trim_deadlines(st)
-                    return rid
-                raise ValueError(_bad_io(op, offset, length, deadline_us))
+                out = self._fused(st, op, offset, length, deadline_us, rid, -1)
+                if out < 0:  # refused or out of range: nothing was changed
+                    raise ValueError(_bad_io(op, offset, length, deadline_us))
+                return 0 if out in (_O_REJECT, _O_OVERRUN_REJECT) else rid
             bad = _bad_io(op, offset, length, deadline_us)
             if bad:
                 raise ValueError(bad)
@@ -564,9 +551,11 @@ class AdmissionCore:
     def _fused(self, st: DeviceState, op: int, offset: int, length: int,
                deadline_us: float, rid: int, now: int) -> int:
         """One IO through :func:`mittd.daemon.fastpath.admit1` (the caller holds the
-        lock); returns the outcome code, or -1 when the kernel refused its arguments
-        (a value beyond int64, a non-number: nothing was changed, the Python path
-        decides)."""
+        lock): the one place that keeps the id -> slot and deadline maps in step
+        with the kernel. Returns the outcome code; -1 when the kernel refused its
+        arguments (a value beyond int64, a non-number) and ``fastpath.BAD_RANGE``
+        for a negative offset, a length <= 0 or an unknown op: then nothing was
+        decided or issued."""
         tracker = st.tracker
         slots = tracker._slots
         old = slots.pop(rid, None)
@@ -574,8 +563,10 @@ class AdmissionCore:
             t_discard(tracker.pend, tracker.free, tracker.meta, old)
         try:
             code = st.admit1(*st.admit_args, offset, length, op, deadline_us, rid, now)
-        except Exception:
+        except (TypeError, ValueError, OverflowError):
             return -1
+        if code < 0:
+            return code
         n = code >> 24
         if n:
             tracker._forget(n)
@@ -800,30 +791,27 @@ class AdmissionCore:
         except KeyError:
             raise UnknownDevice(device) from None
         with lock:
-            st = self._devices[device]
-            slots = st.tracker._slots
-            slot = slots.pop(request_id, NIL)
-            deadline = st.deadlines.pop(request_id, NAN)
-            try:
-                return _COMPLETE1(*st.complete_args, slot, latency_us, deadline, st.timeout_us,
-                                  st.capacity, -1)
-            except TypeError:  # not a number: the IO stays pending, as it was
-                if slot != NIL:
-                    slots[request_id] = slot
-                    st.deadlines[request_id] = deadline
-                raise ValueError(f"latency_us must be a number of µs, got {latency_us!r}") from None
+            return self._complete(self._devices[device], request_id, latency_us, -1)
 
     @staticmethod
     def _complete(st: DeviceState, request_id: int, latency_us: float, now: int) -> bool:
         """:func:`mittd.daemon.fastpath.complete1` (the rules of a completion) for one
-        id, under the device's lock."""
+        id, under the device's lock (``now < 0``: the kernel reads the clock). A
+        latency that is not a number leaves the IO pending, as it was."""
+        slots = st.tracker._slots
         try:
-            slot = st.tracker._slots.pop(request_id, NIL)
+            slot = slots.pop(request_id, NIL)
         except TypeError:  # an unhashable id: not ours
             slot = NIL
         deadline = st.deadlines.pop(request_id, NAN) if st.deadlines else NAN
-        return _COMPLETE1(*st.complete_args, slot, float(latency_us), deadline, st.timeout_us,
-                          st.capacity, now)
+        try:
+            return _COMPLETE1(*st.complete_args, slot, latency_us, deadline, st.timeout_us,
+                              st.capacity, now)
+        except (TypeError, ValueError):
+            if slot != NIL:
+                slots[request_id] = slot
+                st.deadlines[request_id] = deadline
+            raise ValueError(f"latency_us must be a number of µs, got {latency_us!r}") from None
 
     # -- model reloads --------------------------------------------------------------------
     def swap(self, device: str, new_state: DeviceState) -> DeviceState:

@@ -241,3 +241,17 @@ def test_from_bundles_names_the_bad_setting(kw, match) -> None:
     args = {"bundles": {"a": shipped_bundle("heimdall")}, **kw}
     with pytest.raises(EmbeddedError, match=match):
         Embedded.from_bundles(**args)
+
+
+def test_an_out_of_range_io_on_the_general_path_is_decided_as_unfused() -> None:
+    """The kernel refuses a negative offset (``BAD_RANGE``) without touching the
+    tracker; the daemon's ``admit`` then decides it on the Python path, as an
+    unfused core does, and the id -> slot map stays whole."""
+    fused, python = _cores("heimdall", 0.5)
+    for core in (fused, python):
+        core.admit("d", OP_READ, 4096, 4096, 0, 1, 1_000)
+        d = core.admit("d", OP_READ, -4096, 4096, 0, 2, 1_010)
+        assert d.admit
+        assert sorted(core.state("d").tracker.pending_ids()) == [1, 2]
+        assert core.complete("d", 1, 50.0, 1_100) and core.complete("d", 2, 50.0, 1_100)
+    assert fused.stats()["d"].completions == python.stats()["d"].completions == 2
