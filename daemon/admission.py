@@ -45,6 +45,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from mittd.daemon import fastpath as fp
+from mittd.daemon import ring
+from mittd.daemon.config import DeviceConfig, ServerConfig
 from mittd.daemon.fastpath import (
     COUNT_NAMES,
     OUTCOMES,
@@ -59,6 +61,7 @@ from mittd.daemon.histogram import (
     Histogram,
     HistogramSnapshot,
 )
+from mittd.daemon.quality import MODES, LiveQuality, live_quality
 from mittd.predictor.bundle import Bundle
 from mittd.predictor.burst import encode_burst
 from mittd.predictor.engine import Engine
@@ -93,6 +96,7 @@ _I1 = np.zeros(1, np.int64)
 _F1 = np.zeros(1, np.float64)
 _RULE: Callable[..., int] = fp.rule
 _COMPLETE1: Callable[..., bool] = fp.complete1
+_PUT: Callable[..., None] = ring.put
 
 
 _IO_FIELDS = (("op", "an op code: 0 read, 1 write, 2 other", lambda x: 0 <= x <= 2),
@@ -113,13 +117,18 @@ def _bad_io(op: object, offset: object, length: object, deadline_us: object) -> 
 
 def _load_kernels() -> None:
     """Load the rule and completion kernels (numba's cache, else compiled), once."""
-    global _RULE, _COMPLETE1
+    global _RULE, _COMPLETE1, _PUT
     if _RULE is fp.rule:
         _RULE = fp.entry(fp.rule, _I1, _F1, 0, False, False)
         hist = np.zeros((2, 1, 3), np.float64)
-        _COMPLETE1 = fp.entry(fp.complete1, _I1, hist, _I1, _F1, 0, 0.0, 0.0, 0, 0, 0)
+        _COMPLETE1 = fp.entry(fp.complete1, _I1, hist, _I1, _F1, _I1, _F1, 0, 0.0, 0.0, 0, 0,
+                              0)
+        _PUT = fp.entry(ring.put, _I1, _F1, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0)
 _O_REJECT, _O_OVERRUN_REJECT = fp.O_REJECT, fp.O_OVERRUN_REJECT
+NEVER_ISSUED = np.array([_O_REJECT, _O_OVERRUN_REJECT], np.int64)  # no latency will come
 NAN = float("nan")
+DEFAULT_DRIFT_MARGIN = DeviceConfig.drift_margin  # the config's defaults: one home
+DEFAULT_QUALITY_WINDOW = ServerConfig.quality_window
 
 
 class UnknownDevice(KeyError):
@@ -168,7 +177,8 @@ class Counts:
     rejections admitted by the probe rule; ``capped`` predicted rejections
     admitted because the device already rejects ``max_reject_share`` of its
     decisions; ``beyond_model`` IOs whose deadline no trained threshold covers
-    (admitted without a prediction).
+    (admitted without a prediction); ``shadow_rejects`` IOs the model would have
+    rejected, admitted because the device is in shadow mode (also in ``admitted``).
     """
 
     admitted: int = 0
@@ -182,6 +192,7 @@ class Counts:
     unknown_completions: int = 0
     slo_violations: int = 0
     tracker_errors: int = 0
+    shadow_rejects: int = 0
 
 
 if tuple(f.name for f in fields(Counts)) != COUNT_NAMES:  # the kernels index by that list
@@ -196,6 +207,9 @@ class DeviceStats(Counts):
     reject_share: float
     model_version: str
     model_sha256: str
+    mode: str
+    records_written: int
+    records_dropped: int
     tracker: TrackerStats
     predict_ns: HistogramSnapshot
     io_latency_us: HistogramSnapshot
@@ -280,6 +294,9 @@ class DeviceState:
         p_thresholds: tuple[float, ...],
         default_deadline_us: float,
         policy: DecisionPolicy | None = None,
+        mode: str = "enforce",
+        drift_margin: float = DEFAULT_DRIFT_MARGIN,
+        quality_window: int = DEFAULT_QUALITY_WINDOW,
     ) -> None:
         self.bundle = bundle
         self.engine = engine
@@ -300,9 +317,13 @@ class DeviceState:
         self.timeout_us = featuriser.timeout_us
         self.capacity = featuriser.capacity
         self.next_id = 1  # request ids of the in-process path (AdmissionCore.admit_next)
+        self.ring = ring.Ring(featuriser.capacity, bundle.sha256)  # carried over swaps
         self._burst_x = np.zeros((0, featuriser.dim), np.float32)
         self.plan = getattr(engine, "plan", None)  # a compiled plan: the fused path runs it
         self.dev, self.fdev = self._layout()
+        self.mode = mode
+        self.drift_margin = float(drift_margin)
+        self.quality_window = int(quality_window)
         self.bind()
 
     def _layout(self) -> tuple[np.ndarray, np.ndarray]:
@@ -355,12 +376,13 @@ class DeviceState:
         """(Re)bind the fused kernels' argument tuples to this state's tracker and
         counters (after a swap hands them over)."""
         t, c = self.tracker, self.counters
-        self.complete_args = (t.buf, t.hist, c.cnt, c.io_latency_us.data)
+        r = self.ring
+        self.complete_args = (t.buf, t.hist, c.cnt, c.io_latency_us.data, r.rec, r.recf)
         if self.plan is None:
             self.admit_args = None
             return
         self.admit_args = (t.buf, t.hist, self.dev, self.fdev, c.cnt, c.predict_ns.data,
-                           self.plan.ints, self.plan.arena)
+                           self.plan.ints, self.plan.arena, r.rec, r.recf)
         self.admit1 = fp.entry(fp.admit1, *self.admit_args, 0, 0, 0, 0.0, 0, 0)
 
     # the rule state, where the kernels keep it
@@ -381,6 +403,39 @@ class DeviceState:
     @reject_run.setter
     def reject_run(self, value: int) -> None:
         self.fdev[fp.F_RUN] = value
+
+    @property
+    def mode(self) -> str:
+        """``"enforce"`` (reject what the model calls slow) or ``"shadow"`` (predict and
+        record, never reject)."""
+        return MODES[1] if self.fdev[fp.F_SHADOW] else MODES[0]
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        if value not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {value!r}")
+        self.fdev[fp.F_SHADOW] = 1.0 if value == MODES[1] else 0.0
+
+    @property
+    def validation_roc_auc(self) -> float:
+        """The bundle's held-out ROC-AUC (provenance ``test_metrics``; NaN if absent)."""
+        v = (self.bundle.provenance.get("test_metrics") or {}).get("roc_auc")
+        return float(v) if isinstance(v, int | float) else NAN
+
+    def quality(self) -> LiveQuality:
+        """Live quality over the current model's last ``quality_window`` decisions
+        (``mittd.daemon.quality``); the caller holds the device's lock while the
+        ring is copied."""
+        rows = self.ring.last(self.quality_window)
+        codes = rows.cols["codes"]
+        k = (codes >> 8) - 1
+        margin = rows.cols["margin"]
+        asked = (k >= 0) & np.isfinite(margin)
+        k = k[asked]
+        return live_quality(self.mode, self.quality_window, margin[asked],
+                            np.asarray(self.cutoffs)[k], rows.cols["latency"][asked],
+                            np.asarray(self.thresholds_us)[k], self.validation_roc_auc,
+                            self.drift_margin)
 
     @property
     def max_reject_share(self) -> float:
@@ -425,6 +480,9 @@ class DeviceState:
                            reject_share=self.reject_share,
                            model_version=self.model_version,
                            model_sha256=self.bundle.sha256,
+                           mode=self.mode,
+                           records_written=self.ring.counts()["records_written"],
+                           records_dropped=self.ring.counts()["records_dropped"],
                            tracker=self.tracker.stats(),
                            predict_ns=c.predict_ns.snapshot(),
                            io_latency_us=c.io_latency_us.snapshot())
@@ -615,8 +673,8 @@ class AdmissionCore:
                 elapsed = clock() - t0
                 st.counters.predict_ns.observe(elapsed)
                 overrun = elapsed > self._budget_ns
-        admit, why, fail_open = OUTCOMES[self._rule(st, status, m > st.cutoffs[k or 0],
-                                                    overrun)]
+        out = self._rule(st, status, m > st.cutoffs[k or 0], overrun)
+        admit, why, fail_open = OUTCOMES[out]
         d = Decision(admit, _sigmoid(m) if status == _PREDICTED else NAN, k, fail_open,
                      f"fail-open:{failed}" if failed else REASONS[why], st.model_version)
         if admit:
@@ -626,6 +684,13 @@ class AdmissionCore:
                 st.counters.tracker_errors += 1
                 log.warning("%s: request %r not tracked (%s: %s)", device, request_id,
                             type(e).__name__, e)
+        slot = st.tracker._slots.get(request_id, NIL) if admit else NIL
+        r = st.ring
+        try:
+            _PUT(r.rec, r.recf, now, int(offset), int(length), int(op), out,
+                 -1 if k is None else k, m, float(deadline_us), slot)
+        except (TypeError, ValueError, OverflowError):  # a value no record column holds
+            r.count(dropped=1)
         return d
 
     @staticmethod
@@ -742,6 +807,13 @@ class AdmissionCore:
             admit, reason, fail_open = _ADMIT_OF[out], _REASON_OF[out], _FAIL_OPEN_OF[out]
             for rid in ids[~admit].tolist():
                 tracker.withdraw(rid)
+            got = tracker._slots.get
+            slots = np.fromiter((got(r, NIL) if a else NIL
+                                 for r, a in zip(ids.tolist(), admit.tolist(), strict=True)),
+                                np.int64, n)
+            rg = st.ring
+            ring.put_many(rg.rec, rg.recf, now, offsets, lengths, ops, out.astype(np.int64),
+                          k, margins, dl, slots)
             dls = st.deadlines
             for rid, d in zip(ids[admit].tolist(), dl[admit].tolist(), strict=True):
                 dls[rid] = d
@@ -765,7 +837,11 @@ class AdmissionCore:
             pop = st.deadlines.pop
             dl = np.fromiter((pop(r, NAN) for r in ids), np.float64, len(ids))
             c.slo_violations += int(np.count_nonzero(lat > dl))
+            got = st.tracker._slots.get
+            slots = np.fromiter((got(r, NIL) for r in ids), np.int64, len(ids))
             known = st.tracker.complete_many(ids, int(now_us), lat)
+            rg = st.ring
+            ring.done_many(rg.rec, rg.recf, slots[known], lat[known])
             k = int(np.count_nonzero(known))
             c.completions += k
             c.unknown_completions += len(ids) - k
@@ -827,7 +903,10 @@ class AdmissionCore:
         """
         with self._lock(device):
             old = self._devices[device]
-            if new_state.featuriser.config() == old.featuriser.config():
+            kept = new_state.featuriser.config() == old.featuriser.config()
+            new_state.ring = old.ring
+            new_state.ring.model_changed(new_state.bundle.sha256, kept)
+            if kept:
                 new_state.tracker = old.tracker
                 new_state.deadlines = old.deadlines
                 new_state.last_now = old.last_now
@@ -837,6 +916,41 @@ class AdmissionCore:
             new_state.bind()
             self._devices[device] = new_state
             return old
+
+    # -- modes, quality, records ------------------------------------------------------
+    def mode(self, device: str) -> str:
+        """The device's mode: ``"enforce"`` or ``"shadow"`` (predict, record, admit)."""
+        return self.state(device).mode
+
+    def set_mode(self, device: str, mode: str) -> None:
+        """Switch a device between ``"enforce"`` and ``"shadow"`` (takes effect on the
+        next decision; the rule state carries on)."""
+        with self._lock(device):
+            self._devices[device].mode = mode
+
+    def quality(self, device: str) -> LiveQuality:
+        """The device's live model quality (``mittd.daemon.quality``): a few ms of
+        numpy over its last decisions, for scrapes and ``mittd status``."""
+        with self._lock(device):
+            return self._devices[device].quality()
+
+    def take_records(self, device: str, settle_us: int, everything: bool = False
+                     ) -> ring.RingRows | None:
+        """Hand the record writer the device's rows that are ready
+        (:meth:`mittd.daemon.ring.Ring.take`), under the device's lock."""
+        with self._lock(device):
+            now = int(fp.monotonic_ns() // 1000)
+            return self._devices[device].ring.take(now, settle_us, NEVER_ISSUED, everything)
+
+    def records_counted(self, device: str, written: int = 0, dropped: int = 0) -> None:
+        """The writer's tallies for the device (``records_written``/``_dropped``)."""
+        with self._lock(device):
+            self._devices[device].ring.count(written, dropped)
+
+    def keep_records(self, device: str, on: bool) -> None:
+        """A writer consumes the device's rows from now on (or no longer does)."""
+        with self._lock(device):
+            self._devices[device].ring.keep = on
 
     def stats(self) -> dict[str, DeviceStats]:
         """A typed snapshot per device: counters, pending count, model, histograms."""

@@ -90,6 +90,7 @@ class ServerConfig:
     predict_budget_us: float = 50.0
     workers: int = 4
     probe_after: int = 32
+    quality_window: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,47 @@ class DeviceConfig:
     writable: bool = False
     direct_io: bool = True
     alignment: int = 4096
+    mode: str = "enforce"
+    drift_margin: float = 0.05
+
+
+MODES = ("enforce", "shadow")
+_RECORD_LIMITS = {"segment_mb": (0.01, 65536.0), "segment_s": (1.0, 86400.0),
+                  "keep_mb": (0.01, 1e9), "keep_hours": (0.001, 1e6)}
+
+
+@dataclass(frozen=True)
+class RecordsConfig:
+    """Where and how much to record IOs (``[records]``; the in-process API takes the
+    same object, ``mittd.daemon.recorder`` writes by it). The bounds are checked
+    here, naming the field, so the config and the in-process API refuse the same
+    values."""
+
+    dir: Path
+    segment_mb: float = 64.0  # close a segment at this size...
+    segment_s: float = 60.0  # ...or this age: the most a kill -9 can lose
+    keep_mb: float = 1024.0  # per device: the oldest segments go beyond this...
+    keep_hours: float = 168.0  # ...or this age
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.dir, str | os.PathLike) or not str(self.dir).strip():
+            raise ValueError(f"dir: expected a directory path, got {self.dir!r}")
+        object.__setattr__(self, "dir", Path(self.dir).expanduser())
+        for name, (lo, hi) in _RECORD_LIMITS.items():
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise ValueError(f"{name}: expected a number, got {v!r}")
+            if not lo <= v <= hi:
+                raise ValueError(f"{name}: {v} is out of range; must be in [{lo:g}, {hi:g}]")
+            object.__setattr__(self, name, float(v))
+        if self.keep_mb < self.segment_mb:
+            raise ValueError(f"keep_mb: {self.keep_mb:g} is below segment_mb "
+                             f"({self.segment_mb:g}); a device must keep one segment")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dir": str(self.dir), "segment_mb": self.segment_mb,
+                "segment_s": self.segment_s, "keep_mb": self.keep_mb,
+                "keep_hours": self.keep_hours}
 
 
 @dataclass(frozen=True)
@@ -118,6 +160,7 @@ class Config:
     source: Path
     server: ServerConfig
     devices: Mapping[str, DeviceConfig] = field(default_factory=dict)
+    records: RecordsConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able view for the startup log (paths as strings, mode in octal)."""
@@ -137,15 +180,18 @@ class Config:
             "predict_budget_us": s.predict_budget_us,
             "workers": s.workers,
             "probe_after": s.probe_after,
+            "quality_window": s.quality_window,
         }
         devices = {
             a: {"path": str(d.path), "model": str(d.model), "engine": d.engine,
                 "slo_us": d.slo_us, "decision_threshold": d.decision_threshold,
                 "max_reject_share": d.max_reject_share,
-                "writable": d.writable, "direct_io": d.direct_io, "alignment": d.alignment}
+                "writable": d.writable, "direct_io": d.direct_io, "alignment": d.alignment,
+                "mode": d.mode, "drift_margin": d.drift_margin}
             for a, d in self.devices.items()
         }
-        return {"source": str(self.source), "server": server, "devices": devices}
+        return {"source": str(self.source), "server": server, "devices": devices,
+                "records": self.records.to_dict() if self.records else None}
 
 
 # -- field readers: each raises _FieldError(dotted name, what is wrong) -------------
@@ -308,10 +354,11 @@ def _socket_mode(t: _Table) -> int:
 SERVER_KEYS = ("unix_socket", "socket_mode", "tcp", "tls", "metrics",
                "max_pending_per_device", "pending_timeout_ms", "max_read_bytes",
                "max_stream_batch", "predict_budget_us", "workers",
-               "probe_after")
+               "probe_after", "quality_window")
 TLS_KEYS = ("cert", "key", "client_ca")
 DEVICE_KEYS = ("path", "model", "engine", "slo_us", "decision_threshold", "max_reject_share",
-               "writable", "direct_io", "alignment")
+               "writable", "direct_io", "alignment", "mode", "drift_margin")
+RECORDS_KEYS = ("dir", *_RECORD_LIMITS)
 
 
 def _server(raw: Any, base: Path) -> ServerConfig:
@@ -353,6 +400,7 @@ def _server(raw: Any, base: Path) -> ServerConfig:
                                           open_lo=True)),
         workers=t.int_("workers", min(4, os.cpu_count() or 1), 1, 1024),
         probe_after=t.int_("probe_after", 32, 0, 1_000_000),
+        quality_window=t.int_("quality_window", ServerConfig.quality_window, 100, 1 << 17),
     )
 
 
@@ -382,7 +430,32 @@ def _device(alias: str, raw: Any, base: Path) -> DeviceConfig:
         writable=writable,
         direct_io=t.bool_("direct_io", True),
         alignment=alignment,
+        mode=t.choice("mode", "enforce", MODES),
+        drift_margin=_given(t.float_("drift_margin", DeviceConfig.drift_margin, 0.0, 1.0)),
     )
+
+
+def _records(raw: Any, base: Path) -> RecordsConfig:
+    t = _Table("records", raw)
+    t.check_keys(RECORDS_KEYS)
+    d = t.str_("dir", required=True)
+    assert d is not None
+    if not d:
+        raise _FieldError(t.key("dir"), "empty path")
+    p = Path(d).expanduser()
+    if not p.is_absolute():  # relative to the config file, as every path here
+        p = base / p
+    if p.exists() and not p.is_dir():
+        raise _FieldError(t.key("dir"), f"{p} is not a directory")
+    parent = p if p.exists() else next((q for q in p.parents if q.exists()), p)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise _FieldError(t.key("dir"), f"{parent} is not writable by this user")
+    values = {k: t.raw[k] for k in _RECORD_LIMITS if k in t.raw}
+    try:
+        return RecordsConfig(p, **values)
+    except ValueError as e:  # "field: problem"
+        raise _FieldError(t.key(str(e).split(":", 1)[0]), str(e).split(":", 1)[1].strip()) \
+            from None
 
 
 def parse_config(raw: Mapping[str, Any], source: Path) -> Config:
@@ -391,7 +464,7 @@ def parse_config(raw: Mapping[str, Any], source: Path) -> Config:
     base = source.absolute().parent  # the daemon runs from /, not from here
     try:
         top = _Table("", dict(raw))
-        top.check_keys(("server", "devices"))
+        top.check_keys(("server", "devices", "records"))
         server = _server(raw.get("server", {}), base)
         devs = raw.get("devices")
         if devs is None:
@@ -400,9 +473,10 @@ def parse_config(raw: Mapping[str, Any], source: Path) -> Config:
         if not dt.raw:
             raise _FieldError("devices", "at least one [devices.<alias>] table is required")
         devices = {a: _device(a, d, base) for a, d in dt.raw.items()}
+        records = None if raw.get("records") is None else _records(raw["records"], base)
     except _FieldError as e:
         raise ConfigError(f"{where}: {e}") from None
-    return Config(source, server, devices)
+    return Config(source, server, devices, records)
 
 
 def load_config(path: str | Path) -> Config:

@@ -165,7 +165,10 @@ def build_state(bundle: Bundle, engine: str | Engine = "auto", *,
                 slo_us: float | None = None,
                 decision_threshold: float | list[float] | None = None,
                 max_reject_share: float | None = None,
-                limits: Limits = Limits(), where: str = "", **engine_opts: Any) -> DeviceState:
+                limits: Limits = Limits(), where: str = "", mode: str = "enforce",
+                drift_margin: float = DeviceConfig.drift_margin,
+                quality_window: int = ServerConfig.quality_window,
+                **engine_opts: Any) -> DeviceState:
     """Every rule, then the device's state: ``engine`` is a name (built here; ``auto``
     times the formats on this machine: load time) or an engine to share."""
     s = servable(bundle, slo_us=slo_us, decision_threshold=decision_threshold,
@@ -182,7 +185,8 @@ def build_state(bundle: Bundle, engine: str | Engine = "auto", *,
         raise DeviceError(where, f"the featuriser gives {s.featuriser.dim} inputs, the engine "
                                  f"takes {eng.input.shape}")
     return DeviceState(bundle, eng, s.featuriser, s.thresholds_us, s.p_thresholds,
-                       s.default_deadline_us, s.policy)
+                       s.default_deadline_us, s.policy, mode=mode, drift_margin=drift_margin,
+                       quality_window=quality_window)
 
 
 def read_bundle(path: str | Path, where: str = "") -> Bundle:
@@ -203,7 +207,8 @@ def load_device(dev: DeviceConfig, server: ServerConfig) -> DeviceState:
     return build_state(bundle, dev.engine, slo_us=dev.slo_us,
                        decision_threshold=dev.decision_threshold,
                        max_reject_share=dev.max_reject_share, limits=Limits.of(server),
-                       where=f"{where}: {dev.model}")
+                       where=f"{where}: {dev.model}", mode=dev.mode,
+                       drift_margin=dev.drift_margin, quality_window=server.quality_window)
 
 
 def load_devices(config: Config) -> dict[str, DeviceState]:

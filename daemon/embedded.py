@@ -31,6 +31,12 @@ Thread-safe (one lock per device, as in the daemon). Hot reload:
 :meth:`Embedded.reload` (or :meth:`Embedded.watch`, a thread that polls the
 bundle files) swaps in a changed bundle that passes every check; a bad one
 keeps the old model and is counted (``mittd_reloads_total{result="refused"}``).
+
+Watch first, then enforce: ``mode="shadow"`` (or :meth:`Embedded.set_mode`)
+predicts and records every IO but never rejects; :meth:`Embedded.quality` is the
+model's live ROC-AUC, precision, recall and drift on this device's own IOs, and
+``records=DIR`` writes every decided IO to Parquet segments that ``mittd train``
+reads (docs/ROLLOUT.md).
 """
 
 from __future__ import annotations
@@ -40,14 +46,25 @@ import math
 import os
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from mittd.daemon.admission import AdmissionCore, Decision, DeviceStats, UnknownDevice
-from mittd.daemon.config import ALIAS_RE, Config, ConfigError, DeviceConfig, ServerConfig
+from mittd.daemon.config import (
+    ALIAS_RE,
+    MODES,
+    Config,
+    ConfigError,
+    DeviceConfig,
+    RecordsConfig,
+    ServerConfig,
+)
 from mittd.daemon.config import load_config as _load_config
 from mittd.daemon.devices import DeviceError, load_device
+from mittd.daemon.quality import LiveQuality
+from mittd.daemon.recorder import Recorder
+from mittd.daemon.ring import RING_ROWS
 from mittd.predictor.engine import Engine
 from mittd.predictor.policy import DecisionPolicy
 from mittd.traces.schema import OP_OTHER, OP_READ, OP_WRITE
@@ -97,6 +114,12 @@ class Embedded:
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self._closed = False
+        self.recorder: Recorder | None = None
+        if config.records is not None:
+            try:
+                self.recorder = Recorder(self.core, config.records).start()
+            except ValueError as e:
+                raise EmbeddedError(str(e)) from None
         # the hot path, bound once: a method lookup per call is measurable at ~4 µs
         self.admit = self.core.admit_next  # type: ignore[method-assign]
         self.complete = self.core.complete_next  # type: ignore[method-assign]
@@ -126,11 +149,16 @@ class Embedded:
         predict_budget_us: float = 50.0,
         max_pending_per_device: int = 4096,
         pending_timeout_ms: int = 10_000,
+        mode: str = "enforce",
+        drift_margin: float = DeviceConfig.drift_margin,
+        quality_window: int = ServerConfig.quality_window,
+        records: RecordsConfig | str | Path | None = None,
     ) -> Embedded:
         """Devices from bundle files, ``{alias: bundle}``, with the daemon's defaults;
         the keywords are the config's settings of the same names (one value for
         every device); ``paths`` optionally names each device's file (kept for the
-        caller, see :meth:`device_path`)."""
+        caller, see :meth:`device_path`); ``records``: a directory (or a
+        :class:`RecordsConfig`) to write every decided IO to."""
         if not bundles:
             raise EmbeddedError("bundles: at least one {alias: bundle path} is required")
         for alias in bundles:
@@ -146,6 +174,19 @@ class Embedded:
                         ("pending_timeout_ms", pending_timeout_ms)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise EmbeddedError(f"{name} must be an int >= 1, got {v!r}")
+        if mode not in MODES:
+            raise EmbeddedError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if not (isinstance(drift_margin, int | float) and 0.0 <= drift_margin <= 1.0):
+            raise EmbeddedError(f"drift_margin must be in [0, 1], got {drift_margin!r}")
+        if (not isinstance(quality_window, int) or isinstance(quality_window, bool)
+                or not 100 <= quality_window <= RING_ROWS):
+            raise EmbeddedError(f"quality_window must be an int in [100, {RING_ROWS}], got "
+                                f"{quality_window!r}")
+        if records is not None and not isinstance(records, RecordsConfig):
+            try:
+                records = RecordsConfig(records)
+            except (TypeError, ValueError) as e:
+                raise EmbeddedError(f"records: {e}") from None
         paths = dict(paths or {})
         unknown = set(paths) - set(bundles)
         if unknown:
@@ -158,13 +199,14 @@ class Embedded:
             devices[alias] = DeviceConfig(
                 alias=alias, path=Path(paths.get(alias, "")), model=model, engine=engine,
                 slo_us=slo_us, decision_threshold=decision_threshold,
-                max_reject_share=max_reject_share)
+                max_reject_share=max_reject_share, mode=mode,
+                drift_margin=float(drift_margin))
         server = ServerConfig(unix_socket=Path("/nonexistent/mittd.sock"), metrics=None,
                               max_pending_per_device=max_pending_per_device,
                               pending_timeout_ms=pending_timeout_ms,
                               predict_budget_us=float(predict_budget_us),
-                              probe_after=probe_after)
-        return cls(Config(Path("<bundles>"), server, devices))
+                              probe_after=probe_after, quality_window=quality_window)
+        return cls(Config(Path("<bundles>"), server, devices, records))
 
     # -- the hot path (bound to the core's fast path in __init__) ------------------------
     def admit(self, device: str, op: int, offset: int, length: int,
@@ -221,6 +263,25 @@ class Embedded:
 
     def stats(self) -> dict[str, DeviceStats]:
         return self.core.stats()
+
+    # -- shadow mode and live quality ----------------------------------------------------
+    def mode(self, device: str) -> str:
+        """``"enforce"`` or ``"shadow"`` (predict and record, never reject)."""
+        return self.core.mode(device)
+
+    def set_mode(self, device: str, mode: str) -> None:
+        """Watch first, then enforce: switch a device at run time (kept over reloads)."""
+        src = self._sources.get(device)
+        if src is None:
+            raise UnknownDevice(device)
+        self.core.set_mode(device, mode)  # validates the mode
+        with self._reload_lock:
+            src.config = replace(src.config, mode=mode)
+
+    def quality(self, device: str) -> LiveQuality:
+        """Live ROC-AUC, precision, recall, would-be reject share and drift of the
+        device's model over its recent IOs (``mittd.daemon.quality``; a few ms)."""
+        return self.core.quality(device)
 
     def reload_counts(self) -> dict[str, dict[str, int | str]]:
         """Per device: reloads done, reloads refused, and the last refusal."""
@@ -287,12 +348,16 @@ class Embedded:
         self._watcher.start()
 
     def close(self) -> None:
-        """Stop the watcher; idempotent. Decisions after close still work (the state is
-        the caller's memory), but nothing reloads."""
+        """Stop the watcher and the recorder (writing every recorded IO out); idempotent.
+        Decisions after close still work (the state is the caller's memory), but
+        nothing reloads or is recorded."""
         self._stop.set()
         if self._watcher is not None:
             self._watcher.join()
             self._watcher = None
+        if self.recorder is not None:
+            self.recorder.close()
+            self.recorder = None
         self._closed = True
 
     def __enter__(self) -> Embedded:

@@ -49,6 +49,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from mittd.daemon.histogram import IO_LATENCY_BUCKETS_US, PREDICT_BUCKETS_NS
+from mittd.daemon.ring import rec_done, rec_put
 from mittd.predictor.features_kernels import encode_row
 from mittd.predictor.kernels import run1
 from mittd.predictor.tracker import NIL, buffer_views, t_complete, t_expire, t_issue
@@ -60,14 +61,14 @@ __all__ = ["COUNT_NAMES", "OUTCOMES", "REASONS", "admit1", "complete1", "monoton
 #: documents each; it is checked against this list at import).
 COUNT_NAMES = ("admitted", "rejected", "fail_open", "overruns", "probes", "capped",
                "beyond_model", "completions", "unknown_completions", "slo_violations",
-               "tracker_errors")
+               "tracker_errors", "shadow_rejects")
 (C_ADMITTED, C_REJECTED, C_FAIL_OPEN, C_OVERRUNS, C_PROBES, C_CAPPED, C_BEYOND,
- C_COMPLETIONS, C_UNKNOWN, C_SLO, C_TRACKER_ERRORS) = range(len(COUNT_NAMES))
+ C_COMPLETIONS, C_UNKNOWN, C_SLO, C_TRACKER_ERRORS, C_SHADOW) = range(len(COUNT_NAMES))
 
 #: Why an IO was decided as it was; ``BurstDecisions.reason`` holds indices into it.
 REASONS = ("predicted", "deadline-beyond-model", "overrun", "probe", "fail-open",
-           "reject-cap")
-R_PREDICTED, R_BEYOND, R_OVERRUN, R_PROBE, R_FAIL_OPEN, R_CAP = range(len(REASONS))
+           "reject-cap", "shadow")
+R_PREDICTED, R_BEYOND, R_OVERRUN, R_PROBE, R_FAIL_OPEN, R_CAP, R_SHADOW = range(len(REASONS))
 # How an IO's prediction went, before the rules: made, not needed, or failed.
 S_PREDICTED, S_BEYOND, S_FAILED = 0, 1, 2
 #: What the rules can make of an IO: (admit, reason index, fail_open) per outcome code.
@@ -81,14 +82,15 @@ OUTCOMES: tuple[tuple[bool, int, bool], ...] = (
     (False, R_OVERRUN, False),  # late and predicted slow, fail_open_on_overrun off
     (True, R_PROBE, False),  # predicted slow after probe_after rejections: a probe
     (True, R_CAP, False),  # predicted slow, but the device rejects its share already
+    (True, R_SHADOW, False),  # would be rejected, but the device is in shadow mode
 )
 (O_ADMIT, O_REJECT, O_BEYOND, O_FAILED, O_OVERRUN_ADMIT, O_OVERRUN_LATE, O_OVERRUN_REJECT,
- O_PROBE, O_CAPPED) = range(len(OUTCOMES))
+ O_PROBE, O_CAPPED, O_SHADOW) = range(len(OUTCOMES))
 
 # fdev: rule state and settings, then the variable parts at the offsets in dev
 (F_SHARE, F_RUN, F_MAX_SHARE, F_PROBE_AFTER, F_FAIL_OPEN_OVERRUN, F_BUDGET_NS, F_SHARE_WEIGHT,
- F_MARGIN) = range(8)
-F_FIXED = 8
+ F_MARGIN, F_SHADOW) = range(9)
+F_FIXED = 9
 # dev: constants, then the featuriser's int parameters at D_IPARAMS
 (D_KIND, D_IN, D_DIM, D_OUT, D_HEAD, D_TIMEOUT, D_HEADS, D_THRESH, D_CUTOFF, D_LO, D_HI,
  D_NBOUNDS, D_NIPARAMS, D_LAST_NOW, D_LAST_K, D_CAP) = range(16)
@@ -152,7 +154,10 @@ def rule(cnt, fdev, status, reject, overrun):  # pragma: no cover - compiled
       ``max_reject_share`` of predicted decisions is admitted (the cap: no model
       can lock itself into rejecting everything);
     - otherwise the verdict, but after ``probe_after`` predicted rejections in a
-      row the next one is admitted as a probe.
+      row the next one is admitted as a probe;
+    - in shadow mode (``fdev[F_SHADOW]``) a rejection is admitted after all
+      (:data:`O_SHADOW`, counted as ``shadow_rejects``), with the rule state moved
+      as enforcing would move it, so the would-be decisions are enforce's.
     """
     if status == S_BEYOND:
         cnt[C_BEYOND] += 1
@@ -184,8 +189,13 @@ def rule(cnt, fdev, status, reject, overrun):  # pragma: no cover - compiled
         out = O_REJECT
     w = fdev[F_SHARE_WEIGHT]
     if out in (O_REJECT, O_OVERRUN_REJECT):
-        cnt[C_REJECTED] += 1
         fdev[F_SHARE] += (1.0 - fdev[F_SHARE]) * w
+        if fdev[F_SHADOW] == 0.0:
+            cnt[C_REJECTED] += 1
+        else:
+            cnt[C_SHADOW] += 1
+            cnt[C_ADMITTED] += 1
+            out = O_SHADOW
     else:
         cnt[C_ADMITTED] += 1
         if status == S_PREDICTED:
@@ -207,15 +217,16 @@ def _observe(data, bounds, value):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True)
-def admit1(tbuf, hist, dev, fdev, cnt, pred, ints, arena,
+def admit1(tbuf, hist, dev, fdev, cnt, pred, ints, arena, rec, recf,
            offset, size, op, deadline_us, rid, now_us):  # pragma: no cover - compiled
     """Decide one IO and issue it if admitted, in one call.
 
     The steps of ``AdmissionCore.admit``: the clock floor (``now_us < 0``: read the
     clock), the deadline's head (the caller resolves a deadline ``<= 0`` to the
     device default), expire, featurise, run the
-    model, compare the margin with the head's cutoff, :func:`rule`, and issue an
-    admitted IO into the tracker. Returns ``outcome | slot << 4 | removed << 24``
+    model, compare the margin with the head's cutoff, :func:`rule`, issue an
+    admitted IO into the tracker, and append its row to the record ring
+    (``mittd.daemon.ring``). Returns ``outcome | slot << 4 | removed << 24``
     (slot ``NIL & 0xFFFFF`` when not issued; ``removed`` ids expired or dropped,
     in ``removed[:n]``); the margin is left in ``fdev[F_MARGIN]`` and the head in
     ``dev[D_LAST_K]`` (-1: beyond the model). :data:`BAD_RANGE` (nothing done)
@@ -237,6 +248,7 @@ def admit1(tbuf, hist, dev, fdev, cnt, pred, ints, arena,
     nrem = 0
     margin = _NAN
     if k == heads:
+        k = -1
         dev[D_LAST_K] = -1
         out = rule(cnt, fdev, S_BEYOND, False, False)
     else:
@@ -267,14 +279,16 @@ def admit1(tbuf, hist, dev, fdev, cnt, pred, ints, arena,
     if out not in (O_REJECT, O_OVERRUN_REJECT):
         slot, m = t_issue(pend, free, meta, removed[nrem:], rid, now, offset, size, op, timeout)
         nrem += m
+    rec_put(rec, recf, now, offset, size, op, out, k, margin, deadline_us, slot)
     return out | ((slot & 0xFFFFF) << 4) | (nrem << 24)
 
 
 @numba.njit(cache=True)
-def complete1(tbuf, hist, cnt, io, slot, latency_us, deadline_us, timeout, capacity,
+def complete1(tbuf, hist, cnt, io, rec, recf, slot, latency_us, deadline_us, timeout, capacity,
               now_us):  # pragma: no cover - compiled
     """``AdmissionCore.complete`` in one call: judge the deadline (NaN: unknown),
-    feed the tracker (``slot`` NIL: unknown id), count, observe the latency.
+    feed the tracker (``slot`` NIL: unknown id), count, observe the latency, and
+    fill it into the IO's record row.
     ``now_us < 0`` reads the clock. Returns whether the tracker knew the IO."""
     now = now_us if now_us >= 0 else _clock_monotonic_ns() // 1000
     if latency_us > deadline_us:  # NaN deadline: False
@@ -285,6 +299,8 @@ def complete1(tbuf, hist, cnt, io, slot, latency_us, deadline_us, timeout, capac
         has = np.isfinite(latency_us)
         ok = t_complete(pend, free, meta, hist, slot, now, latency_us if has else 0.0, has,
                         timeout)
+        if ok and has:
+            rec_done(rec, recf, slot, latency_us)
     if (ok or deadline_us == deadline_us) and latency_us >= 0.0:  # NaN latency: unmeasured
         _observe(io, _IO_BOUNDS, latency_us)
     if ok:

@@ -11,7 +11,11 @@
   line — a failed reload never takes the daemon down. Adding or removing
   devices or changing listen addresses needs a restart (logged);
 - TERM/INT: STOPPING=1, health NOT_SERVING, stop accepting, let in-flight
-  calls finish (``grace_s``), exit 0.
+  calls finish (``grace_s``), write the last IO records, exit 0.
+
+With a ``[records]`` table, a recorder thread writes every decided IO to
+Parquet segments (``mittd.daemon.recorder``); a device's ``mode = "shadow"``
+predicts and records without rejecting.
 
 Whether a device can be served with its bundle is decided by
 ``mittd.daemon.devices`` alone, at start, on HUP and in ``mittd check``.
@@ -52,11 +56,17 @@ class Daemon:
         self._stop = threading.Event()
         self.server: Any = None
         self.health: Any = None
+        self.recorder: Any = None
         self.watchdog = notify.Watchdog(lambda: not self._stop.is_set())
 
     def start(self) -> None:
         from mittd.daemon.service import build_server
 
+        if self.config.records is not None:
+            from mittd.daemon.recorder import Recorder
+
+            self.recorder = Recorder(self.core, self.config.records).start()
+            log.info("recording IOs to %s", self.config.records.dir)
         # build_server returns the server started (the socket's mode is set after bind)
         self.server, self.health = build_server(self.core, self.config,
                                                 max_workers=self.config.server.workers)
@@ -82,6 +92,9 @@ class Daemon:
             log.error("reload refused, keeping the running config: %s", e)
             notify.ready("reload failed: config")
             return 0
+        if new.records != self.config.records:
+            log.warning("reload: a changed [records] table needs a restart; recording "
+                        "goes on as started")
         if set(new.devices) != set(self.config.devices):
             log.warning("reload: devices added or removed need a restart; only existing "
                         "devices are reloaded")
@@ -107,6 +120,8 @@ class Daemon:
             self.health.enter_graceful_shutdown()
         if self.server is not None:
             self.server.stop(self.grace_s).wait()
+        if self.recorder is not None:  # after the last IO: every row reaches a segment
+            self.recorder.close()
         log.info("stopped")
 
     def run(self) -> int:

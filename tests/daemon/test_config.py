@@ -359,3 +359,52 @@ def test_check_does_not_import_tensorflow(env: dict[str, Path]) -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+# -- records, shadow mode, live quality ---------------------------------------------
+
+
+def test_records_mode_and_quality_settings(env: dict[str, Path]) -> None:
+    cfg = load_config(write(env, '[records]\ndir = "rec"\nsegment_s = 30\nkeep_mb = 100\n'
+                                 "[server]\nquality_window = 5000\n",
+                            device=device_toml(env, mode='"shadow"', drift_margin="0.1")))
+    r = cfg.records
+    assert r is not None and r.dir == env["dir"] / "rec"  # relative to the config file
+    assert (r.segment_mb, r.segment_s, r.keep_mb, r.keep_hours) == (64.0, 30.0, 100.0, 168.0)
+    assert cfg.server.quality_window == 5000
+    d = cfg.devices["nvme0"]
+    assert (d.mode, d.drift_margin) == ("shadow", 0.1)
+    assert cfg.to_dict()["records"]["dir"] == str(env["dir"] / "rec")
+    plain = load_config(write(env, ""))
+    assert plain.records is None and plain.devices["nvme0"].mode == "enforce"
+
+
+@pytest.mark.parametrize(("text", "field", "problem"), [
+    ('[records]\nsegment_s = 5\n', "records.dir", "required field is missing"),
+    ('[records]\ndir = ""\n', "records.dir", "empty path"),
+    ('[records]\ndir = "r"\nsegment_s = 0\n', "records.segment_s", "out of range"),
+    ('[records]\ndir = "r"\nkeep_mb = "big"\n', "records.keep_mb", "expected a number"),
+    ('[records]\ndir = "r"\nsegment_mb = 64\nkeep_mb = 10\n', "records.keep_mb",
+     "below segment_mb"),
+    ('[records]\ndir = "r"\nflush = 1\n', "records.flush", "unknown field"),
+    ('[server]\nquality_window = 10\n', "server.quality_window", "[100, 131072]"),
+])
+def test_records_errors(env: dict[str, Path], text: str, field: str, problem: str) -> None:
+    msg = error_of(write(env, text))
+    assert f": {field}: " in msg and problem in msg
+
+
+def test_records_dir_must_be_a_writable_directory(env: dict[str, Path]) -> None:
+    (env["dir"] / "afile").write_text("x")
+    assert "records.dir: " in error_of(write(env, '[records]\ndir = "afile"\n'))
+    assert "is not a directory" in error_of(write(env, '[records]\ndir = "afile"\n'))
+
+
+@pytest.mark.parametrize(("over", "field", "allowed"), [
+    ({"mode": '"watch"'}, "mode", "'watch' is not one of enforce, shadow"),
+    ({"drift_margin": "2"}, "drift_margin", "[0, 1]"),
+])
+def test_mode_errors(env: dict[str, Path], over: dict[str, str], field: str,
+                     allowed: str) -> None:
+    msg = error_of(write(env, "", device=device_toml(env, **over)))
+    assert f": devices.nvme0.{field}: " in msg and allowed in msg
