@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from mittd.daemon import check, serve
+from mittd.daemon import check, serve, status
 from mittd.daemon.bench import cli as bench_cli
 from mittd.daemon.bench import demo
 from mittd.daemon.replay import cli as replay_cli
@@ -27,7 +27,7 @@ from mittd.training import offline_eval
 USER_ERRORS: tuple[type[BaseException], ...] = (
     TraceError, training_cli.TrainingError, *predictor_cli.USER_ERRORS, *check.USER_ERRORS,
     *replay_cli.USER_ERRORS, *demo.USER_ERRORS,
-    *offline_eval.USER_ERRORS)
+    *offline_eval.USER_ERRORS, *status.USER_ERRORS)
 
 
 def _version() -> str:
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     eie_report.add_commands(commands)
     check.add_commands(commands)
     serve.add_commands(commands)
+    status.add_commands(commands)
     replay_cli.add_commands(commands)
     demo.add_commands(commands)
     training_cli.add_commands(commands)

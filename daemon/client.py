@@ -51,6 +51,7 @@ __all__ = [
     "Client",
     "ColumnDecisions",
     "DevicePolicy",
+    "DeviceStatus",
     "MittdBusy",
     "MittdUnavailable",
     "ReadResult",
@@ -196,6 +197,46 @@ class DevicePolicy(NamedTuple):
     p_slow_cutoffs: tuple[float, ...]
     max_reject_share: float
     reason: str
+
+
+class DeviceStatus(NamedTuple):
+    """A device's mode, model, live quality and counters (:meth:`Client.status`).
+
+    The fields are those of ``mittd.v1.DeviceStatus`` (see proto/mittd.proto for
+    each one's meaning); a quality ratio the daemon could not compute is NaN.
+    ``_asdict()`` gives a plain dict, e.g. for JSON.
+    """
+
+    device: str
+    mode: str  # enforce | shadow
+    model_version: str
+    model_sha256: str
+    window: int
+    decided: int
+    labelled: int
+    slow: int
+    roc_auc: float
+    precision: float
+    recall: float
+    would_reject_share: float
+    validation_roc_auc: float
+    drift_margin: float
+    drift: bool
+    reject_share: float
+    admitted: int
+    rejected: int
+    shadow_rejects: int
+    fail_open: int
+    overruns: int
+    probes: int
+    capped: int
+    pending: int
+    records_written: int
+    records_dropped: int
+
+
+def _device_status(m: pb.DeviceStatus) -> DeviceStatus:
+    return DeviceStatus(*(getattr(m, name) for name in DeviceStatus._fields))
 
 
 class ReadResult(NamedTuple):
@@ -353,6 +394,19 @@ class Client(_ClosedOnExit):
         return DevicePolicy(r.device, r.model_version, r.policy_mode,
                             r.hedge_after_us or None, tuple(r.latency_thresholds_us),
                             tuple(r.p_slow_cutoffs), r.max_reject_share, r.policy_reason)
+
+    def status(self, device: str = "", timeout_s: float | None = None) -> list[DeviceStatus]:
+        """Mode, model, live quality and counters of ``device`` (``""``: every device,
+        in the daemon's configuration order). The daemon computes the live quality
+        for the call (a few ms per device), hence the separate ``timeout_s``
+        (default: the client's); an unknown device raises
+        :class:`MittdUnavailable` with ``code`` NOT_FOUND (errno ENODEV)."""
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        try:
+            r = self._stub.Status(pb.StatusRequest(device=device), timeout=timeout)
+        except grpc.RpcError as err:
+            raise _translate(err, self.target) from None
+        return [_device_status(d) for d in r.devices]
 
     def complete(self, device: str, request_id: int, latency_us: float) -> bool:
         """Report an admitted IO's latency; False if the daemon did not know the id."""

@@ -297,7 +297,7 @@ class Embedded:
 
         if registry is None:
             from prometheus_client import REGISTRY as registry
-        registry.register(CoreCollector(self.core.stats))
+        registry.register(CoreCollector(self.core.stats, quality=self.core.quality))
         registry.register(ReloadCollector(self.reload_counts))
         return registry
 

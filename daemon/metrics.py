@@ -4,10 +4,21 @@ A collector turns ``AdmissionCore.stats()`` into metric families when Prometheus
 scrapes, so the request path pays nothing for metrics. Names follow the
 client_python conventions (units in the name, ``_total`` for counters) and
 labels stay low-cardinality (device alias, outcome).
+
+Live model quality (``AdmissionCore.quality``, a few ms of numpy per device) is
+computed at scrape time too, when the collector is given a ``quality`` callable.
+A quality figure that is undefined (NaN: no labelled IO of a class yet, nothing
+predicted slow, no validation score in the bundle) is left out of the scrape
+rather than exported as NaN: a NaN sample poisons every ``avg()``/``sum()`` over
+devices, whereas a missing one simply has no value, and
+``mittd_live_labelled_ios`` (always exported) tells "no data yet" from "daemon
+down".
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -22,15 +33,60 @@ from prometheus_client.registry import Collector
 
 from mittd.daemon.admission import DeviceStats
 from mittd.daemon.histogram import HistogramSnapshot
+from mittd.daemon.quality import LiveQuality
 from mittd.predictor.policy import REJECT_WINDOW
+
+__all__ = ["OUTCOMES", "QUALITY_GAUGES", "CoreCollector", "ReloadCollector", "serve_metrics"]
+
+log = logging.getLogger(__name__)
 
 OUTCOMES = {"admitted": "admit", "rejected": "ebusy", "fail_open": "fail_open",
             "beyond_model": "beyond_model"}
 
+#: Live-quality gauges: metric name, LiveQuality field, help text.
+QUALITY_GAUGES = (
+    ("mittd_live_roc_auc", "roc_auc",
+     "ROC-AUC of P(slow) on the device's recent completed, predicted IOs (live quality "
+     "window); absent until slow and fast IOs were both seen"),
+    ("mittd_live_precision", "precision",
+     "Share of the recent labelled IOs predicted slow that were slow; absent when none "
+     "was predicted slow"),
+    ("mittd_live_recall", "recall",
+     "Share of the recent slow labelled IOs that were predicted slow; absent when none "
+     "was slow"),
+    ("mittd_would_reject_share", "would_reject_share",
+     "Share of the recent predicted decisions the model called slow (what enforce mode "
+     "rejects before the probe and cap rules)"),
+    ("mittd_live_labelled_ios", "labelled",
+     "Completed, predicted IOs in the live quality window (the sample behind the live "
+     "figures)"),
+    ("mittd_validation_roc_auc", "validation_roc_auc",
+     "The model bundle's held-out ROC-AUC, the reference of mittd_live_roc_auc"),
+)
+
 
 class CoreCollector(Collector):
-    def __init__(self, stats: Callable[[], Mapping[str, DeviceStats]]) -> None:
+    """The admission core's counters, gauges and histograms, per device, at scrape time.
+
+    ``stats``: ``AdmissionCore.stats``; ``quality``: ``AdmissionCore.quality``
+    (``alias -> LiveQuality``), or None for no live-quality gauges (they cost a
+    few ms of numpy per device per scrape).
+    """
+
+    def __init__(self, stats: Callable[[], Mapping[str, DeviceStats]], *,
+                 quality: Callable[[str], LiveQuality] | None = None) -> None:
         self._stats = stats
+        self._quality = quality
+
+    def _live(self, device: str) -> LiveQuality | None:
+        """The device's live quality, or None (logged) if computing it failed: one
+        device's fault must not fail the whole scrape."""
+        try:
+            return self._quality(device) if self._quality is not None else None
+        except Exception:
+            log.exception("live quality of device %r failed; its quality gauges are "
+                          "left out of this scrape", device)
+            return None
 
     def collect(self) -> Iterator[Any]:
         stats = self._stats()
@@ -72,6 +128,24 @@ class CoreCollector(Collector):
             "mittd_device_io_latency_seconds",
             "Latency of admitted IOs as reported by completions (proxy reads included)",
             labels=["device"])
+        shadow = GaugeMetricFamily(
+            "mittd_shadow_mode", "1 when the device is in shadow mode (predict and record, "
+            "never reject), 0 when it enforces", labels=["device"])
+        shadow_rejects = CounterMetricFamily(
+            "mittd_shadow_rejects", "IOs enforce mode would have rejected but shadow mode "
+            "admitted (also counted as admitted)", labels=["device"])
+        written = CounterMetricFamily(
+            "mittd_records_written", "Decision records written to the device's record files",
+            labels=["device"])
+        dropped = CounterMetricFamily(
+            "mittd_records_dropped", "Decision records dropped (recorder behind, ring full, "
+            "or a write failed); recording never delays an IO", labels=["device"])
+        drift = GaugeMetricFamily(
+            "mittd_model_drift", "1 when the live ROC-AUC is below the validation ROC-AUC "
+            "by more than the drift margin, on enough labelled IOs of each class",
+            labels=["device"])
+        live = [GaugeMetricFamily(name, text, labels=["device"])
+                for name, _, text in QUALITY_GAUGES]
         for dev, s in stats.items():
             for key, outcome in OUTCOMES.items():
                 decisions.add_metric([dev, outcome], getattr(s, key))
@@ -89,8 +163,23 @@ class CoreCollector(Collector):
             model.add_metric([dev], {"version": s.model_version, "sha256": s.model_sha256})
             _add_histogram(predict, dev, s.predict_ns, 1e-9)
             _add_histogram(io, dev, s.io_latency_us, 1e-6)
+            shadow.add_metric([dev], 1.0 if s.mode == "shadow" else 0.0)
+            shadow_rejects.add_metric([dev], s.shadow_rejects)
+            written.add_metric([dev], s.records_written)
+            dropped.add_metric([dev], s.records_dropped)
+            q = self._live(dev)
+            if q is None:
+                continue
+            drift.add_metric([dev], 1.0 if q.drift else 0.0)
+            for family, (_, key, _) in zip(live, QUALITY_GAUGES, strict=True):
+                value = float(getattr(q, key))
+                if not math.isnan(value):  # undefined: left out (module docstring)
+                    family.add_metric([dev], value)
         yield from (decisions, overruns, probes, capped, share, untracked, violations,
-                    completions, pending, expired, model, predict, io)
+                    completions, pending, expired, model, predict, io, shadow,
+                    shadow_rejects, written, dropped)
+        if self._quality is not None:
+            yield from (drift, *live)
 
 
 class ReloadCollector(Collector):
@@ -120,10 +209,11 @@ def _add_histogram(family: HistogramMetricFamily, device: str, snap: HistogramSn
     family.add_metric([device], buckets, snap.sum * scale)
 
 
-def serve_metrics(stats: Callable[[], Mapping[str, DeviceStats]], host: str,
-                  port: int) -> CollectorRegistry:
-    """Start the /metrics HTTP endpoint on a daemon thread."""
+def serve_metrics(stats: Callable[[], Mapping[str, DeviceStats]], host: str, port: int, *,
+                  quality: Callable[[str], LiveQuality] | None = None) -> CollectorRegistry:
+    """Start the /metrics HTTP endpoint on a daemon thread (``quality``: see
+    :class:`CoreCollector`)."""
     registry = CollectorRegistry()
-    registry.register(CoreCollector(stats))
+    registry.register(CoreCollector(stats, quality=quality))
     start_http_server(port, addr=host, registry=registry)
     return registry

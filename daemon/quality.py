@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from mittd.daemon.config import MODES
-from mittd.training.evaluate import roc_auc
+from mittd.predictor.ranking import roc_auc
 
 __all__ = ["MIN_LABELLED", "MODES", "LiveQuality", "live_quality"]
 

@@ -30,8 +30,8 @@ import numpy as np
 from mittd.predictor.tracker import NIL
 
 RING_ROWS = 1 << 17  # 131,072 IOs: >10 s of this machine's QD1 reads, 7.3 MB per device
-(R_HEAD, R_DONE, R_ROWS, R_KEEP, R_DROPPED, R_LATE, R_SLOTS, R_WRITTEN) = range(8)
-R_HDR = 8
+(R_HEAD, R_DONE, R_ROWS, R_KEEP, R_DROPPED, R_LATE, R_SLOTS, R_WRITTEN, R_OFF) = range(9)
+R_HDR = 10
 INT_COLS = ("ts", "offset", "size", "codes")
 FLOAT_COLS = ("margin", "deadline", "latency")
 
@@ -63,6 +63,8 @@ def rec_put(rec, recf, ts, offset, size, op, outcome, k, margin, deadline,
             slot):  # pragma: no cover - compiled
     """Append one decided IO; ``slot``: the tracker slot it was issued into (NIL:
     not issued), so that its completion can find the row."""
+    if rec[R_OFF] != 0:
+        return
     rows = rec[R_ROWS]
     base = R_HDR + rec[R_SLOTS]
     head = rec[R_HEAD]
@@ -154,6 +156,16 @@ class Ring:
     @property
     def head(self) -> int:
         return int(self.rec[R_HEAD])
+
+    @property
+    def enabled(self) -> bool:
+        """Whether decisions are recorded at all. Off only for ``mittd bench records``'
+        baseline: live quality and the records then see nothing."""
+        return not self.rec[R_OFF]
+
+    @enabled.setter
+    def enabled(self, on: bool) -> None:
+        self.rec[R_OFF] = 0 if on else 1
 
     @property
     def keep(self) -> bool:

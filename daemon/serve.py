@@ -74,7 +74,7 @@ class Daemon:
         if m is not None:
             from mittd.daemon.metrics import serve_metrics
 
-            serve_metrics(self.core.stats, m.host, m.port)
+            serve_metrics(self.core.stats, m.host, m.port, quality=self.core.quality)
         devices = ", ".join(f"{a}={self.core.state(a).model_version}"
                             for a in self.core.devices)
         log.info("serving %s on unix:%s%s", devices, self.config.server.unix_socket,

@@ -43,9 +43,10 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from mittd.daemon.admission import AdmissionCore, Decision, UnknownDevice
+from mittd.daemon.admission import AdmissionCore, Decision, DeviceStats, UnknownDevice
 from mittd.daemon.config import Config, DeviceConfig
 from mittd.daemon.proxy import DeviceReader, ProxyError, device_size
+from mittd.daemon.quality import LiveQuality
 from mittd.proto import (
     EBUSY_ERRNO,
     ERRNO_METADATA_KEY,
@@ -59,7 +60,7 @@ from mittd.proto import (
 from mittd.traces.schema import OP_READ, OP_WRITE
 
 __all__ = ["MittdServicer", "add_to_server",
-           "build_server", "monotonic_us"]
+           "build_server", "device_status", "monotonic_us"]
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,8 @@ def _one_line(e: BaseException) -> str:
 
 
 class MittdServicer(mittd_pb2_grpc.MittdServicer):
-    """Admit, Complete, AdmitStream, Read and Echo over one ``AdmissionCore``.
+    """Admit, Complete, AdmitStream, Read, Echo, Describe and Status over one
+    ``AdmissionCore``.
 
     ``config`` supplies the limits and, per device alias, the backing path (for
     its size and for proxy reads). A device must be in both the core and the
@@ -425,6 +427,35 @@ class MittdServicer(mittd_pb2_grpc.MittdServicer):
                 max_reject_share=st.max_reject_share, policy_reason=pol.reason)
         except Exception as e:
             self._fail(context, e)
+
+    def Status(self, request: mittd_pb2.StatusRequest,
+               context: grpc.ServicerContext) -> mittd_pb2.StatusReply:
+        try:
+            if request.device:
+                self._device(request.device)
+                aliases = [request.device]
+            else:
+                aliases = [a for a in self.core.devices if a in self.config.devices]
+            stats = self.core.stats()
+            return mittd_pb2.StatusReply(devices=[
+                device_status(a, stats[a], self.core.quality(a)) for a in aliases])
+        except Exception as e:
+            self._fail(context, e)
+
+
+def device_status(alias: str, s: DeviceStats, q: LiveQuality) -> mittd_pb2.DeviceStatus:
+    """One device's Status entry from its stats snapshot and live quality (NaN, where
+    a quality ratio is undefined, goes on the wire as NaN: 0 would read as "useless")."""
+    return mittd_pb2.DeviceStatus(
+        device=alias, mode=s.mode, model_version=s.model_version,
+        model_sha256=s.model_sha256, window=q.window, decided=q.decided,
+        labelled=q.labelled, slow=q.slow, roc_auc=q.roc_auc, precision=q.precision,
+        recall=q.recall, would_reject_share=q.would_reject_share,
+        validation_roc_auc=q.validation_roc_auc, drift_margin=q.drift_margin,
+        drift=q.drift, reject_share=s.reject_share, admitted=s.admitted,
+        rejected=s.rejected, shadow_rejects=s.shadow_rejects, fail_open=s.fail_open,
+        overruns=s.overruns, probes=s.probes, capped=s.capped, pending=s.pending,
+        records_written=s.records_written, records_dropped=s.records_dropped)
 
 
 # -- server ------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """mittd.proto: the gRPC API (mittd.v1) and its generated stubs.
 
 ``mittd.proto`` describes the service ``mittd.v1.Mittd`` (Admit, Complete,
-AdmitStream, Read, Echo); ``mittd_pb2`` / ``mittd_pb2_grpc`` are protoc's
-stubs, committed, and regenerated with ``python -m mittd.proto.generate``.
+AdmitStream, Read, Echo, Describe, Status); ``mittd_pb2`` / ``mittd_pb2_grpc``
+are protoc's stubs, committed, and regenerated with
+``python -m mittd.proto.generate``.
 
 The stubs are re-exported lazily (``from mittd.proto import mittd_pb2``, or
 ``mittd.proto.mittd_pb2``) so that importing this package, or running the

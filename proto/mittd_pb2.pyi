@@ -196,3 +196,71 @@ class DescribeReply(_message.Message):
     max_reject_share: float
     policy_reason: str
     def __init__(self, device: _Optional[str] = ..., model_version: _Optional[str] = ..., policy_mode: _Optional[str] = ..., hedge_after_us: _Optional[float] = ..., latency_thresholds_us: _Optional[_Iterable[float]] = ..., p_slow_cutoffs: _Optional[_Iterable[float]] = ..., max_reject_share: _Optional[float] = ..., policy_reason: _Optional[str] = ...) -> None: ...
+
+class StatusRequest(_message.Message):
+    __slots__ = ("device",)
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    device: str
+    def __init__(self, device: _Optional[str] = ...) -> None: ...
+
+class DeviceStatus(_message.Message):
+    __slots__ = ("device", "mode", "model_version", "model_sha256", "window", "decided", "labelled", "slow", "roc_auc", "precision", "recall", "would_reject_share", "validation_roc_auc", "drift_margin", "drift", "reject_share", "admitted", "rejected", "shadow_rejects", "fail_open", "overruns", "probes", "capped", "pending", "records_written", "records_dropped")
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_FIELD_NUMBER: _ClassVar[int]
+    LABELLED_FIELD_NUMBER: _ClassVar[int]
+    SLOW_FIELD_NUMBER: _ClassVar[int]
+    ROC_AUC_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    RECALL_FIELD_NUMBER: _ClassVar[int]
+    WOULD_REJECT_SHARE_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_ROC_AUC_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_MARGIN_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_FIELD_NUMBER: _ClassVar[int]
+    REJECT_SHARE_FIELD_NUMBER: _ClassVar[int]
+    ADMITTED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_REJECTS_FIELD_NUMBER: _ClassVar[int]
+    FAIL_OPEN_FIELD_NUMBER: _ClassVar[int]
+    OVERRUNS_FIELD_NUMBER: _ClassVar[int]
+    PROBES_FIELD_NUMBER: _ClassVar[int]
+    CAPPED_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    device: str
+    mode: str
+    model_version: str
+    model_sha256: str
+    window: int
+    decided: int
+    labelled: int
+    slow: int
+    roc_auc: float
+    precision: float
+    recall: float
+    would_reject_share: float
+    validation_roc_auc: float
+    drift_margin: float
+    drift: bool
+    reject_share: float
+    admitted: int
+    rejected: int
+    shadow_rejects: int
+    fail_open: int
+    overruns: int
+    probes: int
+    capped: int
+    pending: int
+    records_written: int
+    records_dropped: int
+    def __init__(self, device: _Optional[str] = ..., mode: _Optional[str] = ..., model_version: _Optional[str] = ..., model_sha256: _Optional[str] = ..., window: _Optional[int] = ..., decided: _Optional[int] = ..., labelled: _Optional[int] = ..., slow: _Optional[int] = ..., roc_auc: _Optional[float] = ..., precision: _Optional[float] = ..., recall: _Optional[float] = ..., would_reject_share: _Optional[float] = ..., validation_roc_auc: _Optional[float] = ..., drift_margin: _Optional[float] = ..., drift: _Optional[bool] = ..., reject_share: _Optional[float] = ..., admitted: _Optional[int] = ..., rejected: _Optional[int] = ..., shadow_rejects: _Optional[int] = ..., fail_open: _Optional[int] = ..., overruns: _Optional[int] = ..., probes: _Optional[int] = ..., capped: _Optional[int] = ..., pending: _Optional[int] = ..., records_written: _Optional[int] = ..., records_dropped: _Optional[int] = ...) -> None: ...
+
+class StatusReply(_message.Message):
+    __slots__ = ("devices",)
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    devices: _containers.RepeatedCompositeFieldContainer[DeviceStatus]
+    def __init__(self, devices: _Optional[_Iterable[_Union[DeviceStatus, _Mapping]]] = ...) -> None: ...

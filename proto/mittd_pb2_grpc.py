@@ -65,6 +65,11 @@ class MittdStub:
                 request_serializer=mittd__pb2.DescribeRequest.SerializeToString,
                 response_deserializer=mittd__pb2.DescribeReply.FromString,
                 _registered_method=True)
+        self.Status = channel.unary_unary(
+                '/mittd.v1.Mittd/Status',
+                request_serializer=mittd__pb2.StatusRequest.SerializeToString,
+                response_deserializer=mittd__pb2.StatusReply.FromString,
+                _registered_method=True)
 
 
 class MittdServicer:
@@ -146,6 +151,19 @@ class MittdServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Status(self, request, context):
+        """What each device is doing and how right its model is on it now: the mode
+        ("enforce" or "shadow"), the model serving it, its live quality over its
+        last decisions (ROC-AUC, precision and recall against the latencies the
+        completions reported, drift against the bundle's validation ROC-AUC) and
+        its decision and recording counters. For operators (mittd status) and
+        dashboards; it costs a few ms per device, so it is not for the IO path.
+        Errors: NOT_FOUND for an unknown device.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MittdServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -178,6 +196,11 @@ def add_MittdServicer_to_server(servicer, server):
                     servicer.Describe,
                     request_deserializer=mittd__pb2.DescribeRequest.FromString,
                     response_serializer=mittd__pb2.DescribeReply.SerializeToString,
+            ),
+            'Status': grpc.unary_unary_rpc_method_handler(
+                    servicer.Status,
+                    request_deserializer=mittd__pb2.StatusRequest.FromString,
+                    response_serializer=mittd__pb2.StatusReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -343,6 +366,33 @@ class Mittd:
             '/mittd.v1.Mittd/Describe',
             mittd__pb2.DescribeRequest.SerializeToString,
             mittd__pb2.DescribeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Status(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mittd.v1.Mittd/Status',
+            mittd__pb2.StatusRequest.SerializeToString,
+            mittd__pb2.StatusReply.FromString,
             options,
             channel_credentials,
             insecure,

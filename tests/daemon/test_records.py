@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 from mittd.daemon import fastpath, ring
-from mittd.daemon.admission import AdmissionCore, NEVER_ISSUED
+from mittd.daemon.admission import NEVER_ISSUED, AdmissionCore
 from mittd.daemon.devices import build_state, read_bundle
 from mittd.daemon.embedded import OP_READ, Embedded, EmbeddedError
 from mittd.daemon.quality import MIN_LABELLED, live_quality
+from mittd.predictor.ranking import roc_auc
 from mittd.predictor.shipped import shipped_bundle
-from mittd.training.evaluate import roc_auc
 from tests.daemon.test_embedded import _cores, _replay
 
 

@@ -197,7 +197,27 @@ MESSAGES = [
                         model_version="good_custom@0badc0de"),
     mittd_pb2.EchoRequest(request=_admit_request()),
     mittd_pb2.EchoReply(reply=_admit_reply()),
+    mittd_pb2.StatusRequest(),
+    mittd_pb2.StatusRequest(device="nvme0"),
+    mittd_pb2.StatusReply(devices=[
+        mittd_pb2.DeviceStatus(device="nvme0", mode="shadow", model_version="m@0badc0de",
+                               model_sha256="ab" * 32, window=8192, decided=8000,
+                               labelled=7990, slow=420, roc_auc=0.91, precision=0.5,
+                               recall=0.75, would_reject_share=0.06,
+                               validation_roc_auc=0.95, drift_margin=0.05, drift=False,
+                               reject_share=0.0, admitted=U64_MAX, rejected=0,
+                               shadow_rejects=480, fail_open=1, overruns=2, probes=3,
+                               capped=4, pending=5, records_written=6, records_dropped=7),
+        mittd_pb2.DeviceStatus(device="sdb", mode="enforce"),
+    ]),
 ]
+
+
+def test_status_carries_nan_for_undefined_quality() -> None:
+    nan = float("nan")
+    msg = mittd_pb2.DeviceStatus(roc_auc=nan, precision=nan, recall=nan)
+    back = mittd_pb2.DeviceStatus.FromString(msg.SerializeToString())
+    assert all(v != v for v in (back.roc_auc, back.precision, back.recall))  # NaN, not 0
 
 
 @pytest.mark.parametrize("msg", MESSAGES, ids=lambda m: type(m).__name__)
@@ -275,6 +295,7 @@ EXPECTED_METHODS = {
     "Read": ("ReadRequest", "ReadReply", False, False),
     "Echo": ("EchoRequest", "EchoReply", False, False),
     "Describe": ("DescribeRequest", "DescribeReply", False, False),
+    "Status": ("StatusRequest", "StatusReply", False, False),
 }
 
 
