@@ -33,7 +33,8 @@ The clock is ``CLOCK_MONOTONIC`` read in the kernel (``time.perf_counter_ns`` on
 Linux reads the same clock), so a decision needs no Python timestamp.
 
 Numba caches each kernel keyed on its own source file only: after editing the
-tracker, featuriser or plan kernels, delete ``daemon/__pycache__`` too.
+tracker, featuriser, plan or record-ring kernels (``mittd.daemon.ring``: its
+layout constants are compiled in), delete ``daemon/__pycache__`` too.
 """
 
 from __future__ import annotations

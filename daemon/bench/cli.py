@@ -1,4 +1,4 @@
-"""``mittd bench predictor|rpc|live``: what mittd costs and what it cuts, on this machine.
+"""``mittd bench …``: what mittd costs and what it cuts, on this machine.
 
 The benchmarks are tools, not the service: they start daemons, fio and client
 processes, and the predictor one compares against TensorFlow when installed.
@@ -16,6 +16,7 @@ from mittd.daemon.bench.tailcut.run import MODELS as TAILCUT_MODELS
 from mittd.daemon.replay.report import jsonable
 from mittd.predictor.bundle import BundleError
 from mittd.predictor.engines import ENGINES
+from mittd.predictor.shipped import shipped_bundle
 from mittd.traces.units import parse_size
 
 __all__ = ["add_commands"]
@@ -173,6 +174,50 @@ def cmd_bench_embedded(args: argparse.Namespace) -> int:
     print(embedded.render(r))
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=1, default=jsonable))
+    return 0
+
+
+def cmd_bench_records(args: argparse.Namespace) -> int:
+    from mittd.daemon.bench import records
+
+    try:
+        r = records.run_records(args.bundle, ios=args.ios, rounds=args.rounds, seed=args.seed,
+                                directory=args.dir, latencies=args.latencies,
+                                say=_progress(args.quiet))
+    except records.RecordsBenchError as e:
+        return _fail(str(e))
+    print(records.render(r))
+    if args.json:
+        try:
+            Path(args.json).write_text(json.dumps(r, indent=1, default=jsonable))
+        except OSError as e:
+            return _fail(f"--json {args.json}: {e.strerror or e}")
+    return 0
+
+
+def cmd_bench_shadow(args: argparse.Namespace) -> int:
+    from mittd.daemon.bench import shadow
+
+    sizes = {}
+    for name, text in (("--read-size", args.read_size), ("--size", args.size)):
+        try:
+            sizes[name] = parse_size(text, name)
+        except ValueError as e:
+            return _fail(str(e))
+    try:
+        r = shadow.run_shadow(directory=args.dir, bundle=args.bundle, seconds=args.seconds,
+                              records=args.records, busy=args.busy, period_s=args.period,
+                              clients=args.clients, read_size=sizes["--read-size"],
+                              size=sizes["--size"], window=args.window, seed=args.seed,
+                              write_qd=args.write_qd, quiet=args.quiet)
+    except shadow.ShadowError as e:
+        return _fail(str(e))
+    print(shadow.render(r))
+    if args.json:
+        try:
+            Path(args.json).write_text(json.dumps(r, indent=1, default=jsonable))
+        except OSError as e:
+            return _fail(f"--json {args.json}: {e.strerror or e}")
     return 0
 
 
@@ -381,6 +426,85 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                    "(out/tailcut)")
     t.add_argument("--quiet", action="store_true", help="no progress")
     t.set_defaults(func=cmd_bench_tailcut)
+
+    r = bsub.add_parser(
+        "records", help="what recording every IO costs the in-process path, and on disk",
+        description="Three in-process admissions of the same bundle decide the same IOs "
+        "(fused admit + complete), interleaved round by round: 'off' (nothing recorded), "
+        "'ring' (rows kept in memory for live quality) and 'records' (the ring plus the "
+        "recorder thread writing Parquet segments). Per variant: wall and process CPU time "
+        "per IO (all threads: the recorder's Parquet work counts), medians over rounds, "
+        "and the median paired difference from 'off'; then the segments' bytes per IO "
+        "(= MB per 1M IOs). The issue's targets: <= 1 µs per IO, <= 20 MB per 1M IOs.",
+        epilog="Latencies are drawn from a lognormal (every float bit random: the "
+        "pessimistic case for the size) unless --latencies names a trace whose measured "
+        "latencies to use. Timings are per machine; the segments are removed afterwards.")
+    r.add_argument("--bundle", default=str(shipped_bundle("heimdall")), metavar="B.mittd",
+                   help="the model (default: the shipped heimdall bundle)")
+    r.add_argument("--ios", type=int, default=200_000, help="IOs per variant and round "
+                   "(200000)")
+    r.add_argument("--rounds", type=int, default=5, help="interleaved rounds (5)")
+    r.add_argument("--dir", help="where the segments are written (default: the system's "
+                   "temporary directory)")
+    r.add_argument("--latencies", metavar="TRACE",
+                   help="take the IOs' latencies from this trace (any format mittd reads)")
+    r.add_argument("--seed", type=int, default=0, help="seed of offsets and latencies (0)")
+    r.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    r.add_argument("--quiet", action="store_true", help="no progress")
+    r.set_defaults(func=cmd_bench_records)
+
+    s = bsub.add_parser(
+        "shadow", help="a recording session before enforcing: live model quality beside "
+        "the offline ROC-AUC on the same IOs",
+        description="Watch first, then enforce. Place a replica file in --dir (written in "
+        "full), make it slow with fio's 1 MiB writes for the --busy share of every --period "
+        "(as 'mittd bench live'), and read it for --seconds with --clients closed-loop "
+        "threads (QD1 each, random --read-size reads, O_DIRECT where the file system takes "
+        "it) through an in-process admission in shadow mode: every read is predicted and "
+        "recorded to --records, none is rejected. A progress line a second (IOs, live "
+        "ROC-AUC so far). At the end: IOs decided, records written/dropped, their bytes "
+        "per IO, p50/p99/p99.9 read latency, and the model's live quality over the last "
+        "--window decisions (ROC-AUC, precision, recall, would-be reject share, drift: the "
+        "numbers the Prometheus metrics export) beside the OFFLINE ROC-AUC of the same "
+        "bundle on the same IOs (the records read back as a trace and re-featurised, as "
+        "'mittd evaluate --trace RECORDS' does; the earlier IOs seen, the last --window "
+        "scored) and the ROC-AUC of the P(slow) the records hold; the target is |live - "
+        "offline| <= 0.01.",
+        epilog="The records land in RECORDS/shadow/*.parquet and are kept (train on them "
+        "with 'mittd train --trace RECORDS/shadow'); earlier sessions' segments there are "
+        "left alone and not counted. The replica file is removed at the end. fio and the "
+        "admission are stopped on exit, on errors, on Ctrl-C and on SIGTERM. Progress goes "
+        "to stderr, the report to stdout.")
+    s.add_argument("--dir", required=True, metavar="D",
+                   help="where the replica file goes (a disk: tmpfs reads are RAM copies)")
+    s.add_argument("--bundle", required=True, metavar="B.mittd",
+                   help="the model bundle to shadow (decides at its own cutoff and first "
+                   "trained threshold)")
+    s.add_argument("--seconds", type=float, required=True, metavar="S",
+                   help="seconds of reading")
+    s.add_argument("--records", required=True, metavar="R",
+                   help="directory for the IO records (created if missing)")
+    s.add_argument("--busy", metavar="F",
+                   help="share of each period the replica is under writes (1/3, as bench "
+                   "live; 0: no writer, fio not needed)")
+    s.add_argument("--period", type=float, metavar="S",
+                   help="contention period, seconds (3)")
+    s.add_argument("--write-qd", type=int, default=4, metavar="N",
+                   help="queue depth of the fio writer (1 MiB writes) (4)")
+    s.add_argument("--clients", type=int, default=1, metavar="N",
+                   help="closed-loop client threads, QD1 each (1)")
+    s.add_argument("--read-size", default="4k", metavar="BYTES",
+                   help="bytes per read, a multiple of 4 KiB up to 1 MiB (4k)")
+    s.add_argument("--size", default="1g", metavar="BYTES",
+                   help="size of the replica file (1g)")
+    s.add_argument("--window", type=int, default=10_000, metavar="N",
+                   help="decisions in the live quality window, and IOs scored offline "
+                   "(10000, the daemon's quality_window)")
+    s.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="seed of the read offsets (0)")
+    s.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    s.add_argument("--quiet", action="store_true", help="no progress lines")
+    s.set_defaults(func=cmd_bench_shadow)
 
     e = bsub.add_parser(
         "embedded", help="µs per in-process decision beside the engine, the general "

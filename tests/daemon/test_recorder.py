@@ -77,7 +77,7 @@ def test_every_decided_io_lands_in_a_closed_segment(tmp_path: Path) -> None:
 def test_shadow_records_say_what_enforcing_would_have_rejected(tmp_path: Path) -> None:
     emb = Embedded.from_bundles({"d": shipped_bundle("heimdall")}, records=tmp_path,
                                 mode="shadow")
-    admitted, rejected = _drive(emb, 2000, seed=1)
+    _, rejected = _drive(emb, 2000, seed=1)
     emb.close()
     t = pq.read_table(sorted((tmp_path / "d").glob("*.parquet")))
     dec = t.column("decision").to_pylist()
@@ -245,6 +245,6 @@ def test_the_daemon_records_until_it_stops(tmp_path: Path) -> None:
 def test_recorder_refuses_a_directory_it_cannot_create(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("x")
     core = AdmissionCore({"d": build_state(read_bundle(shipped_bundle("heimdall")), "csr")})
-    with pytest.raises(ValueError, match="records.dir: cannot create"):
+    with pytest.raises(ValueError, match=r"records\.dir: cannot create"):
         Recorder(core, RecordsConfig(tmp_path / "f" / "sub"))
     assert os.path.isfile(tmp_path / "f")

@@ -97,7 +97,8 @@ def workload(n: int, seed: int) -> dict[str, np.ndarray]:
             "fail": rng.random(n) < 0.05, "overrun": rng.random(n) < 0.08}
 
 
-def cores(w: dict[str, np.ndarray], probe_after: int, fail_open_on_overrun: bool = True
+def cores(w: dict[str, np.ndarray], probe_after: int, fail_open_on_overrun: bool = True,
+          mode: str = "enforce",
           ) -> tuple[AdmissionCore, AdmissionCore, ScriptedClock, ScriptedClock]:
     b = bundle()
     margins = dict(zip(w["lba"].tolist(), w["margin"].tolist(), strict=True))
@@ -106,7 +107,7 @@ def cores(w: dict[str, np.ndarray], probe_after: int, fail_open_on_overrun: bool
     for _ in range(2):
         clock = ScriptedClock()
         engine = ScriptedEngine(b, margins, failing)
-        core = AdmissionCore({"d": build_state(b, engine)}, predict_budget_us=50.0,
+        core = AdmissionCore({"d": build_state(b, engine, mode=mode)}, predict_budget_us=50.0,
                              clock=clock, probe_after=probe_after,
                              fail_open_on_overrun=fail_open_on_overrun)
         made += [core, clock]
@@ -118,12 +119,14 @@ def counts(core: AdmissionCore) -> dict[str, int]:
     return {**{k: getattr(s, k) for k in COUNT_NAMES}, "pending": s.pending}
 
 
-@pytest.mark.parametrize(("probe_after", "fail_open_on_overrun"),
-                         [(3, True), (0, True), (2, False)])
+@pytest.mark.parametrize(("probe_after", "fail_open_on_overrun", "mode"),
+                         [(3, True, "enforce"), (0, True, "enforce"), (2, False, "enforce"),
+                          (3, True, "shadow"), (2, False, "shadow")])
 def test_admit_and_bursts_of_one_agree_on_every_rule(probe_after: int,
-                                                     fail_open_on_overrun: bool) -> None:
+                                                     fail_open_on_overrun: bool,
+                                                     mode: str) -> None:
     w = workload(400, seed=probe_after)
-    one, burst, c1, c2 = cores(w, probe_after, fail_open_on_overrun)
+    one, burst, c1, c2 = cores(w, probe_after, fail_open_on_overrun, mode)
     seen = set()
     for i in range(len(w["lba"])):
         off = int(w["lba"][i]) * 4096
@@ -148,7 +151,10 @@ def test_admit_and_bursts_of_one_agree_on_every_rule(probe_after: int,
                 bool(burst.complete_burst("d", np.array([i + 1]), np.array([100.0]),
                                           10 * i + 5))
     assert counts(one) == counts(burst)
-    assert seen == set(REASONS) - ({"probe"} if probe_after == 0 else set())
+    assert seen == set(REASONS) - ({"probe"} if probe_after == 0 else set()) - (
+        {"shadow"} if mode == "enforce" else set())
+    if mode == "shadow":  # never rejects; counts what enforcing would have rejected
+        assert counts(one)["rejected"] == 0 and counts(one)["shadow_rejects"] > 0
 
 
 def test_bursts_decide_as_one_by_one_when_features_do_not_differ() -> None:
