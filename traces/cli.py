@@ -17,7 +17,7 @@ from mittd.traces.errors import TraceError
 from mittd.traces.formats.base import ReadOptions
 from mittd.traces.registry import FORMAT_NAMES, FORMATS, TraceStream, open_trace
 from mittd.traces.schema import SCHEMA, TraceWriter, build_metadata
-from mittd.traces.stats import render, summarise
+from mittd.traces.stats import render, render_records, summarise, summarise_records
 from mittd.traces.units import parse_duration, parse_size
 
 FORMAT_HELP = (
@@ -27,10 +27,11 @@ FORMAT_HELP = (
 
 
 @contextmanager
-def byte_progress(path: Path, label: str, enabled: bool) -> Iterator[Callable[[int], None]]:
-    """A tqdm bar sized by the file's bytes on disk (quiet when not a terminal)."""
+def byte_progress(total: int, label: str, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """A tqdm bar sized by the trace's bytes on disk, every file of a set together
+    (quiet when not a terminal)."""
     bar = tqdm(
-        total=path.stat().st_size, unit="B", unit_scale=True, unit_divisor=1024,
+        total=total, unit="B", unit_scale=True, unit_divisor=1024,
         desc=label, disable=not enabled, leave=False, file=sys.stderr,
     )
     try:
@@ -64,24 +65,35 @@ def _progress_enabled(args: argparse.Namespace) -> bool:
 
 def cmd_info(args: argparse.Namespace) -> int:
     stream = open_trace(args.trace, args.format, _options(args))
-    with byte_progress(stream.path, "reading", _progress_enabled(args)) as progress:
+    with byte_progress(stream.size_bytes, "reading", _progress_enabled(args)) as progress:
         summary = summarise(stream.batches(progress))
-    if stream.rows == 0:
+    records = summarise_records(stream.record_paths) if stream.is_records else None
+    if stream.rows == 0 and not (records and records.rows):
         raise TraceError(f"{stream.path}: no valid IO records ({stream.format.title})")
     info = summary.to_dict()
     info["file"] = str(stream.path)
     info["format"] = stream.format.name
     info["malformed_lines"] = stream.bad.count
+    if stream.is_set:
+        info["files"] = len(stream.paths)
     meta = stream.source_metadata()
     if meta:
         info["source"] = {k: meta.get(k) for k in ("source_format", "source_file")}
+    if records is not None:
+        info["records"] = records.to_dict()
     if args.json:
         print(json.dumps(info, indent=2, default=str))
     else:
-        title = f"{stream.path}  ({stream.format.title})"
+        what = "mittd IO records" if records is not None else stream.format.title
+        title = f"{stream.path}  ({what}"
+        title += f", {len(stream.paths):,} files)" if stream.is_set else ")"
         if meta.get("source_format"):
-            title += f"  from {meta['source_format']}: {meta.get('source_file')}"
+            title += f"  from {meta['source_format']}"
+            if not stream.is_set:
+                title += f": {meta.get('source_file')}"
         print(render(info, title))
+        if records is not None:
+            print(render_records(info["records"]))
     _report_bad(stream)
     return 0
 
@@ -95,7 +107,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise TraceError(f"{out.parent}: output directory does not exist")
     stream = open_trace(args.trace, args.format, _options(args))
-    if stream.path.resolve() == out.resolve():
+    if any(p.resolve() == out.resolve() for p in stream.paths):
         raise TraceError(f"{out}: output would overwrite the input")
     source_meta = stream.source_metadata()
     meta = build_metadata(
@@ -105,7 +117,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         reader={"format": stream.format.name, "device_override": args.device,
                 "sorted_by_issue": args.sort},
     )
-    with byte_progress(stream.path, "converting", _progress_enabled(args)) as progress:
+    with byte_progress(stream.size_bytes, "converting", _progress_enabled(args)) as progress:
         if args.sort:
             table = pa.Table.from_batches(list(stream.batches(progress)), schema=SCHEMA)
             batches = table.sort_by("ts_issue_us").to_batches(max_chunksize=1 << 20)
@@ -147,7 +159,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "per op). One streaming pass with bounded memory; latency percentiles are exact "
         "to within 0.1 %%.",
     )
-    info.add_argument("trace", help="trace file (any supported format, or a .parquet trace)")
+    info.add_argument("trace", help="trace file (any supported format, or a .parquet trace), "
+                      "or a directory or glob of Parquet segments (e.g. the daemon's IO "
+                      "records: records/nvme0, 'records/**/*.parquet')")
     _add_read_options(info)
     info.add_argument("--json", action="store_true", help="print the summary as JSON")
     info.set_defaults(func=cmd_info)
@@ -159,7 +173,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "Streams with bounded memory unless --sort is given. Malformed lines are skipped, "
         "counted and reported with their line numbers.",
     )
-    conv.add_argument("trace", help="input trace file")
+    conv.add_argument("trace", help="input trace file, or a directory or glob of Parquet "
+                      "segments (read as one trace)")
     conv.add_argument("output", help="output .parquet file")
     _add_read_options(conv)
     conv.add_argument("--sort", action="store_true",

@@ -1,10 +1,12 @@
 """Which trace formats mittd reads, how a file's format is recognised, and the
-one entry point the rest of mittd uses to read any trace: ``open_trace``."""
+one entry point the rest of mittd uses to read any trace: ``open_trace`` — one file,
+or a set of Parquet segments (a directory or a glob, e.g. the daemon's IO records)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,6 +20,7 @@ from mittd.traces.formats.linnos import LinnosInputFormat, LinnosOutputFormat
 from mittd.traces.formats.msr import MsrFormat
 from mittd.traces.formats.parquet import ParquetFormat
 from mittd.traces.formats.systor import SystorFormat
+from mittd.traces.records import is_record_file, is_segment_set, segment_paths
 from mittd.traces.schema import SCHEMA, trace_metadata
 from mittd.traces.source import check_readable, read_head
 
@@ -77,37 +80,82 @@ def get_format(name: str) -> TraceFormat:
 
 @dataclass
 class TraceStream:
-    """An opened trace: its format, a tally of malformed lines, and its batches."""
+    """An opened trace: its format, a tally of malformed lines, and its batches.
+
+    ``path`` is what the user named (a file, a directory or a glob pattern); ``paths``
+    the files read, in order — one for a file, every segment for a set.
+    """
 
     path: Path
     format: TraceFormat
     options: ReadOptions
+    paths: tuple[Path, ...] = ()
     bad: BadLines = field(init=False)
     rows: int = 0
 
     def __post_init__(self) -> None:
+        if not self.paths:
+            self.paths = (self.path,)
         self.bad = BadLines(str(self.path), strict=self.options.strict)
 
+    @property
+    def is_set(self) -> bool:
+        """Whether the trace is a set of segments rather than one named file."""
+        return self.paths != (self.path,)
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes on disk of every file read: what a progress bar is sized by."""
+        return sum(p.stat().st_size for p in self.paths)
+
+    @cached_property
+    def record_paths(self) -> tuple[Path, ...]:
+        """The files that are daemon IO records (``mittd.traces.records``); empty for
+        an ordinary trace."""
+        if self.format.name != "parquet":
+            return ()
+        return tuple(p for p in self.paths if is_record_file(p))
+
+    @property
+    def is_records(self) -> bool:
+        return bool(self.record_paths)
+
     def batches(self, progress: Callable[[int], None] | None = None) -> Iterator[pa.RecordBatch]:
-        for batch in self.format.read(self.path, self.options, self.bad, progress):
-            self.rows += batch.num_rows
-            yield batch
+        for path in self.paths:
+            for batch in self.format.read(path, self.options, self.bad, progress):
+                self.rows += batch.num_rows
+                yield batch
 
     def table(self) -> pa.Table:
         """The whole trace in memory (small traces; prefer ``batches``)."""
         return pa.Table.from_batches(list(self.batches()), schema=SCHEMA)
 
     def source_metadata(self) -> dict[str, object]:
-        """Provenance of the source: carried over for Parquet, described otherwise."""
-        if self.format.name == "parquet":
-            return trace_metadata(self.path)
-        return {}
+        """Provenance of the source: carried over for Parquet (a set's from its first
+        segment, with the set named as the source file), described otherwise."""
+        if self.format.name != "parquet":
+            return {}
+        meta: dict[str, object] = trace_metadata(self.paths[0])
+        if self.is_set:
+            meta = {**meta, "source_file": str(self.path), "segments": len(self.paths)}
+        return meta
 
 
 def open_trace(
     path: str | Path, fmt: str = "auto", options: ReadOptions | None = None
 ) -> TraceStream:
-    """Open any supported trace; ``fmt='auto'`` detects the format from content."""
+    """Open any supported trace; ``fmt='auto'`` detects the format from content.
+
+    A directory or a glob pattern names a set of Parquet segments
+    (``mittd.traces.records.segment_paths``), read one after the other as one trace.
+    """
+    if is_segment_set(path):
+        if fmt not in ("auto", "parquet"):
+            raise TraceError(f"{path}: a directory or pattern is read as Parquet segments; "
+                             f"--format {fmt} does not apply")
+        paths = segment_paths(path)
+        return TraceStream(Path(path), FORMATS["parquet"], options or ReadOptions(),
+                           tuple(paths))
     p = check_readable(path)
     chosen = detect_format(p) if fmt == "auto" else get_format(fmt)
     return TraceStream(p, chosen, options or ReadOptions())

@@ -3,21 +3,25 @@
 Computed in one streaming pass with bounded memory: latency percentiles come
 from a log-bucketed histogram whose buckets are 0.1 % wide (so a percentile is
 within 0.1 % of the exact value, whatever the trace's length); IO sizes are
-counted exactly (traces hold few distinct sizes).
+counted exactly (traces hold few distinct sizes). For the daemon's IO records, a
+second pass over the decision columns adds what the daemon decided (``RecordSummary``).
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mittd.traces.records import D_REJECT, DECISIONS, iter_records
 from mittd.traces.schema import OP_NAMES
 
 PERCENTILES: tuple[float, ...] = (50.0, 90.0, 99.0, 99.9)
@@ -251,4 +255,106 @@ def render(info: dict[str, Any], title: str) -> str:
         out.append(f"  {name:<10} " + "".join(cells))
     if info["unknown_latency"]:
         out.append(f"  ({info['unknown_latency']:,} IOs without a latency)")
+    return "\n".join(out)
+
+
+# -- IO records: what the daemon decided -----------------------------------------------------
+
+RECORD_SUMMARY_COLUMNS: tuple[str, ...] = ("ts_issue_us", "p_slow", "decision", "reason",
+                                           "model_sha")
+SHA_PREFIX = 12  # as Bundle.version_id shows a model
+
+
+def _value_counts(column: pa.Array, into: Counter[str]) -> None:
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(pa.string())
+    for item in pc.value_counts(column).to_pylist():
+        into[item["values"]] += item["counts"]
+
+
+@dataclass
+class RecordSummary:
+    """Streaming accumulator of the records section of ``mittd trace info``: every IO
+    the daemon decided (rejected ones too, which the trace view leaves out), how, why
+    and with which model."""
+
+    segments: int = 0
+    rows: int = 0
+    predicted: int = 0
+    decisions: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+    models: Counter[str] = field(default_factory=Counter)
+    first_us: int | None = None
+    last_us: int | None = None
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        if not batch.num_rows:
+            return
+        self.rows += batch.num_rows
+        ts = batch.column("ts_issue_us").to_numpy()
+        lo, hi = int(ts.min()), int(ts.max())
+        self.first_us = lo if self.first_us is None else min(self.first_us, lo)
+        self.last_us = hi if self.last_us is None else max(self.last_us, hi)
+        p = batch.column("p_slow").to_numpy(zero_copy_only=False)
+        self.predicted += int(np.isfinite(p).sum())
+        _value_counts(batch.column("decision"), self.decisions)
+        _value_counts(batch.column("reason"), self.reasons)
+        models: Counter[str] = Counter()
+        _value_counts(batch.column("model_sha"), models)
+        for sha, n in models.items():
+            self.models[sha[:SHA_PREFIX] if sha else "(none)"] += n
+
+    def to_dict(self) -> dict[str, Any]:
+        """Machine-readable records section (``--json`` key ``records``)."""
+        n = self.rows
+        names = [*DECISIONS, *sorted(set(self.decisions) - set(DECISIONS))]
+        span_s = ((self.last_us or 0) - (self.first_us or 0)) / 1e6 if n else 0.0
+        return {
+            "segments": self.segments,
+            "rows": n,
+            "reached_device": n - self.decisions[DECISIONS[D_REJECT]],
+            "decisions": {d: {"count": self.decisions[d],
+                              "share": self.decisions[d] / n if n else math.nan}
+                          for d in names},
+            "reasons": dict(self.reasons.most_common()),
+            "models": dict(self.models.most_common()),
+            "predicted": self.predicted,
+            "predicted_share": self.predicted / n if n else math.nan,
+            "first_issue_us": self.first_us,
+            "last_issue_us": self.last_us,
+            "span_s": span_s,
+        }
+
+
+def summarise_records(paths: Sequence[Path]) -> RecordSummary:
+    """One pass over the decision columns of record segments (bounded memory)."""
+    summary = RecordSummary(segments=len(paths))
+    for batch in iter_records(paths, RECORD_SUMMARY_COLUMNS):
+        summary.add(batch)
+    return summary
+
+
+def _utc(us: int) -> str:
+    t = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
+    return t.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def render_records(rec: dict[str, Any]) -> str:
+    """The records section printed by ``mittd trace info`` below the trace summary."""
+    def share(d: dict[str, Any]) -> str:
+        return f"{d['count']:,} ({d['share']:.1%})" if rec["rows"] else "0"
+
+    out = [
+        "",
+        f"  records    {rec['segments']:,} segment(s) · {rec['rows']:,} IOs decided · "
+        f"{rec['reached_device']:,} reached the device",
+        "  decisions  " + " · ".join(f"{d} {share(v)}" for d, v in rec["decisions"].items()),
+        "  reasons    " + (" · ".join(f"{r} {c:,}" for r, c in rec["reasons"].items()) or "-"),
+        "  models     " + (" · ".join(f"{m} {c:,}" for m, c in rec["models"].items()) or "-"),
+    ]
+    if rec["rows"]:
+        out.append(f"  predicted  {rec['predicted_share']:.1%} of the IOs decided "
+                   f"({rec['predicted']:,} with a P(slow))")
+        out.append(f"  span       {_utc(rec['first_issue_us'])} → {_utc(rec['last_issue_us'])}"
+                   f" UTC ({rec['span_s']:,.3f} s)")
     return "\n".join(out)

@@ -12,6 +12,8 @@ from pathlib import Path
 from mittd.daemon.replay.traces import ReplayError
 from mittd.predictor.bundle import BundleError
 from mittd.predictor.models import MODELS
+from mittd.traces.errors import TraceError
+from mittd.traces.records import segment_paths
 
 TRAIN_EXTRA = ("needs the train extra: pip install 'mittd[train]' (TensorFlow, tf-keras, "
                "tensorflow-model-optimization, optuna, matplotlib)")
@@ -58,8 +60,11 @@ def _run(fn, *a, **kw):  # type: ignore[no-untyped-def]
 def cmd_train(args: argparse.Namespace) -> int:
     out = _out(args.output, args.force)
     p = _pipeline()
-    if args.replica is not None and not Path(args.replica).is_file():
-        raise TrainingError(f"--replica {args.replica}: no such trace")
+    if args.replica is not None:  # checked before TensorFlow starts, not after training
+        try:
+            segment_paths(args.replica)  # a file, or a directory or glob of segments
+        except TraceError as e:
+            raise TrainingError(f"--replica {e}") from None
     _run(p.train_flow, args.traces, args.model, args.slo, out, epochs=args.epochs,
          batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
          test_fraction=args.test_fraction, ladder_k=args.ladder, reads_only=args.reads_only,
@@ -136,7 +141,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "part, test on the later), train with tf-keras, evaluate on the test split "
         "(accuracy, precision, recall, F1, ROC-AUC, PR-AUC, FPR, FNR, fraction rejected) "
         "and export a .mittd bundle. " + TRAIN_EXTRA + ".")
-    t.add_argument("traces", nargs="+", metavar="TRACE", help="labelled traces (any format)")
+    t.add_argument("traces", nargs="+", metavar="TRACE",
+                   help="labelled traces (any format), or directories or globs of Parquet "
+                        "segments such as the daemon's IO records")
     t.add_argument("--model", choices=list(MODELS), default="precise_linear",
                    help="network to train (default precise_linear)")
     t.add_argument("--slo", default="auto",

@@ -138,10 +138,12 @@ def add_commands(commands: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("trace", metavar="TRACE",
                    help="the primary's labelled trace (canonical Parquet or any format "
-                        "'mittd trace' reads); one device")
+                        "'mittd trace' reads, or a directory or glob of Parquet segments "
+                        "such as one device's IO records); one device")
     p.add_argument("--replica", action="append", metavar="TRACE2",
-                   help="a replica's labelled trace, in failover order (repeatable); default: "
-                        "TRACE itself shifted by half its duration")
+                   help="a replica's labelled trace (a file, or a directory or glob of "
+                        "segments), in failover order (repeatable); default: TRACE itself "
+                        "shifted by half its duration")
     p.add_argument("--model", "-m", action="append", metavar="BUNDLE",
                    help="a .mittd model bundle to replay (repeatable; one report row each); "
                         "BUNDLE@P replays it rejecting when P(slow) > P (an operating point; "

@@ -1,4 +1,6 @@
-"""mittd's own canonical Parquet traces, read back as they were written."""
+"""mittd's own canonical Parquet traces, read back as they were written; the daemon's
+IO records (``mittd.traces.records``) read as the trace of the IOs that reached the
+device, so every tool that reads a trace reads records too."""
 
 from __future__ import annotations
 
@@ -6,10 +8,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from mittd.traces.errors import BadLines, TraceError
 from mittd.traces.formats.base import Progress, ReadOptions, TraceFormat
-from mittd.traces.schema import SCHEMA, constant_strings, iter_trace
+from mittd.traces.records import is_record_schema, reached_device
+from mittd.traces.schema import COLUMNS, SCHEMA, check_schema, constant_strings
+
+BATCH_ROWS = 1 << 18
 
 
 class ParquetFormat(TraceFormat):
@@ -25,8 +31,14 @@ class ParquetFormat(TraceFormat):
     ) -> Iterator[pa.RecordBatch]:
         size = path.stat().st_size
         try:
-            batches = iter_trace(path)
-            for batch in batches:
+            pf = pq.ParquetFile(path)
+            records = is_record_schema(pf.schema_arrow)
+            if not records:
+                check_schema(pf.schema_arrow, path)
+            columns = [*COLUMNS, "decision"] if records else list(COLUMNS)
+            for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=columns):
+                if records:  # a rejected IO never reached the device: not in its trace
+                    batch = reached_device(batch)
                 batch = batch.cast(SCHEMA) if batch.schema != SCHEMA else batch
                 if options.device:
                     batch = batch.set_column(
