@@ -230,3 +230,47 @@ def test_embedded_modes_and_their_errors(tmp_path) -> None:
                     (dict(records=""), "records: dir: expected a directory path")):
         with pytest.raises(EmbeddedError, match=msg):
             Embedded.from_bundles({"d": shipped_bundle("heimdall")}, **kw)
+
+
+def test_the_live_roc_auc_in_the_metrics_is_what_evaluate_finds_on_the_records(tmp_path
+                                                                               ) -> None:
+    """No skew between serving and the offline tools: an event-driven device (latency
+    grows with the queue), decided live in shadow mode, recorded; the ROC-AUC the
+    Prometheus collector exports equals ``mittd evaluate``'s on the records read back
+    (the records re-featurised offline, as training does)."""
+    import heapq
+
+    from prometheus_client import CollectorRegistry
+
+    from mittd.daemon.metrics import CoreCollector
+    from mittd.daemon.recorder import Recorder, RecordsConfig
+    from mittd.traces.registry import open_trace
+    from mittd.training.offline_eval import evaluate_bundle
+
+    path = shipped_bundle("heimdall")
+    core = AdmissionCore({"d": build_state(read_bundle(path), "csr", mode="shadow")},
+                         predict_budget_us=1e9)
+    rec = Recorder(core, RecordsConfig(tmp_path))
+    rng = np.random.default_rng(5)
+    done: list[tuple[int, int, float]] = []
+    now = 1_000_000
+    for i in range(4000):
+        now += int(rng.exponential(60))
+        while done and done[0][0] <= now:
+            t, rid, lat = heapq.heappop(done)
+            core.complete("d", rid, lat, t)
+        qlen = len(done)
+        lat = float(int(60 + 45 * qlen + rng.exponential(40)))
+        core.admit("d", OP_READ, int(rng.integers(0, 1 << 20)) * 4096, 4096, 0, i, now)
+        heapq.heappush(done, (now + int(lat), i, lat))
+    while done:
+        t, rid, lat = heapq.heappop(done)
+        core.complete("d", rid, lat, t)
+    rec.close()
+    reg = CollectorRegistry()
+    reg.register(CoreCollector(core.stats, quality=core.quality))
+    live = reg.get_sample_value("mittd_live_roc_auc", {"device": "d"})
+    offline = evaluate_bundle(path, open_trace(tmp_path / "d").table())
+    assert live is not None and 0.0 < live < 1.0
+    assert offline["ios"] == 4000
+    assert abs(live - offline["roc_auc"]) <= 0.01, (live, offline["roc_auc"])
