@@ -90,7 +90,7 @@ def check_device(dev: DeviceConfig, server: ServerConfig, models: bool = True
     rep.summary = (f"{st.model_version}  engine {dev.engine}  thresholds "
                    f"{_fmt(st.thresholds_us)} µs  slo {st.default_deadline_us:g} µs  "
                    f"p_slow {_fmt(st.p_thresholds)}  inference {took:.1f} µs  policy "
-                   f"{st.policy.mode}, reject cap {st.max_reject_share:.1%}")
+                   f"{st.policy.mode}, reject cap {st.max_reject_share:.1%}  mode {st.mode}")
     if not st.policy.rejects and dev.decision_threshold is None:
         rep.warnings.append(f"never rejects: {st.policy.reason or 'policy hedge'}; clients "
                             f"should hedge after {st.policy.hedge_after_us:,.0f} µs")
@@ -105,6 +105,10 @@ def check_config(config: Config, models: bool = True) -> list[DeviceReport]:
 def cmd_check(args: argparse.Namespace) -> int:
     config = load_config(args.config)  # ConfigError propagates: exit 2, one line
     reports = check_config(config, models=not args.no_models)
+    rc = config.records
+    if rc is not None:
+        print(f"records: {rc.dir}/<alias>/  segments of {rc.segment_mb:g} MB or "
+              f"{rc.segment_s:g} s, kept {rc.keep_mb:g} MB or {rc.keep_hours:g} h per device")
     for r in reports:
         for line in r.lines():
             print(line)

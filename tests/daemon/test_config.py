@@ -408,3 +408,14 @@ def test_mode_errors(env: dict[str, Path], over: dict[str, str], field: str,
                      allowed: str) -> None:
     msg = error_of(write(env, "", device=device_toml(env, **over)))
     assert f": devices.nvme0.{field}: " in msg and allowed in msg
+
+
+def test_check_shows_the_mode_and_where_records_go(env: dict[str, Path],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    p = write(env, '[server]\npredict_budget_us = 1000000\n[records]\ndir = "rec"\n',
+              device=device_toml(env, mode='"shadow"'))
+    assert run_check(["check", "--config", str(p)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (f"records: {env['dir'] / 'rec'}/<alias>/  segments of 64 MB or 60 s, "
+                      "kept 1024 MB or 168 h per device")
+    assert out[1].endswith("mode shadow")
