@@ -61,7 +61,7 @@ from mittd.daemon.histogram import (
     Histogram,
     HistogramSnapshot,
 )
-from mittd.daemon.quality import MODES, LiveQuality, live_quality
+from mittd.daemon.quality import MODES, LiveQuality, below, live_quality
 from mittd.predictor.bundle import Bundle
 from mittd.predictor.burst import encode_burst
 from mittd.predictor.engine import Engine
@@ -129,6 +129,7 @@ NEVER_ISSUED = np.array([_O_REJECT, _O_OVERRUN_REJECT], np.int64)  # no latency 
 NAN = float("nan")
 DEFAULT_DRIFT_MARGIN = DeviceConfig.drift_margin  # the config's defaults: one home
 DEFAULT_QUALITY_WINDOW = ServerConfig.quality_window
+DEFAULT_DRIFT_WINDOWS = ServerConfig.drift_windows
 
 
 class UnknownDevice(KeyError):
@@ -297,6 +298,7 @@ class DeviceState:
         mode: str = "enforce",
         drift_margin: float = DEFAULT_DRIFT_MARGIN,
         quality_window: int = DEFAULT_QUALITY_WINDOW,
+        drift_windows: int = DEFAULT_DRIFT_WINDOWS,
     ) -> None:
         self.bundle = bundle
         self.engine = engine
@@ -324,6 +326,7 @@ class DeviceState:
         self.mode = mode
         self.drift_margin = float(drift_margin)
         self.quality_window = int(quality_window)
+        self.drift_windows = int(drift_windows)
         self.bind()
 
     def _layout(self) -> tuple[np.ndarray, np.ndarray]:
@@ -423,19 +426,28 @@ class DeviceState:
         return float(v) if isinstance(v, int | float) else NAN
 
     def quality(self) -> LiveQuality:
-        """Live quality over the current model's last ``quality_window`` decisions
-        (``mittd.daemon.quality``); the caller holds the device's lock while the
-        ring is copied."""
-        rows = self.ring.last(self.quality_window)
+        """Live quality over the current model's last ``quality_window`` decisions,
+        drift over its last ``drift_windows`` windows (``mittd.daemon.quality``);
+        the caller holds the device's lock while the ring is copied."""
+        n = self.quality_window
+        rows = self.ring.last(n * self.drift_windows)
         codes = rows.cols["codes"]
         k = (codes >> 8) - 1
         margin = rows.cols["margin"]
+        lat = rows.cols["latency"]
         asked = (k >= 0) & np.isfinite(margin)
-        k = k[asked]
-        return live_quality(self.mode, self.quality_window, margin[asked],
-                            np.asarray(self.cutoffs)[k], rows.cols["latency"][asked],
-                            np.asarray(self.thresholds_us)[k], self.validation_roc_auc,
-                            self.drift_margin)
+        cut = np.asarray(self.cutoffs)[np.maximum(k, 0)]
+        th = np.asarray(self.thresholds_us)[np.maximum(k, 0)]
+        val, dm = self.validation_roc_auc, self.drift_margin
+        windows = [slice(max(len(k) - (j + 1) * n, 0), len(k) - j * n)
+                   for j in range(self.drift_windows) if len(k) - j * n > 0]
+        older = tuple(w.stop - w.start == n
+                      and below(margin[w][asked[w]], lat[w][asked[w]], th[w][asked[w]], val, dm)
+                      for w in windows[1:])
+        w = windows[0] if windows else slice(0, 0)
+        a = asked[w]
+        return live_quality(self.mode, n, margin[w][a], cut[w][a], lat[w][a], th[w][a], val,
+                            dm, older, self.drift_windows)
 
     @property
     def max_reject_share(self) -> float:

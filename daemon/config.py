@@ -91,6 +91,7 @@ class ServerConfig:
     workers: int = 4
     probe_after: int = 32
     quality_window: int = 10_000
+    drift_windows: int = 3
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ class DeviceConfig:
 
 
 MODES = ("enforce", "shadow")
+RING_ROWS = 1 << 17  # decisions a device keeps in memory (mittd.daemon.ring sizes by it)
 _RECORD_LIMITS = {"segment_mb": (0.01, 65536.0), "segment_s": (1.0, 86400.0),
                   "keep_mb": (0.01, 1e9), "keep_hours": (0.001, 1e6)}
 
@@ -181,6 +183,7 @@ class Config:
             "workers": s.workers,
             "probe_after": s.probe_after,
             "quality_window": s.quality_window,
+            "drift_windows": s.drift_windows,
         }
         devices = {
             a: {"path": str(d.path), "model": str(d.model), "engine": d.engine,
@@ -354,7 +357,7 @@ def _socket_mode(t: _Table) -> int:
 SERVER_KEYS = ("unix_socket", "socket_mode", "tcp", "tls", "metrics",
                "max_pending_per_device", "pending_timeout_ms", "max_read_bytes",
                "max_stream_batch", "predict_budget_us", "workers",
-               "probe_after", "quality_window")
+               "probe_after", "quality_window", "drift_windows")
 TLS_KEYS = ("cert", "key", "client_ca")
 DEVICE_KEYS = ("path", "model", "engine", "slo_us", "decision_threshold", "max_reject_share",
                "writable", "direct_io", "alignment", "mode", "drift_margin")
@@ -386,6 +389,12 @@ def _server(raw: Any, base: Path) -> ServerConfig:
         raise _FieldError(t.key("tcp"), f"{tcp} is not a loopback address, so [server.tls] "
                                         "(cert, key) is required; refusing plaintext "
                                         "gRPC on the network")
+    window = t.int_("quality_window", ServerConfig.quality_window, 100, RING_ROWS)
+    windows = t.int_("drift_windows", ServerConfig.drift_windows, 1, 64)
+    if window * windows > RING_ROWS:
+        raise _FieldError(t.key("drift_windows"), f"{windows} windows of {window} decisions "
+                                                  f"exceed the {RING_ROWS} a device keeps; "
+                                                  "lower quality_window or drift_windows")
     return ServerConfig(
         unix_socket=Path(sock),
         socket_mode=_socket_mode(t),
@@ -400,7 +409,8 @@ def _server(raw: Any, base: Path) -> ServerConfig:
                                           open_lo=True)),
         workers=t.int_("workers", min(4, os.cpu_count() or 1), 1, 1024),
         probe_after=t.int_("probe_after", 32, 0, 1_000_000),
-        quality_window=t.int_("quality_window", ServerConfig.quality_window, 100, 1 << 17),
+        quality_window=window,
+        drift_windows=windows,
     )
 
 

@@ -168,6 +168,7 @@ def build_state(bundle: Bundle, engine: str | Engine = "auto", *,
                 limits: Limits = Limits(), where: str = "", mode: str = "enforce",
                 drift_margin: float = DeviceConfig.drift_margin,
                 quality_window: int = ServerConfig.quality_window,
+                drift_windows: int = ServerConfig.drift_windows,
                 **engine_opts: Any) -> DeviceState:
     """Every rule, then the device's state: ``engine`` is a name (built here; ``auto``
     times the formats on this machine: load time) or an engine to share."""
@@ -186,7 +187,7 @@ def build_state(bundle: Bundle, engine: str | Engine = "auto", *,
                                  f"takes {eng.input.shape}")
     return DeviceState(bundle, eng, s.featuriser, s.thresholds_us, s.p_thresholds,
                        s.default_deadline_us, s.policy, mode=mode, drift_margin=drift_margin,
-                       quality_window=quality_window)
+                       quality_window=quality_window, drift_windows=drift_windows)
 
 
 def read_bundle(path: str | Path, where: str = "") -> Bundle:
@@ -208,7 +209,8 @@ def load_device(dev: DeviceConfig, server: ServerConfig) -> DeviceState:
                        decision_threshold=dev.decision_threshold,
                        max_reject_share=dev.max_reject_share, limits=Limits.of(server),
                        where=f"{where}: {dev.model}", mode=dev.mode,
-                       drift_margin=dev.drift_margin, quality_window=server.quality_window)
+                       drift_margin=dev.drift_margin, quality_window=server.quality_window,
+                       drift_windows=server.drift_windows)
 
 
 def load_devices(config: Config) -> dict[str, DeviceState]:

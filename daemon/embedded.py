@@ -152,6 +152,7 @@ class Embedded:
         mode: str = "enforce",
         drift_margin: float = DeviceConfig.drift_margin,
         quality_window: int = ServerConfig.quality_window,
+        drift_windows: int = ServerConfig.drift_windows,
         records: RecordsConfig | str | Path | None = None,
     ) -> Embedded:
         """Devices from bundle files, ``{alias: bundle}``, with the daemon's defaults;
@@ -182,6 +183,10 @@ class Embedded:
                 or not 100 <= quality_window <= RING_ROWS):
             raise EmbeddedError(f"quality_window must be an int in [100, {RING_ROWS}], got "
                                 f"{quality_window!r}")
+        if (not isinstance(drift_windows, int) or isinstance(drift_windows, bool)
+                or not 1 <= drift_windows <= 64 or quality_window * drift_windows > RING_ROWS):
+            raise EmbeddedError(f"drift_windows must be an int in [1, 64] with quality_window x "
+                                f"drift_windows <= {RING_ROWS}, got {drift_windows!r}")
         if records is not None and not isinstance(records, RecordsConfig):
             try:
                 records = RecordsConfig(records)
@@ -205,7 +210,8 @@ class Embedded:
                               max_pending_per_device=max_pending_per_device,
                               pending_timeout_ms=pending_timeout_ms,
                               predict_budget_us=float(predict_budget_us),
-                              probe_after=probe_after, quality_window=quality_window)
+                              probe_after=probe_after, quality_window=quality_window,
+                              drift_windows=drift_windows)
         return cls(Config(Path("<bundles>"), server, devices, records))
 
     # -- the hot path (bound to the core's fast path in __init__) ------------------------

@@ -11,9 +11,12 @@ threshold of the head that judged it. From the last ``window`` decisions:
 * ``precision``/``recall`` of "P(slow) above the cutoff" (the model's verdict);
 * ``would_reject_share``: the share of predicted decisions the model called slow
   (in shadow mode: what enforcing would reject, before the probe and cap rules);
-* ``drift``: live ROC-AUC below the bundle's validation ROC-AUC by more than
-  ``drift_margin``, on a window with at least :data:`MIN_LABELLED` labelled IOs
-  of each class (a few IOs say nothing).
+* ``drift``: the live ROC-AUC *stays* below the bundle's validation ROC-AUC by
+  more than ``drift_margin``: in each of the last ``drift_windows`` disjoint
+  windows of ``window`` decisions, each with at least :data:`MIN_LABELLED`
+  labelled IOs of each class (a few IOs say nothing; one bad window is a burst,
+  not a drift — adaptive hedging that trusts one window's percentile stops
+  firing exactly when a device degrades).
 
 In enforce mode a rejected IO never completes, so the labelled set is the
 admitted IOs (and probes): quality then describes the admitted traffic only.
@@ -59,6 +62,8 @@ class LiveQuality:
     would_reject_share: float
     validation_roc_auc: float
     drift_margin: float
+    drift_windows: int
+    windows_below: int
     drift: bool
 
     def as_dict(self) -> dict[str, Any]:
@@ -69,14 +74,28 @@ def _ratio(a: int, b: int) -> float:
     return a / b if b else math.nan
 
 
+def below(margin: np.ndarray, latency_us: np.ndarray, threshold_us: np.ndarray,
+          validation_roc_auc: float, drift_margin: float) -> bool:
+    """Whether one window's ROC-AUC is below validation by more than the margin, on
+    at least :data:`MIN_LABELLED` labelled IOs of each class."""
+    done = np.isfinite(latency_us)
+    y = latency_us[done] > threshold_us[done]
+    n, slow = int(done.sum()), int(y.sum())
+    if min(slow, n - slow) < MIN_LABELLED or not math.isfinite(validation_roc_auc):
+        return False
+    return roc_auc(y, margin[done]) < validation_roc_auc - drift_margin
+
+
 def live_quality(mode: str, window: int, margin: np.ndarray, cutoff: np.ndarray,
                  latency_us: np.ndarray, threshold_us: np.ndarray,
-                 validation_roc_auc: float, drift_margin: float) -> LiveQuality:
+                 validation_roc_auc: float, drift_margin: float,
+                 older_below: tuple[bool, ...] = (), drift_windows: int = 1) -> LiveQuality:
     """Quality of the predicted decisions described by the arrays (one entry per IO).
 
     ``margin``: the model's score (logit of P(slow)); ``cutoff``: the margin above
     which it said slow; ``latency_us``: measured (NaN: not completed);
-    ``threshold_us``: the latency threshold of the head asked.
+    ``threshold_us``: the latency threshold of the head asked; ``older_below``:
+    :func:`below` of the windows before this one, newest first.
     """
     decided = len(margin)
     said_slow = margin > cutoff
@@ -87,12 +106,18 @@ def live_quality(mode: str, window: int, margin: np.ndarray, cutoff: np.ndarray,
     n, slow = int(done.sum()), int(y.sum())
     auc = roc_auc(y, s) if 0 < slow < n else math.nan
     tp = int(np.count_nonzero(pred & y))
-    drift = (math.isfinite(auc) and math.isfinite(validation_roc_auc)
-             and min(slow, n - slow) >= MIN_LABELLED
-             and auc < validation_roc_auc - drift_margin)
+    now_below = (math.isfinite(auc) and math.isfinite(validation_roc_auc)
+                 and min(slow, n - slow) >= MIN_LABELLED
+                 and auc < validation_roc_auc - drift_margin)
+    run = 0
+    for b in (now_below, *older_below):
+        if not b or run == drift_windows:
+            break
+        run += 1
     return LiveQuality(mode=mode, window=window, decided=decided, labelled=n, slow=slow,
                        roc_auc=float(auc), precision=_ratio(tp, int(pred.sum())),
                        recall=_ratio(tp, slow),
                        would_reject_share=_ratio(int(said_slow.sum()), decided),
                        validation_roc_auc=float(validation_roc_auc),
-                       drift_margin=float(drift_margin), drift=bool(drift))
+                       drift_margin=float(drift_margin), drift_windows=int(drift_windows),
+                       windows_below=run, drift=run >= drift_windows)

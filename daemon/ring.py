@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from mittd.daemon.config import RING_ROWS  # 131,072 IOs: >10 s of QD1 reads, 7.3 MB a device
 from mittd.predictor.tracker import NIL
 
-RING_ROWS = 1 << 17  # 131,072 IOs: >10 s of this machine's QD1 reads, 7.3 MB per device
 (R_HEAD, R_DONE, R_ROWS, R_KEEP, R_DROPPED, R_LATE, R_SLOTS, R_WRITTEN, R_OFF) = range(9)
 R_HDR = 10
 INT_COLS = ("ts", "offset", "size", "codes")

@@ -274,3 +274,41 @@ def test_the_live_roc_auc_in_the_metrics_is_what_evaluate_finds_on_the_records(t
     assert live is not None and 0.0 < live < 1.0
     assert offline["ios"] == 4000
     assert abs(live - offline["roc_auc"]) <= 0.01, (live, offline["roc_auc"])
+
+
+def _window(core: AdmissionCore, start: int, n: int, good: bool, rng) -> None:
+    """n IOs decided then completed: slow (30 %) the highest-scored ones when ``good``
+    (ROC-AUC 1), random ones otherwise (ROC-AUC ~0.5)."""
+    p = {}
+    for i in range(start, start + n):
+        d = core.admit("d", OP_READ, int(rng.integers(0, 1 << 20)) * 4096, 4096, 0, i,
+                       1_000 + 10 * i)
+        p[i] = d.p_slow
+    order = sorted(p, key=p.__getitem__, reverse=True) if good else list(rng.permutation(
+        list(p)))
+    slow = set(order[: int(0.3 * n)])
+    for i in p:
+        core.complete("d", i, 900.0 if i in slow else 80.0, 1_000 + 10 * i + 5)
+
+
+def test_drift_is_called_when_the_roc_auc_stays_low_for_every_window() -> None:
+    from mittd.predictor.synthetic import synthetic_bundle
+
+    rng = np.random.default_rng(3)
+    b = synthetic_bundle("precise_linear")  # dense on the LBA bits: a score per offset
+    b.provenance["test_metrics"] = {"roc_auc": 0.95}
+    core = AdmissionCore({"d": build_state(b, "dense", mode="shadow", quality_window=100,
+                                           drift_windows=3)}, predict_budget_us=1e9)
+    _window(core, 0, 100, False, rng)
+    _window(core, 100, 100, False, rng)
+    q = core.quality("d")
+    assert q.windows_below == 2 and not q.drift  # two bad windows: a burst, not yet drift
+    _window(core, 200, 100, False, rng)
+    q = core.quality("d")
+    assert q.windows_below == 3 and q.drift and q.drift_windows == 3
+    _window(core, 300, 100, True, rng)  # the newest window is good again
+    q = core.quality("d")
+    assert q.roc_auc > 0.99 and q.windows_below == 0 and not q.drift
+    _window(core, 400, 100, False, rng)
+    _window(core, 500, 100, False, rng)
+    assert core.quality("d").windows_below == 2 and not core.quality("d").drift

@@ -56,7 +56,7 @@ def make_config(root: Path, **server: Any) -> Config:
         dev.write_bytes(os.urandom(SIZE))
     common = {"path": str(dev), "model": str(model), "engine": "dense"}
     raw = {"server": {"unix_socket": str(root / "run" / "mittd.sock"), "metrics": "",
-                      **server},
+                      "drift_windows": 1, **server},  # drift on one window of 60 IOs
            "devices": {"disk": common,
                        "shadow": {**common, "decision_threshold": 1e-9,
                                   "max_reject_share": 1.0}}}
