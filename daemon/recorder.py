@@ -6,7 +6,8 @@ rows ten times a second and :class:`SegmentWriter` turns them into Parquet
 (``mittd.traces.records`` schema), so an IO never waits for a disk, and a
 recorder that cannot keep up (or a full disk) loses records, never IOs.
 
-On disk, per device: ``DIR/<alias>/<UTC start>-<seq>.parquet``. A segment is
+On disk, per device: ``DIR/<alias>/<UTC start>-p<pid>-<seq>.parquet`` (names sort
+by time; the pid keeps two recording processes from clashing). A segment is
 written as ``<name>.parquet.partial`` and renamed after ``fsync`` when it is
 closed (at ``segment_mb`` or ``segment_s``): closed segments survive a crash or
 ``kill -9``; the open one is lost with the process (at most ``segment_s`` of
@@ -19,6 +20,7 @@ until a segment is written again — and the next flush starts a new segment.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
@@ -102,6 +104,22 @@ def record_batch(rows: RingRows, device: str, epoch_offset_us: int) -> pa.Record
     ], schema=RECORD_SCHEMA)
 
 
+def _writer_alive(partial: Path) -> bool:
+    """Whether the process named in a segment's name (``…-p<pid>-<seq>``) still runs:
+    its ``.partial`` is then being written, not left by a crash."""
+    parts = partial.name.split("-")
+    pid = next((p[1:] for p in parts if p.startswith("p") and p[1:].isdigit()), "")
+    if not pid or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -133,6 +151,8 @@ class SegmentWriter:
         self.dropped = 0
         self.dir.mkdir(parents=True, exist_ok=True)
         for stale in self.dir.glob("*" + SEGMENT_SUFFIX + PARTIAL_SUFFIX):
+            if _writer_alive(stale):  # another process records this device here too
+                continue
             log.warning("records: removing %s, a segment cut short by a crash", stale)
             stale.unlink(missing_ok=True)
 
@@ -165,7 +185,7 @@ class SegmentWriter:
     def _open(self, first_ts_us: int) -> None:
         start = datetime.fromtimestamp(first_ts_us / 1e6, UTC).strftime("%Y%m%dT%H%M%S%fZ")
         self._seq += 1
-        name = f"{start}-{self._seq:06d}{SEGMENT_SUFFIX}"
+        name = f"{start}-p{os.getpid()}-{self._seq:06d}{SEGMENT_SUFFIX}"
         self._final = self.dir / name
         self._tmp = self.dir / (name + PARTIAL_SUFFIX)
         meta = build_metadata("mittd-records", None, device=self.device,
@@ -295,6 +315,7 @@ class Recorder:
     def start(self) -> Recorder:
         self._thread = threading.Thread(target=self._run, name="mittd-records", daemon=True)
         self._thread.start()
+        atexit.register(self.close)  # a host that exits without close() keeps its records
         return self
 
     def _run(self) -> None:
@@ -321,6 +342,7 @@ class Recorder:
     def close(self) -> None:
         """Stop the thread, write every row still in the rings, close the segments."""
         self._stop.set()
+        atexit.unregister(self.close)
         if self._thread is not None:
             self._thread.join()
             self._thread = None

@@ -248,3 +248,39 @@ def test_recorder_refuses_a_directory_it_cannot_create(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"records\.dir: cannot create"):
         Recorder(core, RecordsConfig(tmp_path / "f" / "sub"))
     assert os.path.isfile(tmp_path / "f")
+
+
+def test_a_partial_of_a_live_process_is_left_alone(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        mine = tmp_path / "d" / f"20261201T000000000000Z-p{live.pid}-000001.parquet.partial"
+        dead = tmp_path / "d" / "20261201T000000000000Z-p999999999-000001.parquet.partial"
+        mine.write_bytes(b"PAR1")
+        dead.write_bytes(b"PAR1")
+        emb = Embedded.from_bundles({"d": shipped_bundle("heimdall")}, records=tmp_path)
+        assert mine.exists() and not dead.exists()
+        emb.admit("d", OP_READ, 0, 4096, 0)
+        emb.close()
+        names = [p.name for p in (tmp_path / "d").glob("*.parquet")]
+        assert len(names) == 1 and f"-p{os.getpid()}-" in names[0]
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_a_host_that_exits_without_close_keeps_its_records(tmp_path: Path) -> None:
+    code = textwrap.dedent("""
+        import sys
+        from mittd.daemon.embedded import Embedded
+        from mittd.predictor.shipped import shipped_bundle
+        emb = Embedded.from_bundles({"d": shipped_bundle("heimdall")}, records=sys.argv[1])
+        for i in range(100):
+            t = emb.admit("d", 0, i * 4096, 4096, 0)
+            if t:
+                emb.complete("d", t, 90.0)
+    """)  # no close(): the interpreter's exit writes the records
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, cwd=REPO,
+                   timeout=120)
+    segs = sorted((tmp_path / "d").glob("*.parquet"))
+    assert sum(pq.read_table(p).num_rows for p in segs) == 100
