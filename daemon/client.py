@@ -233,6 +233,8 @@ class DeviceStatus(NamedTuple):
     pending: int
     records_written: int
     records_dropped: int
+    drift_windows: int
+    windows_below: int
 
 
 def _device_status(m: pb.DeviceStatus) -> DeviceStatus:

@@ -455,7 +455,8 @@ def device_status(alias: str, s: DeviceStats, q: LiveQuality) -> mittd_pb2.Devic
         drift=q.drift, reject_share=s.reject_share, admitted=s.admitted,
         rejected=s.rejected, shadow_rejects=s.shadow_rejects, fail_open=s.fail_open,
         overruns=s.overruns, probes=s.probes, capped=s.capped, pending=s.pending,
-        records_written=s.records_written, records_dropped=s.records_dropped)
+        records_written=s.records_written, records_dropped=s.records_dropped,
+        drift_windows=q.drift_windows, windows_below=q.windows_below)
 
 
 # -- server ------------------------------------------------------------------------------

@@ -59,8 +59,9 @@ COLUMNS = (
     ("RECALL", "of the slow IOs, the share the model called slow"),
     ("WOULD-REJ", "share of recent decisions the model called slow: what enforce mode "
                   "rejects before the probe and reject-cap rules"),
-    ("DRIFT", "yes when the live ROC-AUC fell below the validation one by more than the "
-              "drift margin, on enough IOs of each class"),
+    ("DRIFT", "yes when the live ROC-AUC stayed below the validation one by more than "
+              "the drift margin in each of the last drift_windows windows (on enough IOs "
+              "of each class); in brackets, how many of them in a row were below"),
     ("REJ-SHARE", "share of recent decisions rejected (EBUSY) after the probe and cap "
                   "rules; in shadow mode, the share enforce mode would have rejected"),
     ("REJECTED", "IOs rejected with EBUSY since the daemon started"),
@@ -185,7 +186,8 @@ def _row(d: DeviceStatus) -> list[str]:
     if not math.isnan(d.validation_roc_auc):
         auc += f" ({_num(d.validation_roc_auc)})"
     return [d.device, d.mode, d.model_version, str(d.labelled), auc, _num(d.precision, 2),
-            _num(d.recall, 2), _pct(d.would_reject_share), "yes" if d.drift else "no",
+            _num(d.recall, 2), _pct(d.would_reject_share),
+            f"{'yes' if d.drift else 'no'} ({d.windows_below}/{d.drift_windows})",
             _pct(d.reject_share), str(d.rejected), str(d.shadow_rejects), str(d.fail_open),
             str(d.records_written), str(d.records_dropped)]
 

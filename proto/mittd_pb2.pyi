@@ -204,7 +204,7 @@ class StatusRequest(_message.Message):
     def __init__(self, device: _Optional[str] = ...) -> None: ...
 
 class DeviceStatus(_message.Message):
-    __slots__ = ("device", "mode", "model_version", "model_sha256", "window", "decided", "labelled", "slow", "roc_auc", "precision", "recall", "would_reject_share", "validation_roc_auc", "drift_margin", "drift", "reject_share", "admitted", "rejected", "shadow_rejects", "fail_open", "overruns", "probes", "capped", "pending", "records_written", "records_dropped")
+    __slots__ = ("device", "mode", "model_version", "model_sha256", "window", "decided", "labelled", "slow", "roc_auc", "precision", "recall", "would_reject_share", "validation_roc_auc", "drift_margin", "drift", "reject_share", "admitted", "rejected", "shadow_rejects", "fail_open", "overruns", "probes", "capped", "pending", "records_written", "records_dropped", "drift_windows", "windows_below")
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -231,6 +231,8 @@ class DeviceStatus(_message.Message):
     PENDING_FIELD_NUMBER: _ClassVar[int]
     RECORDS_WRITTEN_FIELD_NUMBER: _ClassVar[int]
     RECORDS_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_BELOW_FIELD_NUMBER: _ClassVar[int]
     device: str
     mode: str
     model_version: str
@@ -257,7 +259,9 @@ class DeviceStatus(_message.Message):
     pending: int
     records_written: int
     records_dropped: int
-    def __init__(self, device: _Optional[str] = ..., mode: _Optional[str] = ..., model_version: _Optional[str] = ..., model_sha256: _Optional[str] = ..., window: _Optional[int] = ..., decided: _Optional[int] = ..., labelled: _Optional[int] = ..., slow: _Optional[int] = ..., roc_auc: _Optional[float] = ..., precision: _Optional[float] = ..., recall: _Optional[float] = ..., would_reject_share: _Optional[float] = ..., validation_roc_auc: _Optional[float] = ..., drift_margin: _Optional[float] = ..., drift: _Optional[bool] = ..., reject_share: _Optional[float] = ..., admitted: _Optional[int] = ..., rejected: _Optional[int] = ..., shadow_rejects: _Optional[int] = ..., fail_open: _Optional[int] = ..., overruns: _Optional[int] = ..., probes: _Optional[int] = ..., capped: _Optional[int] = ..., pending: _Optional[int] = ..., records_written: _Optional[int] = ..., records_dropped: _Optional[int] = ...) -> None: ...
+    drift_windows: int
+    windows_below: int
+    def __init__(self, device: _Optional[str] = ..., mode: _Optional[str] = ..., model_version: _Optional[str] = ..., model_sha256: _Optional[str] = ..., window: _Optional[int] = ..., decided: _Optional[int] = ..., labelled: _Optional[int] = ..., slow: _Optional[int] = ..., roc_auc: _Optional[float] = ..., precision: _Optional[float] = ..., recall: _Optional[float] = ..., would_reject_share: _Optional[float] = ..., validation_roc_auc: _Optional[float] = ..., drift_margin: _Optional[float] = ..., drift: _Optional[bool] = ..., reject_share: _Optional[float] = ..., admitted: _Optional[int] = ..., rejected: _Optional[int] = ..., shadow_rejects: _Optional[int] = ..., fail_open: _Optional[int] = ..., overruns: _Optional[int] = ..., probes: _Optional[int] = ..., capped: _Optional[int] = ..., pending: _Optional[int] = ..., records_written: _Optional[int] = ..., records_dropped: _Optional[int] = ..., drift_windows: _Optional[int] = ..., windows_below: _Optional[int] = ...) -> None: ...
 
 class StatusReply(_message.Message):
     __slots__ = ("devices",)

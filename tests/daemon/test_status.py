@@ -139,7 +139,7 @@ def test_status_reports_the_shadow_device(srv: Server) -> None:
     assert d.recall == 1.0 and d.would_reject_share == 1.0
     assert d.roc_auc == q.roc_auc and d.roc_auc < 0.5  # the slow IOs were scored lowest
     assert d.validation_roc_auc == VALIDATION_AUC and d.drift_margin == q.drift_margin
-    assert d.drift
+    assert d.drift and (d.drift_windows, d.windows_below) == (1, 1)
     assert (d.admitted, d.rejected, d.shadow_rejects) == (N_IOS, 0, N_IOS)
     assert d.reject_share == pytest.approx(st.reject_share) and d.reject_share > 0
     assert (d.fail_open, d.overruns, d.probes, d.capped, d.pending) == (0, 0, 0, 0, 0)
@@ -206,7 +206,7 @@ def test_cli_prints_a_table(srv: Server, capsys: pytest.CaptureFixture[str]) -> 
     auc = srv.core.quality("shadow").roc_auc
     assert shadow.split()[:4] == ["shadow", "shadow", version, str(N_IOS)]
     assert f"{auc:.3f} ({VALIDATION_AUC:.3f})" in shadow
-    assert " yes " in shadow and "100.0%" in shadow  # drift; would-be reject share
+    assert " yes (1/1) " in shadow and "100.0%" in shadow  # drift; would-be reject share
     assert disk.split()[:4] == ["disk", "enforce", version, "0"]
     assert " no " in disk and " - " in disk  # undefined figures print as "-"
 
