@@ -471,7 +471,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "scored) and the ROC-AUC of the P(slow) the records hold; the target is |live - "
         "offline| <= 0.01.",
         epilog="The records land in RECORDS/shadow/*.parquet and are kept (train on them "
-        "with 'mittd train --trace RECORDS/shadow'); earlier sessions' segments there are "
+        "with 'mittd train RECORDS/shadow --model ...'); earlier sessions' segments there are "
         "left alone and not counted. The replica file is removed at the end. fio and the "
         "admission are stopped on exit, on errors, on Ctrl-C and on SIGTERM. Progress goes "
         "to stderr, the report to stdout.")
