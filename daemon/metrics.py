@@ -141,8 +141,9 @@ class CoreCollector(Collector):
             "mittd_records_dropped", "Decision records dropped (recorder behind, ring full, "
             "or a write failed); recording never delays an IO", labels=["device"])
         drift = GaugeMetricFamily(
-            "mittd_model_drift", "1 when the live ROC-AUC is below the validation ROC-AUC "
-            "by more than the drift margin, on enough labelled IOs of each class",
+            "mittd_model_drift", "1 when the live ROC-AUC stays below the validation ROC-AUC "
+            "by more than the drift margin: in each of the last drift_windows windows, on "
+            "enough labelled IOs of each class",
             labels=["device"])
         live = [GaugeMetricFamily(name, text, labels=["device"])
                 for name, _, text in QUALITY_GAUGES]

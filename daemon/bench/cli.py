@@ -39,9 +39,7 @@ def cmd_bench_predictor(args: argparse.Namespace) -> int:
     results = bench.run(configs, args.methods or bench.METHODS, engines, args.calls,
                         args.batch, not args.no_tf, progress=progress)
     print(bench.render(results))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1, default=jsonable))
-    return 0
+    return _write_json(args.json, results)
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -79,6 +77,16 @@ def _progress(quiet: bool) -> Callable[[str], None]:
     if quiet:
         return lambda _m: None
     return lambda m: print(m, file=sys.stderr, flush=True)
+
+
+def _write_json(path: str | None, result: dict) -> int:
+    """``--json FILE``: the results as JSON; an unwritable FILE is one line, exit 2."""
+    if path:
+        try:
+            Path(path).write_text(json.dumps(result, indent=1, default=jsonable))
+        except OSError as e:
+            return _fail(f"--json {path}: {e.strerror or e}")
+    return 0
 
 
 def _fail(msg: str) -> int:
@@ -121,8 +129,8 @@ def cmd_bench_live(args: argparse.Namespace) -> int:
     except live.LiveError as e:
         return _fail(str(e))
     print(live.render(r))
-    if args.json:
-        Path(args.json).write_text(json.dumps(r, indent=1, default=jsonable))
+    if _write_json(args.json, r):
+        return 2
     if args.png:
         note = live.plot(r, args.png)
         if note:
@@ -172,9 +180,7 @@ def cmd_bench_embedded(args: argparse.Namespace) -> int:
     except embedded.EmbeddedBenchError as e:
         return _fail(str(e))
     print(embedded.render(r))
-    if args.json:
-        Path(args.json).write_text(json.dumps(r, indent=1, default=jsonable))
-    return 0
+    return _write_json(args.json, r)
 
 
 def cmd_bench_records(args: argparse.Namespace) -> int:
@@ -187,12 +193,7 @@ def cmd_bench_records(args: argparse.Namespace) -> int:
     except records.RecordsBenchError as e:
         return _fail(str(e))
     print(records.render(r))
-    if args.json:
-        try:
-            Path(args.json).write_text(json.dumps(r, indent=1, default=jsonable))
-        except OSError as e:
-            return _fail(f"--json {args.json}: {e.strerror or e}")
-    return 0
+    return _write_json(args.json, r)
 
 
 def cmd_bench_shadow(args: argparse.Namespace) -> int:
@@ -213,12 +214,7 @@ def cmd_bench_shadow(args: argparse.Namespace) -> int:
     except shadow.ShadowError as e:
         return _fail(str(e))
     print(shadow.render(r))
-    if args.json:
-        try:
-            Path(args.json).write_text(json.dumps(r, indent=1, default=jsonable))
-        except OSError as e:
-            return _fail(f"--json {args.json}: {e.strerror or e}")
-    return 0
+    return _write_json(args.json, r)
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
