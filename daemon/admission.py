@@ -488,13 +488,14 @@ class DeviceState:
 
     def stats(self) -> DeviceStats:
         c = self.counters
+        rec = self.ring.counts()
         return DeviceStats(**c.counts(), pending=len(self.tracker),
                            reject_share=self.reject_share,
                            model_version=self.model_version,
                            model_sha256=self.bundle.sha256,
                            mode=self.mode,
-                           records_written=self.ring.counts()["records_written"],
-                           records_dropped=self.ring.counts()["records_dropped"],
+                           records_written=rec["records_written"],
+                           records_dropped=rec["records_dropped"],
                            tracker=self.tracker.stats(),
                            predict_ns=c.predict_ns.snapshot(),
                            io_latency_us=c.io_latency_us.snapshot())
