@@ -425,12 +425,18 @@ class DeviceState:
         v = (self.bundle.provenance.get("test_metrics") or {}).get("roc_auc")
         return float(v) if isinstance(v, int | float) else NAN
 
-    def quality(self) -> LiveQuality:
+    def quality_rows(self) -> ring.RingRows:
+        """The ring rows :meth:`quality` judges (copied: call under the device's lock)."""
+        return self.ring.last(self.quality_window * self.drift_windows, shas=False)
+
+    def quality(self, rows: ring.RingRows | None = None) -> LiveQuality:
         """Live quality over the current model's last ``quality_window`` decisions,
-        drift over its last ``drift_windows`` windows (``mittd.daemon.quality``);
-        the caller holds the device's lock while the ring is copied."""
+        drift over its last ``drift_windows`` windows (``mittd.daemon.quality``), from
+        ``rows`` (:meth:`quality_rows`; default: copied now, the caller holding the
+        device's lock)."""
         n = self.quality_window
-        rows = self.ring.last(n * self.drift_windows)
+        if rows is None:
+            rows = self.quality_rows()
         codes = rows.cols["codes"]
         k = (codes >> 8) - 1
         margin = rows.cols["margin"]
@@ -944,8 +950,10 @@ class AdmissionCore:
     def quality(self, device: str) -> LiveQuality:
         """The device's live model quality (``mittd.daemon.quality``): a few ms of
         numpy over its last decisions, for scrapes and ``mittd status``."""
-        with self._lock(device):
-            return self._devices[device].quality()
+        with self._lock(device):  # only the copy holds up the device's decisions
+            st = self._devices[device]
+            rows = st.quality_rows()
+        return st.quality(rows)
 
     def take_records(self, device: str, settle_us: int, everything: bool = False
                      ) -> ring.RingRows | None:

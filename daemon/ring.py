@@ -203,10 +203,13 @@ class Ring:
         """The first row decided by the current model."""
         return self.models[-1][0]
 
-    def copy(self, start: int, stop: int) -> RingRows:
-        """Copies of rows ``[start, stop)`` (the caller keeps them inside the ring)."""
+    def copy(self, start: int, stop: int, shas: bool = True) -> RingRows:
+        """Copies of rows ``[start, stop)`` (the caller keeps them inside the ring);
+        ``shas=False`` leaves out which model decided each row."""
         idx = np.arange(start, stop, dtype=np.int64) & self._mask
         cols = {name: self.cols[name][idx] for name in (*INT_COLS, *FLOAT_COLS)}
+        if not shas:
+            return RingRows(start, cols, np.empty(0, object))
         starts = np.array([m[0] for m in self.models], np.int64)
         which = np.searchsorted(starts, np.arange(start, stop), side="right") - 1
         shas = np.array([m[1] for m in self.models], object)[np.maximum(which, 0)]
@@ -240,8 +243,8 @@ class Ring:
         r[R_DONE] = stop
         return rows
 
-    def last(self, n: int) -> RingRows:
+    def last(self, n: int, shas: bool = True) -> RingRows:
         """Copies of the current model's last ``n`` rows (fewer when it decided fewer)."""
         head = self.head
         start = max(head - n, head - self.rows, self.model_start(), 0)
-        return self.copy(start, head)
+        return self.copy(start, head, shas)
