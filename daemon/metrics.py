@@ -184,8 +184,8 @@ class CoreCollector(Collector):
 
 
 class ReloadCollector(Collector):
-    """Bundle reloads of an embedded admission core (``mittd.daemon.embedded``), by
-    device and result: a refused bundle keeps the old model, and shows here."""
+    """Bundle reloads of the daemon (HUP) or an embedded admission core, by device and
+    result: a refused bundle keeps the old model, and shows here."""
 
     def __init__(self, counts: Callable[[], Mapping[str, Mapping[str, Any]]]) -> None:
         self._counts = counts
@@ -211,10 +211,14 @@ def _add_histogram(family: HistogramMetricFamily, device: str, snap: HistogramSn
 
 
 def serve_metrics(stats: Callable[[], Mapping[str, DeviceStats]], host: str, port: int, *,
-                  quality: Callable[[str], LiveQuality] | None = None) -> CollectorRegistry:
+                  quality: Callable[[str], LiveQuality] | None = None,
+                  reloads: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None
+                  ) -> CollectorRegistry:
     """Start the /metrics HTTP endpoint on a daemon thread (``quality``: see
-    :class:`CoreCollector`)."""
+    :class:`CoreCollector`; ``reloads``: :class:`ReloadCollector`'s counts)."""
     registry = CollectorRegistry()
     registry.register(CoreCollector(stats, quality=quality))
+    if reloads is not None:
+        registry.register(ReloadCollector(reloads))
     start_http_server(port, addr=host, registry=registry)
     return registry

@@ -39,6 +39,13 @@ from mittd.predictor.engines import limit_blas_threads
 log = logging.getLogger("mittd")
 
 
+class ServeError(Exception):
+    """The daemon cannot start as configured (a listener it cannot open); one line."""
+
+
+USER_ERRORS: tuple[type[BaseException], ...] = (ServeError,)
+
+
 def build_core(config: Config) -> AdmissionCore:
     return AdmissionCore(load_devices(config), predict_budget_us=config.server.predict_budget_us,
                          probe_after=config.server.probe_after)
@@ -57,24 +64,42 @@ class Daemon:
         self.server: Any = None
         self.health: Any = None
         self.recorder: Any = None
+        # per device: bundle reloads swapped and refused (mittd_reloads_total)
+        self.reloads = {a: {"reloaded": 0, "refused": 0, "last_error": ""}
+                        for a in self.config.devices}
         self.watchdog = notify.Watchdog(lambda: not self._stop.is_set())
 
+    def reload_counts(self) -> dict[str, dict[str, int | str]]:
+        """Per device: reloads swapped, reloads refused, and the last refusal."""
+        return {a: dict(c) for a, c in self.reloads.items()}
+
     def start(self) -> None:
+        """Open the listeners (metrics first: a taken port then leaves no socket file
+        behind), then the recorder; a listener that cannot open is a ServeError."""
         from mittd.daemon.service import build_server
 
+        m = self.config.server.metrics
+        if m is not None:
+            from mittd.daemon.metrics import serve_metrics
+
+            try:
+                serve_metrics(self.core.stats, m.host, m.port, quality=self.core.quality,
+                              reloads=self.reload_counts)
+            except OSError as e:
+                raise ServeError(f"cannot serve metrics on {m}: {e.strerror or e}; set "
+                                 "server.metrics to a free address, or \"\" to turn them "
+                                 "off") from None
+        try:
+            # build_server returns the server started (the socket's mode is set after bind)
+            self.server, self.health = build_server(self.core, self.config,
+                                                    max_workers=self.config.server.workers)
+        except OSError as e:
+            raise ServeError(str(e).splitlines()[0]) from None
         if self.config.records is not None:
             from mittd.daemon.recorder import Recorder
 
             self.recorder = Recorder(self.core, self.config.records).start()
             log.info("recording IOs to %s", self.config.records.dir)
-        # build_server returns the server started (the socket's mode is set after bind)
-        self.server, self.health = build_server(self.core, self.config,
-                                                max_workers=self.config.server.workers)
-        m = self.config.server.metrics
-        if m is not None:
-            from mittd.daemon.metrics import serve_metrics
-
-            serve_metrics(self.core.stats, m.host, m.port, quality=self.core.quality)
         devices = ", ".join(f"{a}={self.core.state(a).model_version}"
                             for a in self.core.devices)
         log.info("serving %s on unix:%s%s", devices, self.config.server.unix_socket,
@@ -90,6 +115,9 @@ class Daemon:
             new = load_config(self.config_path)
         except ConfigError as e:
             log.error("reload refused, keeping the running config: %s", e)
+            for c in self.reloads.values():  # no device could be reloaded
+                c["refused"] += 1
+                c["last_error"] = str(e)
             notify.ready("reload failed: config")
             return 0
         if new.records != self.config.records:
@@ -106,8 +134,11 @@ class Daemon:
             except DeviceError as e:
                 log.error("reload of %s refused, keeping %s: %s", alias,
                           self.core.state(alias).model_version, e)
+                self.reloads[alias]["refused"] += 1
+                self.reloads[alias]["last_error"] = str(e)
                 continue
             old = self.core.swap(alias, state)
+            self.reloads[alias]["reloaded"] += 1
             swapped += 1
             log.info("reloaded %s: %s -> %s", alias, old.model_version, state.model_version)
         notify.ready(f"reloaded {swapped} device(s)")

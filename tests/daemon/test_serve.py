@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import grpc
@@ -87,6 +88,17 @@ def test_serve_reload_and_stop(daemon) -> None:  # type: ignore[no-untyped-def]
     _recv_until(ns, "READY=1")
     assert _admit(sock, 2).model_version == old
 
+    # a zip whose manifest is valid JSON of the wrong shape (issue 15): refused too
+    model.write_bytes(good)
+    with zipfile.ZipFile(model) as z:
+        members = {i.filename: z.read(i.filename) for i in z.infolist()}
+    with zipfile.ZipFile(model, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, b"[1,2,3]" if name == "manifest.json" else data)
+    proc.send_signal(signal.SIGHUP)
+    _recv_until(ns, "READY=1")
+    assert _admit(sock, 4).model_version == old
+
     # a new good bundle, then HUP: swapped in
     save_bundle(synthetic_bundle("precise_linear", 0.95, "node", seed=2), model)
     new = load_bundle(model).version_id
@@ -100,6 +112,8 @@ def test_serve_reload_and_stop(daemon) -> None:  # type: ignore[no-untyped-def]
     text = body.decode()
     assert 'mittd_decisions_total{device="d0",outcome="admit"}' in text
     assert "mittd_pending_requests" in text
+    assert 'mittd_reloads_total{device="d0",result="refused"} 2.0' in text  # not only logged
+    assert 'mittd_reloads_total{device="d0",result="swapped"} 1.0' in text
 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
@@ -114,3 +128,37 @@ def test_serve_refuses_a_bad_config_in_one_line(tmp_path: Path) -> None:
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and "devices.d0.path" in r.stderr
     time.sleep(0)
+
+
+def _serve(cfg: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mittd.daemon.cli", "serve", "--config",
+                           str(cfg)], capture_output=True, text=True, timeout=60)
+
+
+def test_a_second_daemon_on_the_same_socket_refuses_in_one_line(  # type: ignore[no-untyped-def]
+        daemon, tmp_path: Path) -> None:
+    _, sock, model, _, _ = daemon
+    cfg = tmp_path / "second.toml"
+    dev = tmp_path / "disk.img"
+    cfg.write_text(f'[server]\nunix_socket = "{sock}"\nmetrics = ""\n'
+                   f'[devices.d0]\npath = "{dev}"\nmodel = "{model}"\nengine = "csr"\n')
+    r = _serve(cfg)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    err = r.stderr.strip().splitlines()[-1]
+    assert err.startswith("mittd: error: cannot listen on unix:") and "another process" in err
+    assert _admit(sock, 9).model_version  # the first daemon still serves
+
+
+def test_a_taken_metrics_port_refuses_in_one_line_and_leaves_no_socket(  # type: ignore[no-untyped-def]
+        daemon, tmp_path: Path) -> None:
+    _, _, model, port, _ = daemon
+    other = tmp_path / "other" / "mittd.sock"
+    cfg = tmp_path / "taken.toml"
+    cfg.write_text(f'[server]\nunix_socket = "{other}"\nmetrics = "127.0.0.1:{port}"\n'
+                   f'[devices.d0]\npath = "{tmp_path / "disk.img"}"\nmodel = "{model}"\n'
+                   'engine = "csr"\n')
+    r = _serve(cfg)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    err = r.stderr.strip().splitlines()[-1]
+    assert err.startswith(f"mittd: error: cannot serve metrics on 127.0.0.1:{port}: ")
+    assert not other.exists()
