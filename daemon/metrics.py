@@ -40,8 +40,18 @@ __all__ = ["OUTCOMES", "QUALITY_GAUGES", "CoreCollector", "ReloadCollector", "se
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = {"admitted": "admit", "rejected": "ebusy", "fail_open": "fail_open",
-            "beyond_model": "beyond_model"}
+#: ``mittd_decisions_total{outcome}``: the outcomes partition the decisions (they sum
+#: to every IO decided). ``admit``: judged and let through (probes, reject-cap and
+#: shadow admissions included); ``fail_open``: admitted unjudged because the
+#: predictor failed; ``beyond_model``: admitted with no prediction needed. The core
+#: counts the last two as admitted too, so ``admit`` is what is left of it.
+OUTCOMES = ("admit", "ebusy", "fail_open", "beyond_model")
+
+
+def outcome_counts(s: DeviceStats) -> tuple[int, int, int, int]:
+    """The decisions of :data:`OUTCOMES`, in that order."""
+    return (s.admitted - s.fail_open - s.beyond_model, s.rejected, s.fail_open,
+            s.beyond_model)
 
 #: Live-quality gauges: metric name, LiveQuality field, help text.
 QUALITY_GAUGES = (
@@ -91,7 +101,9 @@ class CoreCollector(Collector):
     def collect(self) -> Iterator[Any]:
         stats = self._stats()
         decisions = CounterMetricFamily(
-            "mittd_decisions", "Admission decisions by device and outcome",
+            "mittd_decisions", "Admission decisions by device and outcome (admit: judged "
+            "and let through; ebusy; fail_open: admitted unjudged, the predictor failed; "
+            "beyond_model: admitted, no prediction needed); they sum to every decision",
             labels=["device", "outcome"])
         overruns = CounterMetricFamily(
             "mittd_prediction_overruns", "Predictions slower than the budget",
@@ -148,8 +160,8 @@ class CoreCollector(Collector):
         live = [GaugeMetricFamily(name, text, labels=["device"])
                 for name, _, text in QUALITY_GAUGES]
         for dev, s in stats.items():
-            for key, outcome in OUTCOMES.items():
-                decisions.add_metric([dev, outcome], getattr(s, key))
+            for outcome, n in zip(OUTCOMES, outcome_counts(s), strict=True):
+                decisions.add_metric([dev, outcome], n)
             overruns.add_metric([dev], s.overruns)
             violations.add_metric([dev], s.slo_violations)
             probes.add_metric([dev], s.probes)

@@ -141,3 +141,24 @@ def test_serve_metrics_passes_the_quality_callable(core: AdmissionCore,
     assert 'mittd_model_drift{device="shadow"} 1.0' in text
     plain = generate_latest(metrics.serve_metrics(core.stats, "127.0.0.1", 9465)).decode()
     assert "mittd_model_drift" not in plain and 'mittd_shadow_mode{device="shadow"} 1.0' in plain
+
+
+def test_decision_outcomes_partition_the_decisions_and_fail_opens_are_not_admits() -> None:
+    """Issue 15: a fail-open reply was exported as outcome="admit" too."""
+    from tests.daemon.test_rules import cores, workload
+
+    w = workload(300, seed=4)
+    core, _, clock, _ = cores(w, probe_after=3)
+    for i in range(len(w["lba"])):
+        clock.overrun_next(bool(w["overrun"][i]))
+        core.admit("d", 0, int(w["lba"][i]) * 4096, 4096, float(w["deadline"][i]), i + 1,
+                   10 * i)
+    s = core.stats()["d"]
+    assert s.fail_open > 0 and s.beyond_model > 0 and s.rejected > 0
+    reg = CollectorRegistry()
+    reg.register(CoreCollector(core.stats))
+    got = {o: reg.get_sample_value("mittd_decisions_total", {"device": "d", "outcome": o})
+           for o in ("admit", "ebusy", "fail_open", "beyond_model")}
+    assert got["fail_open"] == s.fail_open and got["beyond_model"] == s.beyond_model
+    assert got["admit"] == s.admitted - s.fail_open - s.beyond_model
+    assert sum(got.values()) == 300  # every decision once
