@@ -17,9 +17,13 @@ import numpy as np
 from mittd.predictor import eie_perf as ep
 from mittd.predictor.bundle import Bundle, BundleError, load_bundle
 from mittd.predictor.graph import GraphError
+from mittd.traces.argtypes import output_file
 from mittd.traces.shipped import shipped_trace
 
 DEFAULT_TRACE = shipped_trace()
+
+
+MAX_PES = 4096
 
 
 def parse_pes(text: str) -> list[int]:
@@ -31,6 +35,9 @@ def parse_pes(text: str) -> list[int]:
                          ) from None
     if not pes or min(pes) < 1:
         raise ValueError(f"--pes must be comma-separated positive integers, not {text!r}")
+    if max(pes) > MAX_PES:  # the simulation holds per-PE state: 1e8 PEs asked for 262 GiB
+        raise ValueError(f"--pes {max(pes)} is more PEs than the {MAX_PES} this emulation "
+                         "models (EIE's paper goes to 256)")
     return sorted(set(pes))
 
 
@@ -204,5 +211,5 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--synthetic-sparsity", type=float, metavar="S",
                    help="treat names as models: random weights magnitude-pruned to S")
     p.add_argument("--png", metavar="FILE", help="write latency vs PEs as a PNG")
-    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    p.add_argument("--json", type=output_file, metavar="FILE", help="write the results as JSON")
     p.set_defaults(func=_one_line_errors(cmd_eie_report))

@@ -12,6 +12,7 @@ from pathlib import Path
 from mittd.daemon.replay.traces import ReplayError
 from mittd.predictor.bundle import BundleError
 from mittd.predictor.models import MODELS
+from mittd.traces.argtypes import non_negative_int, output_file, positive_int
 from mittd.traces.errors import TraceError
 from mittd.traces.records import segment_paths
 
@@ -150,10 +151,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                    help="latency threshold: 500us, 2ms, p95, or auto = the knee of the "
                    "latency CDF as LinnOS/Heimdall label (default auto)")
     t.add_argument("-o", "--output", required=True, help="bundle to write (.mittd)")
-    t.add_argument("--epochs", type=int, default=8, help="training epochs (default 8)")
-    t.add_argument("--batch-size", type=int, default=256, help="default 256")
+    t.add_argument("--epochs", type=positive_int, default=8, help="training epochs (default 8)")
+    t.add_argument("--batch-size", type=positive_int, default=256, help="default 256")
     t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (1e-3)")
-    t.add_argument("--seed", type=int, default=0, help="random seed (runs are repeatable)")
+    t.add_argument("--seed", type=non_negative_int, default=0,
+                   help="random seed (runs are repeatable)")
     t.add_argument("--test-fraction", type=float, default=0.3,
                    help="the latest part of each trace kept for testing (default 0.3)")
     t.add_argument("--validation-fraction", type=_fraction, default=0.2, metavar="F",
@@ -190,10 +192,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--sparsity", type=_sparsity, required=True, help="e.g. 0.95 or 95%%")
     p.add_argument("--group", type=int, default=8,
                    help="SIMD group size for simd/scalpel (8 = AVX2 float32)")
-    p.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (default 3)")
+    p.add_argument("--epochs", type=positive_int, default=3, help="fine-tuning epochs (default 3)")
     p.add_argument("--trace", action="append",
                    help="training trace (default: the ones recorded in the bundle)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--report", metavar="DIR", help="write JSON, text and PNG reports here")
     p.add_argument("-o", "--output", required=True, help="pruned bundle to write")
     p.add_argument("--force", action="store_true", help="overwrite the output")
@@ -211,7 +213,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                    help="fine-tune the centroids on the training data (kmeans4)")
     c.add_argument("--trace", action="append",
                    help="evaluation data (default: the traces recorded in the bundle)")
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--seed", type=non_negative_int, default=0)
     c.add_argument("-o", "--output", required=True, help="compressed bundle to write")
     c.add_argument("--force", action="store_true", help="overwrite the output")
     c.add_argument("--quiet", action="store_true")
@@ -231,8 +233,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                        help="minimum test accuracy (default 0.9)")
     floor.add_argument("--auc-floor", type=float, help="minimum test ROC-AUC instead")
     u.add_argument("--trials", type=int, default=12, help="optimiser trials (default 12)")
-    u.add_argument("--seed", type=int, default=0)
-    u.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    u.add_argument("--seed", type=non_negative_int, default=0)
+    u.add_argument("--json", type=output_file, metavar="FILE",
+                   help="also write the results as JSON")
     u.add_argument("--quiet", action="store_true")
     u.set_defaults(func=cmd_tune)
 

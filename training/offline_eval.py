@@ -24,6 +24,7 @@ from mittd.predictor.bundle import load_bundle
 from mittd.predictor.engines import make_engine
 from mittd.predictor.features import make_featuriser, trace_columns
 from mittd.predictor.graph import p_slow
+from mittd.traces.argtypes import output_file, probability
 from mittd.traces.records import D_REJECT, DECISIONS, iter_records
 from mittd.traces.registry import TraceStream, open_trace
 from mittd.training import evaluate as ev
@@ -196,10 +197,10 @@ def add_commands(commands: Any) -> None:
                    help="score only IOs after the first F of the trace (e.g. 0.7: the test "
                         "split of a model trained on this trace); default 0")
     p.add_argument("--reads-only", action="store_true", help="score reads only")
-    p.add_argument("--decision-threshold", type=float, metavar="P",
+    p.add_argument("--decision-threshold", type=probability, metavar="P",
                    help="predict slow when P(slow) > P (default: each bundle's own)")
     p.add_argument("--format", default="auto", help="trace format (default: detected)")
-    p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    p.add_argument("--json", type=output_file, metavar="FILE", help="also write the rows as JSON")
     p.set_defaults(func=cmd_evaluate)
 
 

@@ -17,6 +17,7 @@ from mittd.daemon.replay.report import jsonable
 from mittd.predictor.bundle import BundleError
 from mittd.predictor.engines import ENGINES
 from mittd.predictor.shipped import shipped_bundle
+from mittd.traces.argtypes import non_negative_int, output_file, positive_int, probability
 from mittd.traces.units import parse_size
 
 __all__ = ["add_commands"]
@@ -238,10 +239,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", nargs="+", choices=["magnitude", "simd", "node"],
                    help="pruning methods for the sparse bundles (default all three)")
     p.add_argument("--engines", nargs="+", choices=list(ENGINES), help="engines (default all)")
-    p.add_argument("--calls", type=int, default=20_000, help="timed calls per cell")
+    p.add_argument("--calls", type=positive_int, default=20_000, help="timed calls per cell")
     p.add_argument("--batch", type=int, default=256, help="batch size for throughput")
     p.add_argument("--no-tf", action="store_true", help="skip the TensorFlow comparison")
-    p.add_argument("--json", metavar="FILE", help="also write the raw results as JSON")
+    p.add_argument("--json", type=output_file, metavar="FILE",
+                   help="also write the raw results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_bench_predictor)
 
@@ -263,7 +265,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                    help="synthetic pruning pattern (node)")
     d.add_argument("--clients", type=_int_list, default=(1, 4),
                    help="concurrent client processes to measure, e.g. 1,4 (default)")
-    d.add_argument("--calls", type=int, default=2000,
+    d.add_argument("--calls", type=positive_int, default=2000,
                    help="timed unary calls per client, kind and round (2000)")
     d.add_argument("--rounds", type=int, default=3,
                    help="interleaved rounds of echo/admit/read (3)")
@@ -273,7 +275,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     d.add_argument("--deadline-us", type=int, default=0,
                    help="deadline sent with every IO (0: the model's first threshold)")
     d.add_argument("--dir", help="where to put the device file (default: the temp dir)")
-    d.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    d.add_argument("--json", type=output_file, metavar="FILE",
+                   help="also write the results as JSON")
     d.add_argument("--quiet", action="store_true", help="no progress lines")
     d.set_defaults(func=cmd_bench_rpc)
 
@@ -347,7 +350,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                    "trained threshold)")
     d.add_argument("--hedge-after-us", type=float,
                    help="hedging delay (default: p95 of the warm-up period without mittd)")
-    d.add_argument("--decision-threshold", type=float, metavar="P",
+    d.add_argument("--decision-threshold", type=probability, metavar="P",
                    help="reject when P(slow) > P (default: 0.97 for the default model, else "
                    "the bundle's) when there is no validation window; with one, P joins the "
                    "cutoffs on trial")
@@ -366,12 +369,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     d.add_argument("--write-qd", type=int, default=4,
                    help="queue depth of each fio writer (1 MiB writes, direct where the file "
                    "system takes it) (4)")
-    d.add_argument("--seed", type=int, default=0, help="seed of the read offsets (0)")
+    d.add_argument("--seed", type=non_negative_int, default=0, help="seed of the read offsets (0)")
     d.add_argument("--keep-files", action="store_true",
                    help="keep the replica files, configs and logs")
     d.add_argument("--output", "-o", metavar="DIR",
                    help="also write live.json, live.txt and live.png (the CDFs) into DIR")
-    d.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    d.add_argument("--json", type=output_file, metavar="FILE",
+                   help="also write the results as JSON")
     d.add_argument("--png", metavar="FILE", help="also plot the CDFs (needs matplotlib)")
     d.add_argument("--quiet", action="store_true", help="no progress lines")
     d.set_defaults(func=cmd_bench_live)
@@ -394,7 +398,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "(failovers and hedges); 'dev.IO' only the additional device reads (a rejected "
         "read never reaches the primary's device, so a failover moves load rather than "
         "adding it).")
-    t.add_argument("--seed", type=int, default=0, help="seed of the workloads (0)")
+    t.add_argument("--seed", type=non_negative_int, default=0, help="seed of the workloads (0)")
     t.add_argument("--workloads", type=int, default=8, metavar="K",
                    help="seeded workloads to generate and record (8)")
     t.add_argument("--runtime", type=float, default=25.0, metavar="S",
@@ -412,7 +416,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                    help="label threshold: auto (the CDF knee, as LinnOS/Heimdall), p95, 500us")
     t.add_argument("--all-ops", action="store_true",
                    help="train on writes too (default: reads only, the IOs decided)")
-    t.add_argument("--epochs", type=int, default=4, help="training epochs (4)")
+    t.add_argument("--epochs", type=positive_int, default=4, help="training epochs (4)")
     t.add_argument("--reject-budget", type=float, default=0.05, metavar="B",
                    help="most reads a device may reject (0.05, hedging's extra load)")
     t.add_argument("--no-shipped", action="store_true",
@@ -444,8 +448,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                    "temporary directory)")
     r.add_argument("--latencies", metavar="TRACE",
                    help="take the IOs' latencies from this trace (any format mittd reads)")
-    r.add_argument("--seed", type=int, default=0, help="seed of offsets and latencies (0)")
-    r.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    r.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed of offsets and latencies (0)")
+    r.add_argument("--json", type=output_file, metavar="FILE",
+                   help="also write the results as JSON")
     r.add_argument("--quiet", action="store_true", help="no progress")
     r.set_defaults(func=cmd_bench_records)
 
@@ -496,9 +502,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     s.add_argument("--window", type=int, default=10_000, metavar="N",
                    help="decisions in the live quality window, and IOs scored offline "
                    "(10000, the daemon's quality_window)")
-    s.add_argument("--seed", type=int, default=0, metavar="N",
+    s.add_argument("--seed", type=non_negative_int, default=0, metavar="N",
                    help="seed of the read offsets (0)")
-    s.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    s.add_argument("--json", type=output_file, metavar="FILE",
+                   help="also write the results as JSON")
     s.add_argument("--quiet", action="store_true", help="no progress lines")
     s.set_defaults(func=cmd_bench_shadow)
 
@@ -533,7 +540,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                    help="skip the read file, the bare reads and the read loop")
     e.add_argument("--engine", default="auto",
                    help="inference engine of every model (auto: timed at load)")
-    e.add_argument("--seed", type=int, default=0, help="seed of offsets and latencies (0)")
-    e.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    e.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed of offsets and latencies (0)")
+    e.add_argument("--json", type=output_file, metavar="FILE",
+                   help="also write the results as JSON")
     e.add_argument("--quiet", action="store_true", help="no progress lines")
     e.set_defaults(func=cmd_bench_embedded)

@@ -19,6 +19,7 @@ from mittd.daemon.replay import (
     unique_names,
 )
 from mittd.predictor.engines import ENGINE_NAMES
+from mittd.traces.argtypes import non_negative_int, output_dir, probability
 from mittd.traces.registry import FORMAT_NAMES
 
 __all__ = ["USER_ERRORS", "ReplayError", "add_commands", "cmd_replay"]
@@ -156,7 +157,7 @@ def add_commands(commands: Any) -> None:
                         "µs), a percentile ('p95') or 'auto' (the knee of the CDF) of the "
                         "primary's read latencies, or 'model' (the first model's trained "
                         "threshold); default auto")
-    p.add_argument("--output", "-o", required=True, metavar="REPORT_DIR",
+    p.add_argument("--output", "-o", required=True, metavar="REPORT_DIR", type=output_dir,
                    help="directory for report.json and latency_cdf.png (created)")
     p.add_argument("--engine", default="auto", choices=ENGINE_NAMES,
                    help="inference engine, as the daemon's (default auto: the fastest "
@@ -168,7 +169,7 @@ def add_commands(commands: Any) -> None:
     p.add_argument("--probe-after", type=int, default=DEFAULT_PROBE_AFTER, metavar="N",
                    help="admit one read as a probe after N predicted rejections in a row, "
                         f"as the daemon does (default {DEFAULT_PROBE_AFTER}; 0: never)")
-    p.add_argument("--decision-threshold", type=float, metavar="P",
+    p.add_argument("--decision-threshold", type=probability, metavar="P",
                    help="reject when P(slow) > P (default: each bundle's own)")
     p.add_argument("--max-reject-share", type=float, metavar="S",
                    help="reject at most this share of a device's predicted decisions, in "
@@ -181,7 +182,8 @@ def add_commands(commands: Any) -> None:
                         "test split that 'mittd train' holds out (default 0)")
     p.add_argument("--limit", type=int, metavar="N",
                    help="replay only the first N IOs of TRACE (issue order)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random policy (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed of the random policy (default 0)")
     p.add_argument("--format", "-f", choices=FORMAT_NAMES, default="auto", metavar="FORMAT",
                    help=f"format of the traces, one of {', '.join(FORMAT_NAMES)} (default "
                         "auto: detected from content)")

@@ -1,0 +1,88 @@
+"""Argument types shared by every ``mittd`` subcommand: one home for "what a valid
+probability, count, seed or output path is", so that a bad value is refused by
+argparse in one line (``mittd evaluate: error: argument --json: ...``, exit 2)
+before any work starts, never as a traceback after it.
+
+Here (the lowest layer) because every package contributes subcommands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from pathlib import Path
+
+__all__ = ["non_negative_int", "output_dir", "output_file", "positive_int", "probability"]
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (counts: epochs, calls, rounds)."""
+    v = _int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {v}")
+    return v
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0 (seeds: numpy refuses negative ones)."""
+    v = _int(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {v}")
+    return v
+
+
+def probability(text: str) -> float:
+    """A P(slow) cutoff strictly between 0 and 1 (0 would reject every IO, 1 none)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
+    if not (math.isfinite(v) and 0.0 < v < 1.0):
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1), got {text}")
+    return v
+
+
+def _parent_ok(p: Path) -> None:
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{p}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{p}: directory {parent} is not writable")
+
+
+def output_file(text: str) -> str:
+    """A file to write: not a directory, in an existing, writable directory."""
+    p = Path(text).expanduser()
+    if not text:
+        raise argparse.ArgumentTypeError("empty path")
+    if p.is_dir():
+        raise argparse.ArgumentTypeError(f"{p} is a directory, expected a file to write")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise argparse.ArgumentTypeError(f"{p} is not writable")
+    _parent_ok(p)
+    return text
+
+
+def output_dir(text: str) -> str:
+    """A directory to write reports into (created if missing): not an existing file."""
+    p = Path(text).expanduser()
+    if not text:
+        raise argparse.ArgumentTypeError("empty path")
+    if p.exists() and not p.is_dir():
+        raise argparse.ArgumentTypeError(f"{p} is a file, expected a directory")
+    if p.is_dir():
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise argparse.ArgumentTypeError(f"{p} is not writable")
+        return text
+    anc = next((q for q in p.parents if q.exists()), Path("."))
+    if not anc.is_dir() or not os.access(anc, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{p}: cannot create it under {anc}")
+    return text
