@@ -22,6 +22,22 @@ batch is validated in full before any of it is applied, so the failing batch has
 no effect at all; replies to earlier batches have already been sent and stand.
 Column blocks (``AdmitColumns``) are validated with numpy over whole columns and
 decided with :meth:`AdmissionCore.admit_burst` — the high-rate path.
+
+Concurrency limits (never a hang): gRPC's sync server runs each RPC on one
+thread of its pool (``server.workers``) and an open AdmitStream holds its thread
+for its whole life, so an RPC beyond the pool would wait forever. Hence:
+
+* at most ``server.workers - 1`` AdmitStreams are open at once (at least 1), so
+  one thread is left for unary calls (none with a single worker); a stream
+  beyond that is refused at once with RESOURCE_EXHAUSTED and a message naming
+  the limit and ``server.workers`` (its slot is freed whenever it ends: normal
+  end, error or client cancel);
+* the server holds at most ``2 × server.workers`` RPCs at once (running or
+  waiting for a thread; 1 with a single worker, see :func:`max_rpcs`); one
+  beyond that is refused at once by gRPC itself with RESOURCE_EXHAUSTED
+  ("Concurrent RPC limit exceeded!") instead of joining an unbounded queue.
+  The Python client maps RESOURCE_EXHAUSTED to ``ENOBUFS`` and counts it as
+  "daemon cannot serve now" (a ReplicaSet moves on to another replica).
 """
 
 from __future__ import annotations
@@ -59,8 +75,8 @@ from mittd.proto import (
 )
 from mittd.traces.schema import OP_READ, OP_WRITE
 
-__all__ = ["MittdServicer", "add_to_server",
-           "build_server", "device_status", "monotonic_us"]
+__all__ = ["RPCS_PER_WORKER", "MittdServicer", "add_to_server",
+           "build_server", "device_status", "max_rpcs", "monotonic_us"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +84,23 @@ _U64 = (1 << 64) - 1
 _OPS = {mittd_pb2.OP_READ: OP_READ, mittd_pb2.OP_WRITE: OP_WRITE}
 _ADMIT, _EBUSY = mittd_pb2.ADMIT, mittd_pb2.EBUSY
 _I64_MAX = (1 << 63) - 1
+
+#: gRPC's ``maximum_concurrent_rpcs`` is this × the pool size. Not 1: gRPC counts
+#: an RPC until its pool task has returned, which is after the client already has
+#: its answer and may have sent the next call, so a cap of exactly the pool size
+#: refused 0.4-0.7 % of the calls of 4 closed-loop clients on 4 workers (11 of
+#: 9000 with 3 clients) that an idle thread was about to serve. With 2 none were
+#: refused at up to one client per worker; a call waits behind at most one other
+#: per thread, and anything past that would answer too late to be advice anyway.
+RPCS_PER_WORKER = 2
+
+
+def max_rpcs(workers: int) -> int:
+    """The server's ``maximum_concurrent_rpcs`` for a pool of ``workers`` threads:
+    ``RPCS_PER_WORKER × workers``, but 1 for a single thread, which the one
+    AdmitStream allowed may hold: a call queued behind it would wait for the stream
+    to end, so it is refused instead (with 2+ threads one is never a stream's)."""
+    return RPCS_PER_WORKER * workers if workers > 1 else 1
 
 
 def _check_latency(where: str, latency_us: float) -> None:
@@ -119,6 +152,48 @@ class MittdServicer(mittd_pb2_grpc.MittdServicer):
         self._sizes: dict[str, int] = {}
         self._readers: dict[str, DeviceReader] = {}
         self._readers_lock = threading.Lock()
+        self._streams_lock = threading.Lock()
+        self.streams_open = 0
+        self.size_for_pool(config.server.workers)
+
+    def size_for_pool(self, workers: int) -> None:
+        """Cap open AdmitStreams for a pool of ``workers`` threads (``build_server``
+        calls this with the pool it builds): ``workers - 1``, at least 1, so a
+        unary call always finds a thread while streams are open."""
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+        self.workers = workers
+        self.max_streams = max(1, workers - 1)
+
+    def _open_stream(self, context: grpc.ServicerContext) -> Callable[[], None]:
+        """Take a stream slot or abort with RESOURCE_EXHAUSTED at once (never wait:
+        a waiting stream would hold a pool thread too); returns the slot's release,
+        safe to call more than once."""
+        with self._streams_lock:
+            n = self.streams_open
+            if n < self.max_streams:
+                self.streams_open = n + 1
+                n = -1
+        if n >= 0:
+            keeps = ("keeps one thread for unary calls" if self.workers > 1
+                     else "leaves no thread for unary calls")
+            streams = "AdmitStream" if n == 1 else "AdmitStreams"
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"{n} {streams} already open (server.workers = {self.workers} "
+                          f"{keeps}); close one or raise server.workers")
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            with self._streams_lock:
+                if not released:
+                    released = True
+                    self.streams_open -= 1
+
+        # also on RPC termination: a client that cancels while the handler is
+        # suspended at a ``yield`` leaves the generator unfinished (no finally yet)
+        context.add_callback(release)
+        return release
 
     # -- helpers ---------------------------------------------------------------------
     def _device(self, device: str, field: str = "device") -> DeviceConfig:
@@ -360,6 +435,7 @@ class MittdServicer(mittd_pb2_grpc.MittdServicer):
 
     def AdmitStream(self, request_iterator: Iterable[mittd_pb2.AdmitBatch],
                     context: grpc.ServicerContext) -> Iterator[mittd_pb2.AdmitBatchReply]:
+        release = self._open_stream(context)  # RESOURCE_EXHAUSTED beyond max_streams
         i = 0
         try:
             for batch in request_iterator:
@@ -369,6 +445,8 @@ class MittdServicer(mittd_pb2_grpc.MittdServicer):
             return
         except Exception as e:
             self._fail(context, e)
+        finally:
+            release()
 
     def Read(self, request: mittd_pb2.ReadRequest,
              context: grpc.ServicerContext) -> mittd_pb2.ReadReply:
@@ -499,15 +577,23 @@ def build_server(core: AdmissionCore, config: Config, *, max_workers: int,
     are registered. The caller owns the lifecycle: ``server.stop(grace)``, then
     ``servicer.close()`` if it passed its own servicer. Bind failures raise
     ``OSError`` with a one-line message.
+
+    Never hangs a call: the servicer's AdmitStream cap is sized to this pool
+    (``max_workers - 1``, at least 1), so streams never hold every thread, and
+    the server holds at most ``max_rpcs(max_workers)`` RPCs at once (gRPC
+    refuses one more with RESOURCE_EXHAUSTED rather than queueing it without
+    bound behind threads that something else holds).
     """
     s = config.server
     servicer = servicer or MittdServicer(core, config)
+    servicer.size_for_pool(max_workers)
     opts = [("grpc.so_reuseport", 0),  # a second daemon must fail to bind, not share
             ("grpc.max_send_message_length", s.max_read_bytes + (1 << 16)),
             *options]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers,
                                                     thread_name_prefix="mittd-rpc"),
-                         options=opts)
+                         options=opts,
+                         maximum_concurrent_rpcs=max_rpcs(max_workers))
     add_to_server(server, servicer)
     hs = add_health(server)
     add_reflection(server)

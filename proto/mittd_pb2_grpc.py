@@ -110,6 +110,16 @@ class MittdServicer:
         the order they were sent. A malformed item aborts the stream with
         INVALID_ARGUMENT (or NOT_FOUND) naming batch[i] and the item; the failing
         batch has no effect, replies already sent stand.
+
+        Limit: each open stream holds one of the daemon's server.workers threads,
+        so at most server.workers - 1 streams (at least 1) are open at once and a
+        thread is left for the unary calls. A stream beyond that fails at once
+        with RESOURCE_EXHAUSTED ("N AdmitStreams already open (server.workers =
+        W ...); close one or raise server.workers"); its slot is freed when a
+        stream ends, is cancelled or fails. Any RPC beyond 2 x server.workers in
+        the daemon at once (running or waiting for a thread; 1 when server.workers
+        = 1) is likewise refused with RESOURCE_EXHAUSTED, not queued: retry later
+        or on another replica.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -271,7 +271,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                    help="interleaved rounds of echo/admit/read (3)")
     d.add_argument("--batch", type=int, default=1024, help="IOs per stream batch (1024)")
     d.add_argument("--batches", type=int, default=300, help="batches per stream client (300)")
-    d.add_argument("--workers", type=int, default=4, help="daemon RPC worker threads (4)")
+    d.add_argument("--workers", type=positive_int, default=4,
+                   help="daemon RPC worker threads (4; at least the largest --clients + 1: "
+                   "the daemon keeps one for unary calls beside the streams)")
     d.add_argument("--deadline-us", type=int, default=0,
                    help="deadline sent with every IO (0: the model's first threshold)")
     d.add_argument("--dir", help="where to put the device file (default: the temp dir)")

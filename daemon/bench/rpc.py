@@ -212,6 +212,9 @@ def run(bundle: str | None = None, model: str = "precise_linear", sparsity: floa
     """Measure everything; returns plain data (see :func:`render`)."""
     from mittd.predictor.bundle import load_bundle
 
+    # the daemon keeps one worker thread for unary calls: N concurrent AdmitStreams
+    # need N + 1 workers (a stream beyond workers - 1 is refused, never left hanging)
+    workers = max(workers, max(clients, default=1) + 1)
     tmp_ctx = tempfile.TemporaryDirectory(prefix="mittd-bench-", dir=directory)
     tmp = Path(tmp_ctx.name)
     results: dict[str, Any] = {"cpus": os.cpu_count(), "calls_per_client": calls,
