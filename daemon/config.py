@@ -119,6 +119,8 @@ class DeviceConfig:
 
 MODES = ("enforce", "shadow")
 RING_ROWS = 1 << 17  # decisions a device keeps in memory (mittd.daemon.ring sizes by it)
+QUALITY_WINDOW_MIN = 100  # server.quality_window in [this, RING_ROWS]
+DRIFT_WINDOWS_MAX = 64  # server.drift_windows in [1, this], windows x window <= RING_ROWS
 _RECORD_LIMITS = {"segment_mb": (0.01, 65536.0), "segment_s": (1.0, 86400.0),
                   "keep_mb": (0.01, 1e9), "keep_hours": (0.001, 1e6)}
 
@@ -389,8 +391,9 @@ def _server(raw: Any, base: Path) -> ServerConfig:
         raise _FieldError(t.key("tcp"), f"{tcp} is not a loopback address, so [server.tls] "
                                         "(cert, key) is required; refusing plaintext "
                                         "gRPC on the network")
-    window = t.int_("quality_window", ServerConfig.quality_window, 100, RING_ROWS)
-    windows = t.int_("drift_windows", ServerConfig.drift_windows, 1, 64)
+    window = t.int_("quality_window", ServerConfig.quality_window, QUALITY_WINDOW_MIN,
+                    RING_ROWS)
+    windows = t.int_("drift_windows", ServerConfig.drift_windows, 1, DRIFT_WINDOWS_MAX)
     if window * windows > RING_ROWS:
         raise _FieldError(t.key("drift_windows"), f"{windows} windows of {window} decisions "
                                                   f"exceed the {RING_ROWS} a device keeps; "

@@ -53,7 +53,10 @@ from typing import Any
 from mittd.daemon.admission import AdmissionCore, Decision, DeviceStats, UnknownDevice
 from mittd.daemon.config import (
     ALIAS_RE,
+    DRIFT_WINDOWS_MAX,
     MODES,
+    QUALITY_WINDOW_MIN,
+    RING_ROWS,
     Config,
     ConfigError,
     DeviceConfig,
@@ -64,7 +67,6 @@ from mittd.daemon.config import load_config as _load_config
 from mittd.daemon.devices import DeviceError, load_device
 from mittd.daemon.quality import LiveQuality
 from mittd.daemon.recorder import Recorder
-from mittd.daemon.ring import RING_ROWS
 from mittd.predictor.engine import Engine
 from mittd.predictor.policy import DecisionPolicy
 from mittd.traces.schema import OP_OTHER, OP_READ, OP_WRITE
@@ -180,13 +182,15 @@ class Embedded:
         if not (isinstance(drift_margin, int | float) and 0.0 <= drift_margin <= 1.0):
             raise EmbeddedError(f"drift_margin must be in [0, 1], got {drift_margin!r}")
         if (not isinstance(quality_window, int) or isinstance(quality_window, bool)
-                or not 100 <= quality_window <= RING_ROWS):
-            raise EmbeddedError(f"quality_window must be an int in [100, {RING_ROWS}], got "
-                                f"{quality_window!r}")
+                or not QUALITY_WINDOW_MIN <= quality_window <= RING_ROWS):
+            raise EmbeddedError(f"quality_window must be an int in [{QUALITY_WINDOW_MIN}, "
+                                f"{RING_ROWS}], got {quality_window!r}")
         if (not isinstance(drift_windows, int) or isinstance(drift_windows, bool)
-                or not 1 <= drift_windows <= 64 or quality_window * drift_windows > RING_ROWS):
-            raise EmbeddedError(f"drift_windows must be an int in [1, 64] with quality_window x "
-                                f"drift_windows <= {RING_ROWS}, got {drift_windows!r}")
+                or not 1 <= drift_windows <= DRIFT_WINDOWS_MAX
+                or quality_window * drift_windows > RING_ROWS):
+            raise EmbeddedError(f"drift_windows must be an int in [1, {DRIFT_WINDOWS_MAX}] with "
+                                f"quality_window x drift_windows <= {RING_ROWS}, got "
+                                f"{drift_windows!r}")
         if records is not None and not isinstance(records, RecordsConfig):
             try:
                 records = RecordsConfig(records)

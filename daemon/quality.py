@@ -74,16 +74,24 @@ def _ratio(a: int, b: int) -> float:
     return a / b if b else math.nan
 
 
+def _below(auc: float, labelled: int, slow: int, validation_roc_auc: float,
+           drift_margin: float) -> bool:
+    """The drift test of one window (its one home): ROC-AUC below validation by more
+    than the margin, on at least :data:`MIN_LABELLED` labelled IOs of each class."""
+    return (math.isfinite(auc) and math.isfinite(validation_roc_auc)
+            and min(slow, labelled - slow) >= MIN_LABELLED
+            and auc < validation_roc_auc - drift_margin)
+
+
 def below(margin: np.ndarray, latency_us: np.ndarray, threshold_us: np.ndarray,
           validation_roc_auc: float, drift_margin: float) -> bool:
-    """Whether one window's ROC-AUC is below validation by more than the margin, on
-    at least :data:`MIN_LABELLED` labelled IOs of each class."""
+    """:func:`_below` of a window given by its arrays (the windows before the newest)."""
     done = np.isfinite(latency_us)
     y = latency_us[done] > threshold_us[done]
     n, slow = int(done.sum()), int(y.sum())
     if min(slow, n - slow) < MIN_LABELLED or not math.isfinite(validation_roc_auc):
-        return False
-    return roc_auc(y, margin[done]) < validation_roc_auc - drift_margin
+        return False  # no ROC-AUC to compute
+    return _below(roc_auc(y, margin[done]), n, slow, validation_roc_auc, drift_margin)
 
 
 def live_quality(mode: str, window: int, margin: np.ndarray, cutoff: np.ndarray,
@@ -106,11 +114,8 @@ def live_quality(mode: str, window: int, margin: np.ndarray, cutoff: np.ndarray,
     n, slow = int(done.sum()), int(y.sum())
     auc = roc_auc(y, s) if 0 < slow < n else math.nan
     tp = int(np.count_nonzero(pred & y))
-    now_below = (math.isfinite(auc) and math.isfinite(validation_roc_auc)
-                 and min(slow, n - slow) >= MIN_LABELLED
-                 and auc < validation_roc_auc - drift_margin)
     run = 0
-    for b in (now_below, *older_below):
+    for b in (_below(auc, n, slow, validation_roc_auc, drift_margin), *older_below):
         if not b or run == drift_windows:
             break
         run += 1

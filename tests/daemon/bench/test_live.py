@@ -66,8 +66,9 @@ def disk_dir(tmp_path: Path) -> Iterator[Path]:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def _left_behind(marker: Path) -> list[str]:
-    """Command lines of live processes that mention ``marker`` (daemons' configs, fio jobs)."""
+def _left_behind(marker: Path, runner: str = "bench live") -> list[str]:
+    """Command lines of live processes that mention ``marker`` (daemons' configs, fio jobs),
+    other than the ``runner`` bench itself."""
     found = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit() or int(pid) == os.getpid():
@@ -76,7 +77,7 @@ def _left_behind(marker: Path) -> list[str]:
             cmd = (Path("/proc") / pid / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if str(marker) in cmd and "bench live" not in cmd:
+        if str(marker) in cmd and runner not in cmd:
             found.append(cmd)
     return found
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import signal
 import subprocess
@@ -28,6 +27,7 @@ from mittd.predictor.shipped import shipped_bundle
 from mittd.traces.records import RECORD_SCHEMA, read_records
 from mittd.traces.registry import open_trace
 from tests.conftest import needs_fio, run_cli
+from tests.daemon.bench.test_live import _left_behind
 
 HEIMDALL = str(shipped_bundle("heimdall"))
 # with fio: writes half of every second, so both classes show up; without: no writer
@@ -38,17 +38,7 @@ MIN_CLASS = 20  # labelled IOs of each class before the two ROC-AUCs are compare
 
 def _fio_left(marker: Path) -> list[str]:
     """Command lines of processes that mention ``marker`` (the fio writer's job file)."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            cmd = (Path("/proc") / pid / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if str(marker) in cmd and "bench shadow" not in cmd:
-            found.append(cmd)
-    return found
+    return _left_behind(marker, runner="bench shadow")
 
 
 def _old_segment(records: Path) -> Path:
