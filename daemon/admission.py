@@ -856,9 +856,8 @@ class AdmissionCore:
             pop = st.deadlines.pop
             dl = np.fromiter((pop(r, NAN) for r in ids), np.float64, len(ids))
             c.slo_violations += int(np.count_nonzero(lat > dl))
-            got = st.tracker._slots.get
-            slots = np.fromiter((got(r, NIL) for r in ids), np.int64, len(ids))
-            known = st.tracker.complete_many(ids, int(now_us), lat)
+            slots = st.tracker.take_slots(ids)
+            known = st.tracker.complete_slots(slots, int(now_us), lat)
             rg = st.ring
             ring.done_many(rg.rec, rg.recf, slots[known], lat[known])
             k = int(np.count_nonzero(known))

@@ -358,10 +358,19 @@ class PendingTracker:
                       latencies_us: np.ndarray) -> np.ndarray:
         """:meth:`complete` for many ids at one time, in order, in one kernel call;
         returns a bool array: which ids were known (and not expired)."""
+        return self.complete_slots(self.take_slots(req_ids), ts_us, latencies_us)
+
+    def take_slots(self, req_ids: list[int]) -> np.ndarray:
+        """The slots of ``req_ids`` (NIL: unknown), forgotten by the id map: the first
+        half of :meth:`complete_many`, for callers that need the slots too."""
         pop = self._slots.pop
-        n = len(req_ids)
-        slots = np.fromiter((pop(r, NIL) for r in req_ids), np.int64, n)
-        known = np.empty(n, np.bool_)
+        return np.fromiter((pop(r, NIL) for r in req_ids), np.int64, len(req_ids))
+
+    def complete_slots(self, slots: np.ndarray, ts_us: int,
+                       latencies_us: np.ndarray) -> np.ndarray:
+        """The second half of :meth:`complete_many`: complete the slots :meth:`take_slots`
+        gave; which were known (and not expired)."""
+        known = np.empty(len(slots), np.bool_)
         t_complete_many(self.pend, self.free, self.meta, self.hist, slots, int(ts_us),
                         np.asarray(latencies_us, np.float64), self._timeout, known)
         return known
