@@ -19,14 +19,15 @@ from mittd.daemon.replay import cli as replay_cli
 from mittd.predictor import cli as predictor_cli
 from mittd.predictor import eie_report
 from mittd.traces import cli as traces_cli
+from mittd.traces.atomic import OutputError
 from mittd.traces.errors import TraceError
 from mittd.training import cli as training_cli
 from mittd.training import offline_eval
 
 # Exceptions whose message is a complete, user-facing explanation.
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    TraceError, training_cli.TrainingError, *predictor_cli.USER_ERRORS, *check.USER_ERRORS,
-    *replay_cli.USER_ERRORS, *demo.USER_ERRORS,
+    TraceError, OutputError, training_cli.TrainingError, *predictor_cli.USER_ERRORS,
+    *check.USER_ERRORS,    *replay_cli.USER_ERRORS, *demo.USER_ERRORS,
     *offline_eval.USER_ERRORS, *status.USER_ERRORS, *serve.USER_ERRORS)
 
 
