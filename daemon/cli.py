@@ -27,7 +27,7 @@ from mittd.training import offline_eval
 # Exceptions whose message is a complete, user-facing explanation.
 USER_ERRORS: tuple[type[BaseException], ...] = (
     TraceError, OutputError, training_cli.TrainingError, *predictor_cli.USER_ERRORS,
-    *check.USER_ERRORS,    *replay_cli.USER_ERRORS, *demo.USER_ERRORS,
+    *check.USER_ERRORS, *replay_cli.USER_ERRORS, *demo.USER_ERRORS,
     *offline_eval.USER_ERRORS, *status.USER_ERRORS, *serve.USER_ERRORS)
 
 
