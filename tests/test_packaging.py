@@ -6,6 +6,7 @@ import ast
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -84,12 +85,27 @@ def test_every_package_folder_is_installed() -> None:
     conf = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
     listed = set(conf["packages"])
     roots = {v: k for k, v in conf["package-dir"].items()}
-    found = set()
+    found = set(conf["package-data"])  # data-only folders are listed as packages too
     for root, name in roots.items():
         for init in (REPO / root).rglob("__init__.py"):
             rel = init.parent.relative_to(REPO / root)
             found.add(".".join([name, *rel.parts]))
     assert found == listed
+
+
+def test_the_wheel_builds_without_warnings_and_ships_the_data(tmp_path: Path) -> None:
+    """``make demo`` / ``make test`` print what the build backend warns (issue 15:
+    the license table, data folders missing from ``packages``): none is left, and
+    the shipped bundles and traces are in the wheel."""
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "-w", str(tmp_path), str(REPO)], capture_output=True, text=True, check=True)
+    log = out.stdout + out.stderr
+    assert "Warning" not in log, log
+    (wheel,) = tmp_path.glob("mittd-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "mittd/predictor/bundles/heimdall.mittd" in names
+    assert any(n.startswith("mittd/traces/samples/") and n.endswith(".parquet") for n in names)
 
 
 def test_public_faces() -> None:
