@@ -9,6 +9,10 @@ Per request (:meth:`AdmissionCore.admit`):
 1. deadline ``0`` (unset) → the device's default; the deadline picks a trained
    threshold with the ladder rule of ``mittd.predictor.thresholds``. A deadline
    longer than every trained threshold is beyond the model: admit, no prediction.
+   One shorter than every trained threshold is below the model: with the
+   device's ``below_model = "reject"`` (default) EBUSY at once, no prediction
+   (reason ``deadline-below-model``); with ``"judge"`` the lowest threshold's
+   head judges it.
 2. expire stale pending requests, featurise the IO into the engine's input
    buffer (BEFORE issuing it, the tracker's rule), run the model and compare its
    score with ``logit(decision threshold)`` — P(slow) > t without an exponential.
@@ -46,11 +50,14 @@ import numpy as np
 
 from mittd.daemon import fastpath as fp
 from mittd.daemon import ring
-from mittd.daemon.config import DeviceConfig, ServerConfig
+from mittd.daemon.config import BELOW_MODEL, DeviceConfig, ServerConfig
 from mittd.daemon.fastpath import (
+    COLD_GAP_US,
     COUNT_NAMES,
+    NEVER_ISSUED_CODES,
     OUTCOMES,
     REASONS,
+    S_BELOW,
     S_BEYOND,
     S_FAILED,
     S_PREDICTED,
@@ -89,7 +96,7 @@ _ADMITS = tuple(o[0] for o in OUTCOMES)
 _ADMIT_OF = np.array(_ADMITS, bool)
 _REASON_OF = np.array([o[1] for o in OUTCOMES], np.int8)
 _FAIL_OPEN_OF = np.array([o[2] for o in OUTCOMES], bool)
-_PREDICTED, _BEYOND, _FAILED = S_PREDICTED, S_BEYOND, S_FAILED
+_PREDICTED, _BEYOND, _FAILED, _BELOW = S_PREDICTED, S_BEYOND, S_FAILED, S_BELOW
 _SLOT_NIL = NIL & 0xFFFFF
 # the kernels' entry points for the core's own argument types (fastpath.entry)
 _I1 = np.zeros(1, np.int64)
@@ -124,8 +131,7 @@ def _load_kernels() -> None:
         _COMPLETE1 = fp.entry(fp.complete1, _I1, hist, _I1, _F1, _I1, _F1, 0, 0.0, 0.0, 0, 0,
                               0)
         _PUT = fp.entry(ring.put, _I1, _F1, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0)
-_O_REJECT, _O_OVERRUN_REJECT = fp.O_REJECT, fp.O_OVERRUN_REJECT
-NEVER_ISSUED = np.array([_O_REJECT, _O_OVERRUN_REJECT], np.int64)  # no latency will come
+NEVER_ISSUED = np.array(NEVER_ISSUED_CODES, np.int64)  # EBUSY: no latency will come
 NAN = float("nan")
 DEFAULT_DRIFT_MARGIN = DeviceConfig.drift_margin  # the config's defaults: one home
 DEFAULT_QUALITY_WINDOW = ServerConfig.quality_window
@@ -179,7 +185,14 @@ class Counts:
     admitted because the device already rejects ``max_reject_share`` of its
     decisions; ``beyond_model`` IOs whose deadline no trained threshold covers
     (admitted without a prediction); ``shadow_rejects`` IOs the model would have
-    rejected, admitted because the device is in shadow mode (also in ``admitted``).
+    rejected, admitted because the device is in shadow mode (also in ``admitted``);
+    ``below_model`` IOs whose deadline is below every trained threshold, answered
+    EBUSY without a prediction (``below_model = "reject"``; also in ``rejected``;
+    in shadow mode they are shadow-rejects instead); ``cold_overruns`` the
+    overruns whose IO came more than ``fastpath.COLD_GAP_US`` after the device's
+    previous decision (also in ``overruns``); ``warm_ticks`` the dummy
+    predictions :meth:`AdmissionCore.warm` ran to keep an idle device's caches
+    warm (no decision: nothing else counts them).
     """
 
     admitted: int = 0
@@ -194,6 +207,9 @@ class Counts:
     slo_violations: int = 0
     tracker_errors: int = 0
     shadow_rejects: int = 0
+    below_model: int = 0
+    cold_overruns: int = 0
+    warm_ticks: int = 0
 
 
 if tuple(f.name for f in fields(Counts)) != COUNT_NAMES:  # the kernels index by that list
@@ -299,6 +315,7 @@ class DeviceState:
         drift_margin: float = DEFAULT_DRIFT_MARGIN,
         quality_window: int = DEFAULT_QUALITY_WINDOW,
         drift_windows: int = DEFAULT_DRIFT_WINDOWS,
+        below_model: str = DeviceConfig.below_model,
     ) -> None:
         self.bundle = bundle
         self.engine = engine
@@ -324,6 +341,8 @@ class DeviceState:
         self.plan = getattr(engine, "plan", None)  # a compiled plan: the fused path runs it
         self.dev, self.fdev = self._layout()
         self.mode = mode
+        self.below_model = below_model
+        self.last_warm_us = -(1 << 62)  # AdmissionCore.warm's last tick (monotonic µs)
         self.drift_margin = float(drift_margin)
         self.quality_window = int(quality_window)
         self.drift_windows = int(drift_windows)
@@ -420,6 +439,31 @@ class DeviceState:
         self.fdev[fp.F_SHADOW] = 1.0 if value == MODES[1] else 0.0
 
     @property
+    def below_model(self) -> str:
+        """What a deadline below every trained threshold gets: ``"reject"`` (EBUSY, the
+        model not asked) or ``"judge"`` (the lowest threshold's head judges it)."""
+        return BELOW_MODEL[0] if self.fdev[fp.F_BELOW_REJECT] else BELOW_MODEL[1]
+
+    @below_model.setter
+    def below_model(self, value: str) -> None:
+        if value not in BELOW_MODEL:
+            raise ValueError(f"below_model must be one of {', '.join(BELOW_MODEL)}, "
+                             f"got {value!r}")
+        self.fdev[fp.F_BELOW_REJECT] = 1.0 if value == BELOW_MODEL[0] else 0.0
+
+    def head_for(self, deadline_us: float) -> tuple[int, int | None]:
+        """How a (resolved, > 0) deadline is decided: (status, head) — the head asked
+        (``mittd.predictor.thresholds``), or :data:`S_BEYOND` / :data:`S_BELOW` with
+        None when the model is not asked (the Python path; the kernel does the same)."""
+        th = self.thresholds_us
+        k = index_in(deadline_us, th)
+        if k is None:
+            return _BEYOND, None
+        if k == 0 and deadline_us < th[0] and self.fdev[fp.F_BELOW_REJECT]:
+            return _BELOW, None
+        return _PREDICTED, k
+
+    @property
     def validation_roc_auc(self) -> float:
         """The bundle's held-out ROC-AUC (provenance ``test_metrics``; NaN if absent)."""
         v = (self.bundle.provenance.get("test_metrics") or {}).get("roc_auc")
@@ -484,6 +528,21 @@ class DeviceState:
             return last
         dev[fp.D_LAST_NOW] = now
         return now
+
+    def warm_once(self) -> None:
+        """One untimed dummy prediction on the device's current input (restored after:
+        the input buffer is the engine's, a decision always refills it first), so
+        the model's code and weights are back in cache. Touches no tracker, counter
+        or record; the caller holds the device's lock."""
+        x = self.input
+        saved = x.copy()
+        try:
+            if self.multi_head:
+                self.engine.run1()
+            else:
+                self.engine.margin1()
+        finally:
+            x[:] = saved
 
     def burst_rows(self, n: int) -> np.ndarray:
         """A reusable float32 (n, dim) feature matrix for a burst of n IOs."""
@@ -605,7 +664,7 @@ class AdmissionCore:
                 out = self._fused(st, op, offset, length, deadline_us, rid, -1)
                 if out < 0:  # refused or out of range: nothing was changed
                     raise ValueError(_bad_io(op, offset, length, deadline_us))
-                return 0 if out in (_O_REJECT, _O_OVERRUN_REJECT) else rid
+                return 0 if out in NEVER_ISSUED_CODES else rid
             bad = _bad_io(op, offset, length, deadline_us)
             if bad:
                 raise ValueError(bad)
@@ -669,14 +728,13 @@ class AdmissionCore:
                 admit, why, fail_open = OUTCOMES[out]
                 return Decision(admit, NAN if k < 0 else _sigmoid(m), None if k < 0 else k,
                                 fail_open, REASONS[why], st.model_version)
+        prev = st.last_now
         now = st.clock_floor(fp.monotonic_ns() // 1000 if now_us < 0 else now_us)
-        k = index_in(deadline_us, st.thresholds_us)
+        status, k = st.head_for(deadline_us)
         m = NAN
         overrun = False
         failed = ""
-        if k is None:
-            status = _BEYOND
-        else:
+        if k is not None:
             clock = self._clock
             t0 = clock()
             try:
@@ -688,10 +746,11 @@ class AdmissionCore:
                 failed = type(e).__name__
                 self._count_fail_open(device, st, e, 1)
             else:
-                status = _PREDICTED
                 elapsed = clock() - t0
                 st.counters.predict_ns.observe(elapsed)
                 overrun = elapsed > self._budget_ns
+                if overrun and now - prev > COLD_GAP_US:
+                    st.counters.cold_overruns += 1
         out = self._rule(st, status, m > st.cutoffs[k or 0], overrun)
         admit, why, fail_open = OUTCOMES[out]
         d = Decision(admit, _sigmoid(m) if status == _PREDICTED else NAN, k, fail_open,
@@ -746,6 +805,26 @@ class AdmissionCore:
         if len(dl) > 2 * tracker.capacity:  # out-of-order expiries left holes
             del dl[next(iter(dl))]
 
+    def warm(self, device: str, idle_us: int = 0) -> bool:
+        """Keep an idle device warm: when it has decided nothing (and was not warmed)
+        for ``idle_us`` µs of the monotonic clock, run one untimed dummy prediction
+        (:meth:`DeviceState.warm_once`) under its lock and count it in
+        ``warm_ticks``; returns whether it ran. Why: at one IO a second the first
+        prediction after a quiet spell runs on cold caches and overruns the budget
+        (``cold_overruns``), and with ``fail_open_on_overrun`` a would-be EBUSY is
+        then admitted unjudged. A busy device never needs a tick. The daemon calls
+        this every ``server.keep_warm_ms / 2`` per device; an embedder may call it
+        from its own timer (``Embedded.warm``)."""
+        with self._lock(device):
+            st = self._devices[device]
+            now = int(fp.monotonic_ns() // 1000)
+            if now - max(st.last_now, st.last_warm_us) < idle_us:
+                return False
+            st.warm_once()
+            st.last_warm_us = now
+            st.counters.warm_ticks += 1
+            return True
+
     # -- bursts ----------------------------------------------------------------------------
     def admit_burst(self, device: str, ops: np.ndarray, offsets: np.ndarray,
                     lengths: np.ndarray, deadlines_us: np.ndarray, request_ids: np.ndarray,
@@ -782,13 +861,16 @@ class AdmissionCore:
             raise ValueError("burst columns must have the same length")
         with self._lock(device):
             st = self._devices[device]
+            prev = st.last_now
             now = st.clock_floor(now_us)
             dl[dl <= 0] = st.default_deadline_us
             th = st.thresholds_us
-            k = np.searchsorted(np.asarray(th), dl, side="left")  # index_in, vectorised
+            k = np.searchsorted(np.asarray(th), dl, side="left")  # head_for, vectorised
             beyond = k >= len(th)
-            k[beyond] = -1
-            status = np.where(beyond, _BEYOND, _PREDICTED)
+            below = (dl < th[0]) & (st.fdev[fp.F_BELOW_REJECT] != 0.0)
+            asked = ~(beyond | below)
+            k[~asked] = -1
+            status = np.where(beyond, _BEYOND, np.where(below, _BELOW, _PREDICTED))
             margins = np.full(n, NAN)
             tracker = st.tracker
             if not idset.isdisjoint(tracker.pending_ids()):
@@ -807,10 +889,10 @@ class AdmissionCore:
                     m = out[:, 1] - out[:, 0]
                 else:
                     m = out[:, 0]
-                margins = np.where(beyond, NAN, m.astype(np.float64))
+                margins = np.where(asked, m.astype(np.float64), NAN)
             except Exception as e:  # any fault of ours admits (the whole burst)
-                status[~beyond] = _FAILED
-                self._count_fail_open(device, st, e, int(np.count_nonzero(~beyond)))
+                status[asked] = _FAILED
+                self._count_fail_open(device, st, e, int(np.count_nonzero(asked)))
                 if not issued:  # the fallback may have stopped half way: issue the rest
                     for j, rid in enumerate(ids.tolist()):
                         if rid not in tracker:
@@ -820,6 +902,8 @@ class AdmissionCore:
             if n:
                 st.counters.predict_ns.observe(elapsed / n, n)
             overrun = bool(n) and elapsed > self._budget_ns * n
+            if overrun and now - prev > COLD_GAP_US:  # counted per IO, as the overruns
+                st.counters.cold_overruns += int(np.count_nonzero(status == _PREDICTED))
             reject = margins > np.asarray(st.cutoffs)[np.maximum(k, 0)]  # NaN: False
             out = np.empty(n, np.intp)
             fp.rules(st.counters.cnt, st.fdev, status.astype(np.int64), reject, overrun, out)

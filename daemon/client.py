@@ -235,6 +235,10 @@ class DeviceStatus(NamedTuple):
     records_dropped: int
     drift_windows: int
     windows_below: int
+    beyond_model: int
+    below_model: int
+    cold_overruns: int
+    warm_ticks: int
 
 
 def _device_status(m: pb.DeviceStatus) -> DeviceStatus:

@@ -78,6 +78,12 @@ class TLSConfig:
 
 @dataclass(frozen=True)
 class ServerConfig:
+    """The ``[server]`` table. ``keep_warm_ms``: once a device has decided nothing
+    for this long, the daemon runs one untimed dummy prediction on it
+    (``AdmissionCore.warm``), again every ``keep_warm_ms`` while it idles, so the
+    first IO after a quiet spell does not overrun the prediction budget on cold
+    caches; 0 turns it off."""
+
     unix_socket: Path
     socket_mode: int = 0o660
     tcp: Address | None = None
@@ -92,6 +98,7 @@ class ServerConfig:
     probe_after: int = 32
     quality_window: int = 10_000
     drift_windows: int = 3
+    keep_warm_ms: int = 100
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,13 @@ class DeviceConfig:
     ``slo_us``, ``decision_threshold`` and ``max_reject_share`` are None when the
     config leaves them to the bundle (its first latency threshold, its P(slow)
     cutoff and its policy's reject cap).
+
+    ``below_model``: what a deadline below the lowest latency threshold the model
+    was trained for gets (:data:`BELOW_MODEL`). ``"reject"``: EBUSY at once
+    without asking the model, reason ``deadline-below-model`` — admit means
+    "predicted to meet the deadline", and no head can promise a deadline tighter
+    than the one it was trained on; ``"judge"``: the lowest threshold's head
+    judges it (it rejects only IOs predicted to miss even that threshold).
     """
 
     alias: str
@@ -115,10 +129,14 @@ class DeviceConfig:
     alignment: int = 4096
     mode: str = "enforce"
     drift_margin: float = 0.05
+    below_model: str = "reject"
 
 
 MODES = ("enforce", "shadow")
+#: ``devices.<alias>.below_model``: the choices, the default first (DeviceConfig).
+BELOW_MODEL = ("reject", "judge")
 RING_ROWS = 1 << 17  # decisions a device keeps in memory (mittd.daemon.ring sizes by it)
+KEEP_WARM_MS_MAX = 3_600_000  # server.keep_warm_ms in [0 (off), this]
 QUALITY_WINDOW_MIN = 100  # server.quality_window in [this, RING_ROWS]
 DRIFT_WINDOWS_MAX = 64  # server.drift_windows in [1, this], windows x window <= RING_ROWS
 _RECORD_LIMITS = {"segment_mb": (0.01, 65536.0), "segment_s": (1.0, 86400.0),
@@ -186,13 +204,14 @@ class Config:
             "probe_after": s.probe_after,
             "quality_window": s.quality_window,
             "drift_windows": s.drift_windows,
+            "keep_warm_ms": s.keep_warm_ms,
         }
         devices = {
             a: {"path": str(d.path), "model": str(d.model), "engine": d.engine,
                 "slo_us": d.slo_us, "decision_threshold": d.decision_threshold,
                 "max_reject_share": d.max_reject_share,
                 "writable": d.writable, "direct_io": d.direct_io, "alignment": d.alignment,
-                "mode": d.mode, "drift_margin": d.drift_margin}
+                "mode": d.mode, "drift_margin": d.drift_margin, "below_model": d.below_model}
             for a, d in self.devices.items()
         }
         return {"source": str(self.source), "server": server, "devices": devices,
@@ -359,10 +378,10 @@ def _socket_mode(t: _Table) -> int:
 SERVER_KEYS = ("unix_socket", "socket_mode", "tcp", "tls", "metrics",
                "max_pending_per_device", "pending_timeout_ms", "max_read_bytes",
                "max_stream_batch", "predict_budget_us", "workers",
-               "probe_after", "quality_window", "drift_windows")
+               "probe_after", "quality_window", "drift_windows", "keep_warm_ms")
 TLS_KEYS = ("cert", "key", "client_ca")
 DEVICE_KEYS = ("path", "model", "engine", "slo_us", "decision_threshold", "max_reject_share",
-               "writable", "direct_io", "alignment", "mode", "drift_margin")
+               "writable", "direct_io", "alignment", "mode", "drift_margin", "below_model")
 RECORDS_KEYS = ("dir", *_RECORD_LIMITS)
 
 
@@ -414,6 +433,7 @@ def _server(raw: Any, base: Path) -> ServerConfig:
         probe_after=t.int_("probe_after", 32, 0, 1_000_000),
         quality_window=window,
         drift_windows=windows,
+        keep_warm_ms=t.int_("keep_warm_ms", ServerConfig.keep_warm_ms, 0, KEEP_WARM_MS_MAX),
     )
 
 
@@ -445,6 +465,7 @@ def _device(alias: str, raw: Any, base: Path) -> DeviceConfig:
         alignment=alignment,
         mode=t.choice("mode", "enforce", MODES),
         drift_margin=_given(t.float_("drift_margin", DeviceConfig.drift_margin, 0.0, 1.0)),
+        below_model=t.choice("below_model", DeviceConfig.below_model, BELOW_MODEL),
     )
 
 

@@ -20,7 +20,11 @@ core. The rules, in order:
 6. the decision policy (``mittd.predictor.policy``) is valid; the decision
    thresholds (the config's, else the bundle's — "never" when the policy is
    ``hedge``) are probabilities in [0, 1], one per head; the reject cap (the
-   config's ``max_reject_share``, else the policy's) is in (0, 1];
+   config's ``max_reject_share``, else the policy's) is in (0, 1]; the default
+   deadline is not below every trained threshold while ``below_model`` is
+   ``"reject"`` (every IO without a deadline would be EBUSY); a bundle whose
+   policy hedges (and no ``decision_threshold`` overrides it) never answers
+   EBUSY, so its deadlines below the model are judged (never rejected) too;
 7. the engine builds, and its input matches the featuriser.
 
 Any failure is one :class:`DeviceError` naming the device (or bundle) and the
@@ -35,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from mittd.daemon.admission import DeviceState
-from mittd.daemon.config import Config, ConfigError, DeviceConfig, ServerConfig
+from mittd.daemon.config import BELOW_MODEL, Config, ConfigError, DeviceConfig, ServerConfig
 from mittd.predictor.bundle import Bundle, BundleError, load_bundle
 from mittd.predictor.engine import Engine
 from mittd.predictor.engines import make_engine
@@ -77,6 +81,7 @@ class Servable:
     p_thresholds: tuple[float, ...]
     default_deadline_us: float
     policy: DecisionPolicy
+    below_model: str = DeviceConfig.below_model
 
 
 def _one_line(e: BaseException) -> str:
@@ -87,7 +92,8 @@ def _one_line(e: BaseException) -> str:
 def servable(bundle: Bundle, *, slo_us: float | None = None,
              decision_threshold: float | list[float] | None = None,
              max_reject_share: float | None = None,
-             limits: Limits = Limits(), where: str = "") -> Servable:
+             limits: Limits = Limits(), where: str = "",
+             below_model: str = DeviceConfig.below_model) -> Servable:
     """Rules 2-6 for ``bundle`` (see the module docstring); :class:`DeviceError` if not.
 
     ``slo_us`` overrides the default deadline (else the first trained threshold);
@@ -158,7 +164,15 @@ def servable(bundle: Bundle, *, slo_us: float | None = None,
     deadline = thresholds[0] if slo_us is None else float(slo_us)
     if not (deadline > 0.0 and math.isfinite(deadline)):
         raise fail(f"default deadline must be > 0 µs, got {slo_us!r}")
-    return Servable(feat, thresholds, tuple(probs), deadline, policy)
+    if below_model not in BELOW_MODEL:
+        raise fail(f"below_model must be one of {', '.join(BELOW_MODEL)}, got {below_model!r}")
+    if source == "policy":  # a hedging bundle never answers EBUSY, below the model neither
+        below_model = BELOW_MODEL[1]
+    if deadline < thresholds[0] and below_model == BELOW_MODEL[0]:
+        raise fail(f"slo_us {deadline:g} is below the lowest trained threshold "
+                   f"({thresholds[0]:g} µs): with below_model = \"reject\" every IO without "
+                   "a deadline would be EBUSY; raise slo_us or set below_model = \"judge\"")
+    return Servable(feat, thresholds, tuple(probs), deadline, policy, below_model)
 
 
 def build_state(bundle: Bundle, engine: str | Engine = "auto", *,
@@ -169,11 +183,13 @@ def build_state(bundle: Bundle, engine: str | Engine = "auto", *,
                 drift_margin: float = DeviceConfig.drift_margin,
                 quality_window: int = ServerConfig.quality_window,
                 drift_windows: int = ServerConfig.drift_windows,
+                below_model: str = DeviceConfig.below_model,
                 **engine_opts: Any) -> DeviceState:
     """Every rule, then the device's state: ``engine`` is a name (built here; ``auto``
     times the formats on this machine: load time) or an engine to share."""
     s = servable(bundle, slo_us=slo_us, decision_threshold=decision_threshold,
-                 max_reject_share=max_reject_share, limits=limits, where=where)
+                 max_reject_share=max_reject_share, limits=limits, where=where,
+                 below_model=below_model)
     if isinstance(engine, Engine):
         eng = engine
     else:
@@ -187,7 +203,8 @@ def build_state(bundle: Bundle, engine: str | Engine = "auto", *,
                                  f"takes {eng.input.shape}")
     return DeviceState(bundle, eng, s.featuriser, s.thresholds_us, s.p_thresholds,
                        s.default_deadline_us, s.policy, mode=mode, drift_margin=drift_margin,
-                       quality_window=quality_window, drift_windows=drift_windows)
+                       quality_window=quality_window, drift_windows=drift_windows,
+                       below_model=s.below_model)
 
 
 def read_bundle(path: str | Path, where: str = "") -> Bundle:
@@ -210,7 +227,7 @@ def load_device(dev: DeviceConfig, server: ServerConfig) -> DeviceState:
                        max_reject_share=dev.max_reject_share, limits=Limits.of(server),
                        where=f"{where}: {dev.model}", mode=dev.mode,
                        drift_margin=dev.drift_margin, quality_window=server.quality_window,
-                       drift_windows=server.drift_windows)
+                       drift_windows=server.drift_windows, below_model=dev.below_model)
 
 
 def load_devices(config: Config) -> dict[str, DeviceState]:

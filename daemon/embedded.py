@@ -53,6 +53,7 @@ from typing import Any
 from mittd.daemon.admission import AdmissionCore, Decision, DeviceStats, UnknownDevice
 from mittd.daemon.config import (
     ALIAS_RE,
+    BELOW_MODEL,
     DRIFT_WINDOWS_MAX,
     MODES,
     QUALITY_WINDOW_MIN,
@@ -156,6 +157,7 @@ class Embedded:
         quality_window: int = ServerConfig.quality_window,
         drift_windows: int = ServerConfig.drift_windows,
         records: RecordsConfig | str | Path | None = None,
+        below_model: str = DeviceConfig.below_model,
     ) -> Embedded:
         """Devices from bundle files, ``{alias: bundle}``, with the daemon's defaults;
         the keywords are the config's settings of the same names (one value for
@@ -179,6 +181,9 @@ class Embedded:
                 raise EmbeddedError(f"{name} must be an int >= 1, got {v!r}")
         if mode not in MODES:
             raise EmbeddedError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if below_model not in BELOW_MODEL:
+            raise EmbeddedError(f"below_model must be one of {', '.join(BELOW_MODEL)}, got "
+                                f"{below_model!r}")
         if not (isinstance(drift_margin, int | float) and 0.0 <= drift_margin <= 1.0):
             raise EmbeddedError(f"drift_margin must be in [0, 1], got {drift_margin!r}")
         if (not isinstance(quality_window, int) or isinstance(quality_window, bool)
@@ -209,7 +214,7 @@ class Embedded:
                 alias=alias, path=Path(paths.get(alias, "")), model=model, engine=engine,
                 slo_us=slo_us, decision_threshold=decision_threshold,
                 max_reject_share=max_reject_share, mode=mode,
-                drift_margin=float(drift_margin))
+                drift_margin=float(drift_margin), below_model=below_model)
         server = ServerConfig(unix_socket=Path("/nonexistent/mittd.sock"), metrics=None,
                               max_pending_per_device=max_pending_per_device,
                               pending_timeout_ms=pending_timeout_ms,
@@ -226,7 +231,10 @@ class Embedded:
         ``op``: :data:`OP_READ`, :data:`OP_WRITE` or :data:`OP_OTHER`; ``deadline_us``
         0: the device's default; one beyond every trained threshold (e.g.
         ``mittd.proto.MAX_DEADLINE_US``) is admitted without a prediction, still
-        tracked. Raises :class:`UnknownDevice`, ``ValueError`` for a NaN deadline."""
+        tracked; one below every trained threshold is EBUSY without a prediction
+        (``below_model = "reject"``, the default) or judged by the lowest
+        threshold's head (``"judge"``). Raises :class:`UnknownDevice`, ``ValueError``
+        for a NaN deadline."""
         return self.core.admit_next(device, op, offset, length, deadline_us)
 
     def complete(self, device: str, ticket: int,
@@ -273,6 +281,18 @@ class Embedded:
 
     def stats(self) -> dict[str, DeviceStats]:
         return self.core.stats()
+
+    def warm(self, device: str | None = None, idle_ms: float = 0.0) -> list[str]:
+        """Keep idle devices warm: for ``device`` (default: every device) that has
+        decided nothing for ``idle_ms``, run one untimed dummy prediction
+        (``AdmissionCore.warm``: no decision, tracker, record or counter but
+        ``warm_ticks`` changes). Embedded owns no timer thread; call this from the
+        host's own (e.g. every 50 ms with ``idle_ms=100``, as ``mittd serve`` does
+        with ``keep_warm_ms = 100``) so the first IO after a quiet spell is not
+        judged on cold caches (``cold_overruns``). Returns the devices warmed."""
+        aliases = self.devices if device is None else (device,)
+        idle_us = int(idle_ms * 1000)
+        return [a for a in aliases if self.core.warm(a, idle_us)]
 
     # -- shadow mode and live quality ----------------------------------------------------
     def mode(self, device: str) -> str:

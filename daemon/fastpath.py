@@ -15,10 +15,11 @@ the constants below):
 
 * ``dev`` (int64): the device's constants (featuriser kind and parameters,
   where the engine's input and output live in its arena, the head layout, the
-  tracker timeout) and its clock floor;
+  tracker timeout) and its clock floor (the time of its last decision);
 * ``fdev`` (float64): the rule state (the reject share, the run of rejections
   in a row), the rule settings (reject cap, probe rule, overrun handling and the
-  prediction budget), the trained latency thresholds and decision cutoffs, the
+  prediction budget, what a deadline below the model gets), the trained latency
+  thresholds and decision cutoffs, the
   featuriser's min/max bounds, and scratch for the last decision's margin;
 * ``cnt`` (int64): the device's counters, in :data:`COUNT_NAMES` order;
 * ``pred``/``io`` (float64): histogram counts per bucket then the sum, over
@@ -55,23 +56,32 @@ from mittd.predictor.features_kernels import encode_row
 from mittd.predictor.kernels import run1
 from mittd.predictor.tracker import NIL, buffer_views, t_complete, t_expire, t_issue
 
-__all__ = ["COUNT_NAMES", "OUTCOMES", "REASONS", "admit1", "complete1", "monotonic_ns", "rule",
-           "rules"]
+__all__ = ["COLD_GAP_US", "COUNT_NAMES", "NEVER_ISSUED_CODES", "OUTCOMES", "REASONS", "admit1",
+           "complete1", "monotonic_ns", "rule", "rules"]
 
 #: A device's monotonic decision counters, in ``cnt`` order (``admission.Counts``
 #: documents each; it is checked against this list at import).
 COUNT_NAMES = ("admitted", "rejected", "fail_open", "overruns", "probes", "capped",
                "beyond_model", "completions", "unknown_completions", "slo_violations",
-               "tracker_errors", "shadow_rejects")
+               "tracker_errors", "shadow_rejects", "below_model", "cold_overruns",
+               "warm_ticks")
 (C_ADMITTED, C_REJECTED, C_FAIL_OPEN, C_OVERRUNS, C_PROBES, C_CAPPED, C_BEYOND,
- C_COMPLETIONS, C_UNKNOWN, C_SLO, C_TRACKER_ERRORS, C_SHADOW) = range(len(COUNT_NAMES))
+ C_COMPLETIONS, C_UNKNOWN, C_SLO, C_TRACKER_ERRORS, C_SHADOW, C_BELOW, C_COLD,
+ C_WARM) = range(len(COUNT_NAMES))
+
+#: An overrun is "cold" (``cold_overruns``) when its IO came more than this long
+#: after the device's previous decision: caches went cold while the device idled.
+COLD_GAP_US = 100_000
 
 #: Why an IO was decided as it was; ``BurstDecisions.reason`` holds indices into it.
 REASONS = ("predicted", "deadline-beyond-model", "overrun", "probe", "fail-open",
-           "reject-cap", "shadow")
-R_PREDICTED, R_BEYOND, R_OVERRUN, R_PROBE, R_FAIL_OPEN, R_CAP, R_SHADOW = range(len(REASONS))
-# How an IO's prediction went, before the rules: made, not needed, or failed.
-S_PREDICTED, S_BEYOND, S_FAILED = 0, 1, 2
+           "reject-cap", "shadow", "deadline-below-model")
+(R_PREDICTED, R_BEYOND, R_OVERRUN, R_PROBE, R_FAIL_OPEN, R_CAP, R_SHADOW,
+ R_BELOW) = range(len(REASONS))
+# How an IO's prediction went, before the rules: made, not needed (deadline beyond
+# the model), failed, or not asked (deadline below the model, ``below_model =
+# "reject"``).
+S_PREDICTED, S_BEYOND, S_FAILED, S_BELOW = 0, 1, 2, 3
 #: What the rules can make of an IO: (admit, reason index, fail_open) per outcome code.
 OUTCOMES: tuple[tuple[bool, int, bool], ...] = (
     (True, R_PREDICTED, False),  # predicted fast
@@ -84,14 +94,17 @@ OUTCOMES: tuple[tuple[bool, int, bool], ...] = (
     (True, R_PROBE, False),  # predicted slow after probe_after rejections: a probe
     (True, R_CAP, False),  # predicted slow, but the device rejects its share already
     (True, R_SHADOW, False),  # would be rejected, but the device is in shadow mode
+    (False, R_BELOW, False),  # deadline below every trained threshold: EBUSY, not asked
 )
 (O_ADMIT, O_REJECT, O_BEYOND, O_FAILED, O_OVERRUN_ADMIT, O_OVERRUN_LATE, O_OVERRUN_REJECT,
- O_PROBE, O_CAPPED, O_SHADOW) = range(len(OUTCOMES))
+ O_PROBE, O_CAPPED, O_SHADOW, O_BELOW) = range(len(OUTCOMES))
+#: The outcomes that answer EBUSY: the IO is never issued, no latency will come.
+NEVER_ISSUED_CODES = (O_REJECT, O_OVERRUN_REJECT, O_BELOW)
 
 # fdev: rule state and settings, then the variable parts at the offsets in dev
 (F_SHARE, F_RUN, F_MAX_SHARE, F_PROBE_AFTER, F_FAIL_OPEN_OVERRUN, F_BUDGET_NS, F_SHARE_WEIGHT,
- F_MARGIN, F_SHADOW) = range(9)
-F_FIXED = 9
+ F_MARGIN, F_SHADOW, F_BELOW_REJECT) = range(10)
+F_FIXED = 10
 # dev: constants, then the featuriser's int parameters at D_IPARAMS
 (D_KIND, D_IN, D_DIM, D_OUT, D_HEAD, D_TIMEOUT, D_HEADS, D_THRESH, D_CUTOFF, D_LO, D_HI,
  D_NBOUNDS, D_NIPARAMS, D_LAST_NOW, D_LAST_K, D_CAP) = range(16)
@@ -148,6 +161,11 @@ def rule(cnt, fdev, status, reject, overrun):  # pragma: no cover - compiled
     decision; ``reject`` is the model's verdict (ignored unless predicted).
 
     - no prediction needed (deadline beyond the model): admit;
+    - deadline below every trained threshold with ``below_model = "reject"``
+      (:data:`S_BELOW`, the model not asked: nothing it says can promise a
+      deadline it was never trained for): EBUSY, counted as ``below_model`` and
+      ``rejected``, and it moves neither the probe run nor the reject share (no
+      verdict of the model was overruled); in shadow mode a shadow-reject;
     - the predictor failed: admit (fail open; counted where it failed);
     - the prediction overran its budget: counted; a would-be rejection is
       admitted with ``fail_open_on_overrun`` (a late "busy" is worth nothing);
@@ -160,6 +178,14 @@ def rule(cnt, fdev, status, reject, overrun):  # pragma: no cover - compiled
       (:data:`O_SHADOW`, counted as ``shadow_rejects``), with the rule state moved
       as enforcing would move it, so the would-be decisions are enforce's.
     """
+    if status == S_BELOW:
+        if fdev[F_SHADOW] == 0.0:
+            cnt[C_BELOW] += 1
+            cnt[C_REJECTED] += 1
+            return O_BELOW
+        cnt[C_SHADOW] += 1
+        cnt[C_ADMITTED] += 1
+        return O_SHADOW
     if status == S_BEYOND:
         cnt[C_BEYOND] += 1
         out = O_BEYOND
@@ -230,15 +256,17 @@ def admit1(tbuf, hist, dev, fdev, cnt, pred, ints, arena, rec, recf,
     (``mittd.daemon.ring``). Returns ``outcome | slot << 4 | removed << 24``
     (slot ``NIL & 0xFFFFF`` when not issued; ``removed`` ids expired or dropped,
     in ``removed[:n]``); the margin is left in ``fdev[F_MARGIN]`` and the head in
-    ``dev[D_LAST_K]`` (-1: beyond the model). :data:`BAD_RANGE` (nothing done)
+    ``dev[D_LAST_K]`` (-1: the model not asked, the deadline beyond or below it).
+    :data:`BAD_RANGE` (nothing done)
     for a negative offset, a length <= 0 or an unknown op.
     """
     if offset < 0 or size <= 0 or op < 0 or op > 2:
         return BAD_RANGE
     pend, free, meta, removed = buffer_views(tbuf, dev[D_CAP])
     now = now_us if now_us >= 0 else _clock_monotonic_ns() // 1000
-    if now < dev[D_LAST_NOW]:
-        now = dev[D_LAST_NOW]
+    prev = dev[D_LAST_NOW]
+    if now < prev:
+        now = prev
     dev[D_LAST_NOW] = now
     heads = dev[D_HEADS]
     t0 = dev[D_THRESH]
@@ -252,6 +280,10 @@ def admit1(tbuf, hist, dev, fdev, cnt, pred, ints, arena, rec, recf,
         k = -1
         dev[D_LAST_K] = -1
         out = rule(cnt, fdev, S_BEYOND, False, False)
+    elif k == 0 and deadline_us < fdev[t0] and fdev[F_BELOW_REJECT] != 0.0:
+        k = -1
+        dev[D_LAST_K] = -1
+        out = rule(cnt, fdev, S_BELOW, False, False)
     else:
         dev[D_LAST_K] = k
         start = _clock_monotonic_ns()
@@ -273,11 +305,13 @@ def admit1(tbuf, hist, dev, fdev, cnt, pred, ints, arena, rec, recf,
             margin = float(arena[o])
         elapsed = float(_clock_monotonic_ns() - start)
         _observe(pred, _PRED_BOUNDS, elapsed)
-        out = rule(cnt, fdev, S_PREDICTED, margin > fdev[dev[D_CUTOFF] + k],
-                   elapsed > fdev[F_BUDGET_NS])
+        overrun = elapsed > fdev[F_BUDGET_NS]
+        if overrun and now - prev > COLD_GAP_US:
+            cnt[C_COLD] += 1
+        out = rule(cnt, fdev, S_PREDICTED, margin > fdev[dev[D_CUTOFF] + k], overrun)
     fdev[F_MARGIN] = margin
     slot = NIL
-    if out not in (O_REJECT, O_OVERRUN_REJECT):
+    if out not in (O_REJECT, O_OVERRUN_REJECT, O_BELOW):
         slot, m = t_issue(pend, free, meta, removed[nrem:], rid, now, offset, size, op, timeout)
         nrem += m
     rec_put(rec, recf, now, offset, size, op, out, k, margin, deadline_us, slot)

@@ -36,7 +36,8 @@ from mittd.daemon.histogram import HistogramSnapshot
 from mittd.daemon.quality import LiveQuality
 from mittd.predictor.policy import REJECT_WINDOW
 
-__all__ = ["OUTCOMES", "QUALITY_GAUGES", "CoreCollector", "ReloadCollector", "serve_metrics"]
+__all__ = ["OUTCOMES", "QUALITY_GAUGES", "BadRequestCollector", "CoreCollector",
+           "ReloadCollector", "serve_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 #: shadow admissions included); ``fail_open``: admitted unjudged because the
 #: predictor failed; ``beyond_model``: admitted with no prediction needed. The core
 #: counts the last two as admitted too, so ``admit`` is what is left of it.
+#: ``ebusy`` includes the IOs rejected unasked for a deadline below the model
+#: (``mittd_below_model_total`` counts those).
 OUTCOMES = ("admit", "ebusy", "fail_open", "beyond_model")
 
 
@@ -117,6 +120,17 @@ class CoreCollector(Collector):
         share = GaugeMetricFamily(
             "mittd_reject_share", "Share of the device's recent predicted decisions rejected "
             f"(weighted over ~{REJECT_WINDOW} decisions)", labels=["device"])
+        below = CounterMetricFamily(
+            "mittd_below_model", "IOs answered EBUSY without a prediction because their "
+            "deadline was below every trained threshold (below_model = \"reject\"; part of "
+            "outcome=\"ebusy\")", labels=["device"])
+        cold = CounterMetricFamily(
+            "mittd_cold_overruns", "Prediction overruns on the first IO after an idle gap "
+            "(over 100 ms since the device's previous decision; part of "
+            "mittd_prediction_overruns)", labels=["device"])
+        warm = CounterMetricFamily(
+            "mittd_warm_ticks", "Untimed dummy predictions run to keep an idle device's caches "
+            "warm (server.keep_warm_ms); no decision", labels=["device"])
         untracked = CounterMetricFamily(
             "mittd_tracker_errors", "Admitted requests the pending tracker could not track "
             "(e.g. a request id beyond int64)", labels=["device"])
@@ -163,6 +177,9 @@ class CoreCollector(Collector):
             for outcome, n in zip(OUTCOMES, outcome_counts(s), strict=True):
                 decisions.add_metric([dev, outcome], n)
             overruns.add_metric([dev], s.overruns)
+            below.add_metric([dev], s.below_model)
+            cold.add_metric([dev], s.cold_overruns)
+            warm.add_metric([dev], s.warm_ticks)
             violations.add_metric([dev], s.slo_violations)
             probes.add_metric([dev], s.probes)
             untracked.add_metric([dev], s.tracker_errors)
@@ -188,8 +205,8 @@ class CoreCollector(Collector):
                 value = float(getattr(q, key))
                 if not math.isnan(value):  # undefined: left out (module docstring)
                     family.add_metric([dev], value)
-        yield from (decisions, overruns, probes, capped, share, untracked, violations,
-                    completions, pending, expired, model, predict, io, shadow,
+        yield from (decisions, overruns, below, cold, warm, probes, capped, share, untracked,
+                    violations, completions, pending, expired, model, predict, io, shadow,
                     shadow_rejects, written, dropped)
         if self._quality is not None:
             yield from (drift, *live)
@@ -211,6 +228,22 @@ class ReloadCollector(Collector):
         yield reloads
 
 
+class BadRequestCollector(Collector):
+    """Request frames the daemon could not decode as their RPC's message (answered
+    INVALID_ARGUMENT), by method: a client speaking the wrong protocol or version."""
+
+    def __init__(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[Any]:
+        bad = CounterMetricFamily("mittd_bad_requests", "Request frames that were not a valid "
+                                  "protobuf message of their RPC, by method",
+                                  labels=["method"])
+        for method, n in sorted(self._counts().items()):
+            bad.add_metric([method], n)
+        yield bad
+
+
 def _add_histogram(family: HistogramMetricFamily, device: str, snap: HistogramSnapshot,
                    scale: float) -> None:
     """A core histogram snapshot (native units) as cumulative buckets in seconds."""
@@ -224,13 +257,17 @@ def _add_histogram(family: HistogramMetricFamily, device: str, snap: HistogramSn
 
 def serve_metrics(stats: Callable[[], Mapping[str, DeviceStats]], host: str, port: int, *,
                   quality: Callable[[str], LiveQuality] | None = None,
-                  reloads: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None
+                  reloads: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
+                  bad_requests: Callable[[], Mapping[str, int]] | None = None
                   ) -> CollectorRegistry:
     """Start the /metrics HTTP endpoint on a daemon thread (``quality``: see
-    :class:`CoreCollector`; ``reloads``: :class:`ReloadCollector`'s counts)."""
+    :class:`CoreCollector`; ``reloads``: :class:`ReloadCollector`'s counts;
+    ``bad_requests``: :class:`BadRequestCollector`'s)."""
     registry = CollectorRegistry()
     registry.register(CoreCollector(stats, quality=quality))
     if reloads is not None:
         registry.register(ReloadCollector(reloads))
+    if bad_requests is not None:
+        registry.register(BadRequestCollector(bad_requests))
     start_http_server(port, addr=host, registry=registry)
     return registry

@@ -10,6 +10,10 @@
   the same); a device whose new bundle is bad keeps its old model, with a log
   line — a failed reload never takes the daemon down. Adding or removing
   devices or changing listen addresses needs a restart (logged);
+- idle: with ``server.keep_warm_ms`` (default 100, 0 off), a device that has
+  decided nothing that long gets one untimed dummy prediction (no decision,
+  tracker, record or counter but ``warm_ticks``), so the first IO after a quiet
+  spell is not judged on cold caches;
 - TERM/INT: STOPPING=1, health NOT_SERVING, stop accepting, let in-flight
   calls finish (``grace_s``), write the last IO records, exit 0.
 
@@ -64,10 +68,12 @@ class Daemon:
         self.server: Any = None
         self.health: Any = None
         self.recorder: Any = None
+        self.servicer: Any = None
         # per device: bundle reloads swapped and refused (mittd_reloads_total)
         self.reloads = {a: {"reloaded": 0, "refused": 0, "last_error": ""}
                         for a in self.config.devices}
         self.watchdog = notify.Watchdog(lambda: not self._stop.is_set())
+        self._warmer: threading.Thread | None = None
 
     def reload_counts(self) -> dict[str, dict[str, int | str]]:
         """Per device: reloads swapped, reloads refused, and the last refusal."""
@@ -76,15 +82,17 @@ class Daemon:
     def start(self) -> None:
         """Open the listeners (metrics first: a taken port then leaves no socket file
         behind), then the recorder; a listener that cannot open is a ServeError."""
-        from mittd.daemon.service import build_server
+        from mittd.daemon.service import MittdServicer, build_server
 
+        self.servicer = MittdServicer(self.core, self.config)
         m = self.config.server.metrics
         if m is not None:
             from mittd.daemon.metrics import serve_metrics
 
             try:
                 serve_metrics(self.core.stats, m.host, m.port, quality=self.core.quality,
-                              reloads=self.reload_counts)
+                              reloads=self.reload_counts,
+                              bad_requests=self.servicer.bad_requests)
             except OSError as e:
                 raise ServeError(f"cannot serve metrics on {m}: {e.strerror or e}; set "
                                  "server.metrics to a free address, or \"\" to turn them "
@@ -92,7 +100,8 @@ class Daemon:
         try:
             # build_server returns the server started (the socket's mode is set after bind)
             self.server, self.health = build_server(self.core, self.config,
-                                                    max_workers=self.config.server.workers)
+                                                    max_workers=self.config.server.workers,
+                                                    servicer=self.servicer)
         except OSError as e:
             raise ServeError(str(e).splitlines()[0]) from None
         if self.config.records is not None:
@@ -106,6 +115,33 @@ class Daemon:
                  f" and {self.config.server.tcp}" if self.config.server.tcp else "")
         notify.ready(f"serving {len(self.core.devices)} device(s)")
         self.watchdog.start()
+        self.start_keep_warm()
+
+    def start_keep_warm(self) -> None:
+        """With ``server.keep_warm_ms`` > 0, a thread that checks every half of it and
+        runs one untimed dummy prediction on each device idle that long
+        (``AdmissionCore.warm``), so the first IO after a quiet spell is not judged on
+        cold caches (counted in ``cold_overruns`` when it overruns anyway)."""
+        ms = self.config.server.keep_warm_ms
+        if ms <= 0 or self._warmer is not None:
+            return
+        idle_us = ms * 1000
+        period_s = ms / 2000.0
+        failed: set[str] = set()
+
+        def loop() -> None:
+            while not self._stop.wait(period_s):
+                for alias in self.core.devices:
+                    try:
+                        self.core.warm(alias, idle_us)
+                    except Exception as e:  # never the daemon's death; logged once per device
+                        if alias not in failed:
+                            failed.add(alias)
+                            log.warning("keep-warm of %s failed (%s: %s); decisions are "
+                                        "unaffected", alias, type(e).__name__, e)
+
+        self._warmer = threading.Thread(target=loop, name="mittd-keep-warm", daemon=True)
+        self._warmer.start()
 
     def reload(self) -> int:
         """Swap in every device whose new bundle is good; returns how many."""
@@ -146,11 +182,14 @@ class Daemon:
 
     def stop(self) -> None:
         notify.stopping()
+        self._stop.set()  # ends the keep-warm thread too
         self.watchdog.stop()
         if self.health is not None:
             self.health.enter_graceful_shutdown()
         if self.server is not None:
             self.server.stop(self.grace_s).wait()
+        if self.servicer is not None:  # after the server: no read is in flight
+            self.servicer.close()
         if self.recorder is not None:  # after the last IO: every row reaches a segment
             self.recorder.close()
         log.info("stopped")

@@ -6,7 +6,11 @@ configuration (device alias, op, bounds, deadline), maps it onto
 ``now_us``, and maps every failure onto a gRPC status with a one-line message
 naming the field, so a client can tell its own mistake from ours:
 
-* malformed request → INVALID_ARGUMENT; unknown device alias → NOT_FOUND;
+* malformed request → INVALID_ARGUMENT; a frame that is not the RPC's protobuf
+  message at all → INVALID_ARGUMENT "request is not a valid <Message>" (in an
+  AdmitStream, "batch[i]: ..." ending that stream), counted per method in
+  ``mittd_bad_requests_total`` and logged at most once a minute per method;
+  unknown device alias → NOT_FOUND;
 * device unusable for proxy reads (e.g. O_DIRECT refused) → FAILED_PRECONDITION;
 * a proxy read the predictor rejects → UNAVAILABLE with trailing metadata
   ``mittd-errno: 16`` and ``mittd-p-slow``; a read that fails in the OS →
@@ -75,7 +79,7 @@ from mittd.proto import (
 )
 from mittd.traces.schema import OP_READ, OP_WRITE
 
-__all__ = ["RPCS_PER_WORKER", "MittdServicer", "add_to_server",
+__all__ = ["BAD_REQUEST_LOG_S", "RPCS_PER_WORKER", "MittdServicer", "add_to_server",
            "build_server", "device_status", "max_rpcs", "monotonic_us"]
 
 log = logging.getLogger(__name__)
@@ -93,6 +97,9 @@ _I64_MAX = (1 << 63) - 1
 #: refused at up to one client per worker; a call waits behind at most one other
 #: per thread, and anything past that would answer too late to be advice anyway.
 RPCS_PER_WORKER = 2
+
+#: The most often one method logs an undecodable request frame (they are all counted).
+BAD_REQUEST_LOG_S = 60.0
 
 
 def max_rpcs(workers: int) -> int:
@@ -154,7 +161,33 @@ class MittdServicer(mittd_pb2_grpc.MittdServicer):
         self._readers_lock = threading.Lock()
         self._streams_lock = threading.Lock()
         self.streams_open = 0
+        self._bad_lock = threading.Lock()
+        self._bad: dict[str, int] = {}  # undecodable request frames per method
+        self._bad_logged: dict[str, float] = {}  # when each method's last line was logged
         self.size_for_pool(config.server.workers)
+
+    def undecodable(self, frame: _Undecodable) -> str:
+        """Count a request frame that is not its message (``mittd_bad_requests_total``),
+        log one line per method at most every :data:`BAD_REQUEST_LOG_S` seconds (a
+        client sending garbage must not flood the log), and return the one-line
+        message the RPC is answered with."""
+        message = f"request is not a valid {frame.message}"
+        now = time.monotonic()
+        with self._bad_lock:
+            n = self._bad[frame.method] = self._bad.get(frame.method, 0) + 1
+            last = self._bad_logged.get(frame.method)
+            due = last is None or now - last >= BAD_REQUEST_LOG_S
+            if due:
+                self._bad_logged[frame.method] = now
+        if due:
+            log.warning("%s: %s, answered INVALID_ARGUMENT (%d so far; logged at most every "
+                        "%g s)", frame.method, message, n, BAD_REQUEST_LOG_S)
+        return message
+
+    def bad_requests(self) -> dict[str, int]:
+        """Undecodable request frames answered so far, per RPC method."""
+        with self._bad_lock:
+            return dict(self._bad)
 
     def size_for_pool(self, workers: int) -> None:
         """Cap open AdmitStreams for a pool of ``workers`` threads (``build_server``
@@ -534,15 +567,91 @@ def device_status(alias: str, s: DeviceStats, q: LiveQuality) -> mittd_pb2.Devic
         rejected=s.rejected, shadow_rejects=s.shadow_rejects, fail_open=s.fail_open,
         overruns=s.overruns, probes=s.probes, capped=s.capped, pending=s.pending,
         records_written=s.records_written, records_dropped=s.records_dropped,
-        drift_windows=q.drift_windows, windows_below=q.windows_below)
+        drift_windows=q.drift_windows, windows_below=q.windows_below,
+        beyond_model=s.beyond_model, below_model=s.below_model,
+        cold_overruns=s.cold_overruns, warm_ticks=s.warm_ticks)
 
 
 # -- server ------------------------------------------------------------------------------
 
 
+class _Undecodable:
+    """What a request frame that is not its protobuf message decodes to: the handler
+    answers it INVALID_ARGUMENT (gRPC's own answer to a deserializer that raises is
+    INTERNAL "Exception deserializing request!", with a traceback logged per call)."""
+
+    __slots__ = ("message", "method")
+
+    def __init__(self, method: str, message: str) -> None:
+        self.method = method
+        self.message = message
+
+
+def _decoder(method: str, cls: Any) -> Callable[[bytes], Any]:
+    parse = cls.FromString
+    name = cls.DESCRIPTOR.name
+
+    def decode(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except Exception:  # DecodeError, or whatever else the bytes make protobuf raise
+            return _Undecodable(method, name)
+
+    return decode
+
+
+def _guard_unary(servicer: MittdServicer, handler: Callable[[Any, grpc.ServicerContext], Any]
+                 ) -> Callable[[Any, grpc.ServicerContext], Any]:
+    def unary(request: Any, context: grpc.ServicerContext) -> Any:
+        if isinstance(request, _Undecodable):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, servicer.undecodable(request))
+        return handler(request, context)
+
+    return unary
+
+
+_StreamHandler = Callable[[Iterator[Any], grpc.ServicerContext], Any]
+
+
+def _guard_stream(servicer: MittdServicer, handler: _StreamHandler) -> _StreamHandler:
+    def frames(requests: Iterator[Any]) -> Iterator[Any]:
+        for i, r in enumerate(requests):
+            if isinstance(r, _Undecodable):  # the stream's handler turns it into its abort
+                raise _invalid(f"batch[{i}]: {servicer.undecodable(r)}")
+            yield r
+
+    def stream(request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
+        return handler(frames(request_iterator), context)
+
+    return stream
+
+
 def add_to_server(server: grpc.Server, servicer: MittdServicer) -> None:
-    """Register the Mittd service on ``server``."""
-    mittd_pb2_grpc.add_MittdServicer_to_server(servicer, server)
+    """Register the Mittd service on ``server``: the generated stub's handlers, each
+    with a request decoder that turns a frame that is not its message into an
+    INVALID_ARGUMENT answer (counted, see :meth:`MittdServicer.undecodable`) instead
+    of gRPC's INTERNAL with a logged traceback."""
+    service = mittd_pb2.DESCRIPTOR.services_by_name["Mittd"]
+    handlers = {}
+    for m in service.methods:
+        cls = getattr(mittd_pb2, m.input_type.name)
+        out = getattr(mittd_pb2, m.output_type.name).SerializeToString
+        behaviour = getattr(servicer, m.name)
+        decode = _decoder(m.name, cls)
+        if m.client_streaming and m.server_streaming:
+            handlers[m.name] = grpc.stream_stream_rpc_method_handler(
+                _guard_stream(servicer, behaviour), request_deserializer=decode,
+                response_serializer=out)
+        elif not (m.client_streaming or m.server_streaming):
+            handlers[m.name] = grpc.unary_unary_rpc_method_handler(
+                _guard_unary(servicer, behaviour), request_deserializer=decode,
+                response_serializer=out)
+        else:  # pragma: no cover - the service has no such RPC
+            raise TypeError(f"{m.name}: half-streaming RPCs are not wrapped")
+    name = service.full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+    if hasattr(server, "add_registered_method_handlers"):  # grpc >= 1.62, as the stub does
+        server.add_registered_method_handlers(name, handlers)
 
 
 def add_health(server: grpc.Server) -> health.HealthServicer:

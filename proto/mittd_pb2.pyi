@@ -204,7 +204,7 @@ class StatusRequest(_message.Message):
     def __init__(self, device: _Optional[str] = ...) -> None: ...
 
 class DeviceStatus(_message.Message):
-    __slots__ = ("device", "mode", "model_version", "model_sha256", "window", "decided", "labelled", "slow", "roc_auc", "precision", "recall", "would_reject_share", "validation_roc_auc", "drift_margin", "drift", "reject_share", "admitted", "rejected", "shadow_rejects", "fail_open", "overruns", "probes", "capped", "pending", "records_written", "records_dropped", "drift_windows", "windows_below")
+    __slots__ = ("device", "mode", "model_version", "model_sha256", "window", "decided", "labelled", "slow", "roc_auc", "precision", "recall", "would_reject_share", "validation_roc_auc", "drift_margin", "drift", "reject_share", "admitted", "rejected", "shadow_rejects", "fail_open", "overruns", "probes", "capped", "pending", "records_written", "records_dropped", "drift_windows", "windows_below", "beyond_model", "below_model", "cold_overruns", "warm_ticks")
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -233,6 +233,10 @@ class DeviceStatus(_message.Message):
     RECORDS_DROPPED_FIELD_NUMBER: _ClassVar[int]
     DRIFT_WINDOWS_FIELD_NUMBER: _ClassVar[int]
     WINDOWS_BELOW_FIELD_NUMBER: _ClassVar[int]
+    BEYOND_MODEL_FIELD_NUMBER: _ClassVar[int]
+    BELOW_MODEL_FIELD_NUMBER: _ClassVar[int]
+    COLD_OVERRUNS_FIELD_NUMBER: _ClassVar[int]
+    WARM_TICKS_FIELD_NUMBER: _ClassVar[int]
     device: str
     mode: str
     model_version: str
@@ -261,7 +265,11 @@ class DeviceStatus(_message.Message):
     records_dropped: int
     drift_windows: int
     windows_below: int
-    def __init__(self, device: _Optional[str] = ..., mode: _Optional[str] = ..., model_version: _Optional[str] = ..., model_sha256: _Optional[str] = ..., window: _Optional[int] = ..., decided: _Optional[int] = ..., labelled: _Optional[int] = ..., slow: _Optional[int] = ..., roc_auc: _Optional[float] = ..., precision: _Optional[float] = ..., recall: _Optional[float] = ..., would_reject_share: _Optional[float] = ..., validation_roc_auc: _Optional[float] = ..., drift_margin: _Optional[float] = ..., drift: _Optional[bool] = ..., reject_share: _Optional[float] = ..., admitted: _Optional[int] = ..., rejected: _Optional[int] = ..., shadow_rejects: _Optional[int] = ..., fail_open: _Optional[int] = ..., overruns: _Optional[int] = ..., probes: _Optional[int] = ..., capped: _Optional[int] = ..., pending: _Optional[int] = ..., records_written: _Optional[int] = ..., records_dropped: _Optional[int] = ..., drift_windows: _Optional[int] = ..., windows_below: _Optional[int] = ...) -> None: ...
+    beyond_model: int
+    below_model: int
+    cold_overruns: int
+    warm_ticks: int
+    def __init__(self, device: _Optional[str] = ..., mode: _Optional[str] = ..., model_version: _Optional[str] = ..., model_sha256: _Optional[str] = ..., window: _Optional[int] = ..., decided: _Optional[int] = ..., labelled: _Optional[int] = ..., slow: _Optional[int] = ..., roc_auc: _Optional[float] = ..., precision: _Optional[float] = ..., recall: _Optional[float] = ..., would_reject_share: _Optional[float] = ..., validation_roc_auc: _Optional[float] = ..., drift_margin: _Optional[float] = ..., drift: _Optional[bool] = ..., reject_share: _Optional[float] = ..., admitted: _Optional[int] = ..., rejected: _Optional[int] = ..., shadow_rejects: _Optional[int] = ..., fail_open: _Optional[int] = ..., overruns: _Optional[int] = ..., probes: _Optional[int] = ..., capped: _Optional[int] = ..., pending: _Optional[int] = ..., records_written: _Optional[int] = ..., records_dropped: _Optional[int] = ..., drift_windows: _Optional[int] = ..., windows_below: _Optional[int] = ..., beyond_model: _Optional[int] = ..., below_model: _Optional[int] = ..., cold_overruns: _Optional[int] = ..., warm_ticks: _Optional[int] = ...) -> None: ...
 
 class StatusReply(_message.Message):
     __slots__ = ("devices",)

@@ -214,8 +214,12 @@ def make_states(model: Model, n_devices: int, engine: str | Engine, slo_us: floa
                 ) -> list[DeviceState]:
     """One DeviceState per deciding device, sharing one engine (one thread replays)."""
     b = model.bundle
+    # Every replayed IO carries the SLO as its deadline, so the daemon's default
+    # below_model = "reject" would answer EBUSY to all of them when the SLO is below
+    # the model's lowest threshold (serve refuses that config): a replay asks how the
+    # model judges at this SLO, the daemon's below_model = "judge".
     kw = {"slo_us": slo_us, "decision_threshold": decision_threshold,
-          "max_reject_share": max_reject_share}
+          "max_reject_share": max_reject_share, "below_model": "judge"}
     try:
         first = build_state(b, engine, **kw)
         return [first] + [build_state(b, first.engine, **kw) for _ in range(n_devices - 1)]

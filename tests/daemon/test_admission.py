@@ -40,9 +40,10 @@ def core_for(bundle: Bundle, engine: str = "dense", **kw: Any) -> AdmissionCore:
     (``max_reject_share`` 1): the tests of the cap ask for one."""
     deadline = kw.pop("default_deadline_us", None)
     cap = kw.pop("max_reject_share", 1.0)
+    below = kw.pop("below_model", "reject")
     kw.setdefault("predict_budget_us", 1e9)
     return AdmissionCore({"sda": build_state(bundle, engine, slo_us=deadline,
-                                             max_reject_share=cap)}, **kw)
+                                             max_reject_share=cap, below_model=below)}, **kw)
 
 
 def workload(n: int, seed: int = 1) -> list[tuple[int, int, int, int, float]]:
@@ -118,7 +119,9 @@ def check_against_offline(bundle: Bundle, engine: str, deadlines: list[float],
     ios = workload(len(deadlines))
     thr = median_p(bundle, ios)
     bundle.thresholds["p_slow"] = [thr] * len(bundle.latency_thresholds_us())
-    core = core_for(bundle, engine, default_deadline_us=default, predict_budget_us=1e12)
+    # the ladder rule itself: a deadline below the ladder is judged by its first head
+    core = core_for(bundle, engine, default_deadline_us=default, predict_budget_us=1e12,
+                    below_model="judge")
     got = drive(core, ios, deadlines)
     probs, admits, heads = offline(bundle, ios, deadlines, default, thr)
     for d, p, a, k in zip(got, probs, admits, heads, strict=True):
@@ -156,8 +159,12 @@ def test_multi_threshold_ladder_asks_the_right_head() -> None:
 
 
 def test_deadline_mapping_and_beyond_model() -> None:
+    judge = core_for(linnos_bundle(LADDER), default_deadline_us=150.0, below_model="judge")
+    assert judge.admit("sda", 0, 0, 4096, 10.0, 1, 0).threshold_index == 0  # below all
     core = core_for(linnos_bundle(LADDER), default_deadline_us=150.0)
-    assert core.admit("sda", 0, 0, 4096, 10.0, 1, 0).threshold_index == 0  # below all
+    d = core.admit("sda", 0, 0, 4096, 10.0, 1, 0)  # below all: EBUSY, the model not asked
+    assert (d.admit, d.threshold_index, d.reason) == (False, None, "deadline-below-model")
+    assert "sda" in core.devices and 1 not in core.state("sda").tracker
     assert core.admit("sda", 0, 0, 4096, 100.0, 2, 1).threshold_index == 0  # equal
     assert core.admit("sda", 0, 0, 4096, 101.0, 3, 2).threshold_index == 1  # between
     assert core.admit("sda", 0, 0, 4096, 0, 4, 3).threshold_index == 1  # default 150
@@ -232,7 +239,7 @@ def test_overrun_with_fake_clock(fail_open_on_overrun: bool) -> None:
 
 
 def test_slo_violations_and_unknown_completions() -> None:
-    core = core_for(linnos_bundle(p=1.0))  # p 1: never reject
+    core = core_for(linnos_bundle(p=1.0), below_model="judge")  # p 1: never reject
     for i, dl in enumerate([100.0, 200.0, 0.0]):  # 0 → default 300
         assert core.admit("sda", 0, i * 4096, 4096, dl, i, i).admit
     assert core.complete("sda", 0, 150.0, 200)  # 150 > 100: violation

@@ -65,7 +65,12 @@ CASES: dict[str, tuple[str, Callable[[Manifest], Any] | None, str, str, bool]] =
     "latency_us = []": ("synthetic", thresholds(latency_us=[]), "", "", False),
     "latency_us = [], slo_us set": ("synthetic", thresholds(latency_us=[]), "", "slo_us = 300",
                                     False),
-    "slo_us = 300": ("synthetic", None, "", "slo_us = 300", True),
+    # a default deadline below every trained threshold (500 µs) would make every IO
+    # without a deadline EBUSY (below_model = "reject"): refused unless judged
+    "slo_us = 300": ("synthetic", None, "", "slo_us = 300", False),
+    "slo_us = 300, below_model judge": ("synthetic", None, "",
+                                        'slo_us = 300\nbelow_model = "judge"', True),
+    "slo_us = 600": ("synthetic", None, "", "slo_us = 600", True),
     "two thresholds, one head": ("synthetic", thresholds(latency_us=[100.0, 200.0]), "", "",
                                  False),
     "latency_us = 'fast'": ("synthetic", thresholds(latency_us="fast"), "", "", False),

@@ -33,11 +33,12 @@ from mittd.proto import MAX_DEADLINE_US
 from tests.daemon.test_devices import edit_manifest, thresholds
 
 
-def _cores(name: str, p: float, probe_after: int = 0,
-           max_share: float | None = None) -> tuple[AdmissionCore, AdmissionCore]:
+def _cores(name: str, p: float, probe_after: int = 0, max_share: float | None = None,
+           below_model: str = "reject") -> tuple[AdmissionCore, AdmissionCore]:
     b = read_bundle(shipped_bundle(name))
     make = lambda fuse: AdmissionCore(  # noqa: E731
-        {"d": build_state(b, "csr", decision_threshold=p, max_reject_share=max_share)},
+        {"d": build_state(b, "csr", decision_threshold=p, max_reject_share=max_share,
+                          below_model=below_model)},
         predict_budget_us=1e9, probe_after=probe_after, fuse=fuse)
     fused, python = make(True), make(False)
     assert fused.state("d").admit_args is not None
@@ -45,7 +46,7 @@ def _cores(name: str, p: float, probe_after: int = 0,
 
 
 def _replay(core: AdmissionCore, seed: int, n: int = 600) -> list[tuple]:
-    """A seeded mix of reads and writes, deadlines (default, in, beyond the model),
+    """A seeded mix of reads and writes, deadlines (default, below, in, beyond the model),
     completions out of order and a few that never come (expired by the tracker)."""
     rng = np.random.default_rng(seed)
     st = core.state("d")
@@ -82,7 +83,12 @@ def test_fused_decides_as_the_python_path(name: str) -> None:
         assert a == b, (name, p)
     counts = a[-2][1]
     assert counts["admitted"] > 0 and counts["beyond_model"] > 0
+    assert counts["below_model"] > 0 and counts["rejected"] >= counts["below_model"]
     assert counts["tracker"]["expired"] > 0
+    fused, python = _cores(name, 0.5, below_model="judge")  # the lowest head judges
+    a, b = _replay(fused, 7), _replay(python, 7)
+    assert a == b, (name, "judge")
+    assert a[-2][1]["below_model"] == 0
 
 
 def test_fused_path_rejects_and_caps() -> None:

@@ -86,15 +86,19 @@ def bundle() -> Bundle:
 
 def workload(n: int, seed: int) -> dict[str, np.ndarray]:
     """n reads on distinct LBAs: a third predicted slow in runs (probes fire), some
-    deadlines beyond the model, a few predictor faults and overruns."""
+    deadlines beyond the model and a few below it, a few predictor faults and
+    overruns."""
     rng = np.random.default_rng(seed)
     lba = rng.permutation(1 << 20)[:n].astype(np.int64) + 1
     slow = rng.random(n) < 0.35
     slow[n // 4:n // 4 + 12] = True  # a long run of predicted rejections: probes
     margin = np.where(slow, 4.0, -4.0) + rng.normal(0, 0.5, n)
     beyond = rng.random(n) < 0.1
-    return {"lba": lba, "margin": margin, "deadline": np.where(beyond, 1e7, 0.0),
-            "fail": rng.random(n) < 0.05, "overrun": rng.random(n) < 0.08}
+    fail, overrun = rng.random(n) < 0.05, rng.random(n) < 0.08
+    below = ~beyond & (rng.random(n) < 0.04)  # deadline-below-model: EBUSY, not asked
+    return {"lba": lba, "margin": margin,
+            "deadline": np.where(beyond, 1e7, np.where(below, 1.0, 0.0)),
+            "fail": fail, "overrun": overrun}
 
 
 def cores(w: dict[str, np.ndarray], probe_after: int, fail_open_on_overrun: bool = True,
@@ -152,7 +156,7 @@ def test_admit_and_bursts_of_one_agree_on_every_rule(probe_after: int,
                                           10 * i + 5))
     assert counts(one) == counts(burst)
     assert seen == set(REASONS) - ({"probe"} if probe_after == 0 else set()) - (
-        {"shadow"} if mode == "enforce" else set())
+        {"shadow"} if mode == "enforce" else {"deadline-below-model"})
     if mode == "shadow":  # never rejects; counts what enforcing would have rejected
         assert counts(one)["rejected"] == 0 and counts(one)["shadow_rejects"] > 0
 
@@ -174,4 +178,5 @@ def test_bursts_decide_as_one_by_one_when_features_do_not_differ() -> None:
         got += [(bool(a), REASONS[r]) for a, r in zip(b.admit, b.reason, strict=True)]
     assert got == [(d.admit, d.reason) for d in single]
     assert counts(one) == counts(burst)
-    assert {r for _, r in got} == {"predicted", "deadline-beyond-model", "probe", "reject-cap"}
+    assert {r for _, r in got} == {"predicted", "deadline-beyond-model", "probe", "reject-cap",
+                                   "deadline-below-model"}
