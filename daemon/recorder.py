@@ -50,7 +50,13 @@ from mittd.traces.records import (
     RECORD_SCHEMA,
     SEGMENT_SUFFIX,
 )
-from mittd.traces.schema import METADATA_KEY, build_metadata, constant_strings, op_array
+from mittd.traces.schema import (
+    METADATA_KEY,
+    build_metadata,
+    constant_strings,
+    op_array,
+    parquet_writer,
+)
 
 __all__ = ["Recorder", "RecordsConfig", "SegmentWriter", "record_batch"]
 
@@ -194,7 +200,7 @@ class SegmentWriter:
         rec = {"device": self.device, "host": socket.gethostname(), "pid": os.getpid()}
         schema = RECORD_SCHEMA.with_metadata({METADATA_KEY: json.dumps(meta).encode(),
                                               RECORD_KEY: json.dumps(rec).encode()})
-        self._writer = pq.ParquetWriter(
+        self._writer = parquet_writer(  # page checksums: see mittd.traces.schema
             self._tmp, schema, compression="zstd", compression_level=1,
             use_dictionary=_DICTIONARY, column_encoding=_ENCODING)
         self._rows_in_file = 0

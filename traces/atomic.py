@@ -11,7 +11,6 @@ error becomes one :class:`OutputError` line naming the file.
 
 from __future__ import annotations
 
-import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,8 +44,14 @@ def fsync_dir(path: str | Path) -> None:
 
 
 def describe(e: OSError) -> str:
-    """``strerror`` without the errno tuple noise (``No space left on device``)."""
-    return e.strerror or os.strerror(e.errno or errno.EIO) if e.errno else str(e)
+    """The errno's own words (``No space left on device``): pyarrow's strerror is
+    ``Error writing bytes to file. Detail: [errno 28] ...``."""
+    return os.strerror(e.errno) if e.errno else (e.strerror or str(e))
+
+
+def output_error(path: str | Path, e: OSError) -> OutputError:
+    """The one-line error for an output ``path`` that failed with ``e``."""
+    return OutputError(f"cannot write {path}: {describe(e)}")
 
 
 def commit(tmp: Path, path: Path) -> None:
@@ -75,7 +80,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException as e:
         tmp.unlink(missing_ok=True)
         if isinstance(e, OSError):
-            raise OutputError(f"cannot write {final}: {describe(e)}") from None
+            raise output_error(final, e) from None
         raise
 
 

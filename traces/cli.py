@@ -12,6 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 from tqdm import tqdm
 
+from mittd.traces.argtypes import output_dir, output_file, positive_int
 from mittd.traces.collect import RW_MODES, CollectSpec, collect, parse_jobs
 from mittd.traces.errors import TraceError
 from mittd.traces.formats.base import ReadOptions
@@ -43,7 +44,8 @@ def byte_progress(total: int, label: str, enabled: bool) -> Iterator[Callable[[i
 def _report_bad(stream: TraceStream) -> None:
     if stream.bad.count:
         print(stream.bad.summary(), file=sys.stderr)
-        print("  (use --strict to stop at the first malformed line)", file=sys.stderr)
+        print(f"  (use --strict to stop at the first malformed {stream.bad.unit})",
+              file=sys.stderr)
 
 
 def _add_read_options(p: argparse.ArgumentParser) -> None:
@@ -175,7 +177,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     conv.add_argument("trace", help="input trace file, or a directory or glob of Parquet "
                       "segments (read as one trace)")
-    conv.add_argument("output", help="output .parquet file")
+    conv.add_argument("output", type=output_file, help="output .parquet file")
     _add_read_options(conv)
     conv.add_argument("--sort", action="store_true",
                       help="sort IOs by issue time (loads the whole trace into memory; fio "
@@ -263,7 +265,8 @@ def _add_collect(commands: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("target", help="file (created with --size when missing) or block device")
-    p.add_argument("-o", "--output", required=True, help="output .parquet trace")
+    p.add_argument("-o", "--output", required=True, type=output_file,
+                   help="output .parquet trace")
     p.add_argument("--size", help="bytes of the target to use, e.g. 1G (required for a new "
                    "file; default: the whole existing file or device)")
     p.add_argument("--runtime",
@@ -274,7 +277,7 @@ def _add_collect(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--rwmixread", type=int, default=70,
                    help="percent reads for rw/randrw (default 70)")
     p.add_argument("--bs", default="4k", help="block size of the default job (default 4k)")
-    p.add_argument("--iodepth", type=int, default=16,
+    p.add_argument("--iodepth", type=positive_int, default=16,
                    help="IOs in flight per job (default 16)")
     p.add_argument("--job", action="append", metavar="OPT=VAL,...",
                    help="add a job with these fio options on top of the defaults (repeat for "
@@ -296,7 +299,7 @@ def _add_collect(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="device name recorded in the trace (default: the "
                    "target's file name)")
     p.add_argument("--fio", default="fio", help="fio binary (default: fio on PATH)")
-    p.add_argument("--keep-logs", metavar="DIR",
+    p.add_argument("--keep-logs", metavar="DIR", type=output_dir,
                    help="keep fio's job file, logs and JSON report in DIR")
     p.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -20,6 +20,7 @@ within one millisecond.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import re
@@ -50,6 +51,7 @@ from mittd.traces.schema import (
     build_metadata,
     make_batch,
 )
+from mittd.traces.units import parse_size
 
 ALIGN = 4096  # replayed offsets and sizes are aligned to this for O_DIRECT
 DEFAULT_RUNTIME_S = 30.0  # a workload spec's run time unless --runtime says otherwise
@@ -191,6 +193,57 @@ def check_direct_io(target: Target) -> None:
             f"{target.path}: the file system does not support direct IO ({e.strerror}); "
             "use a disk-backed path, or --buffered (latencies then include the page cache)"
         )
+
+
+def _block_sizes(text: str, what: str) -> None:
+    """fio's ``bs``: one size, or ``read,write[,trim]`` sizes; each a size > 0."""
+    for part in text.split(","):
+        try:
+            n = parse_size(part, what) if part.strip() else 1  # "4k," keeps fio's default
+        except ValueError as e:
+            raise TraceError(str(e)) from None
+        if n <= 0:
+            raise TraceError(f"{what}: {text!r}: a block size must be > 0")
+
+
+def _int_in(text: str | int, what: str, lo: int, hi: int | None = None) -> None:
+    try:
+        v = int(text)
+    except ValueError:
+        raise TraceError(f"{what}: expected an integer, got {text!r}") from None
+    if v < lo or (hi is not None and v > hi):
+        span = f"from {lo} to {hi}" if hi is not None else f">= {lo}"
+        raise TraceError(f"{what} must be an integer {span}, got {v}")
+
+
+def check_spec(spec: CollectSpec) -> None:
+    """Refuse workload numbers fio would reject late, or run as something else (a zero
+    run time silently became the default 30 s), before fio is even looked for."""
+    if spec.size is not None and spec.size <= 0:
+        raise TraceError(f"--size must be > 0 bytes, got {spec.size}")
+    if spec.runtime_s is not None and not (math.isfinite(spec.runtime_s)
+                                           and spec.runtime_s > 0):
+        raise TraceError(f"--runtime must be > 0, got {spec.runtime_s:g} s")
+    _int_in(spec.rwmixread, "--rwmixread", 0, 100)
+    _int_in(spec.iodepth, "--iodepth", 1)
+    _block_sizes(spec.bs, "--bs")
+    if not (math.isfinite(spec.replay_speed) and spec.replay_speed > 0):
+        raise TraceError(f"--replay-speed must be > 0, got {spec.replay_speed:g}")
+    if spec.replay is not None and spec.replay.exists() and spec.output.exists() \
+            and spec.replay.resolve() == spec.output.resolve():
+        raise TraceError(f"{spec.output}: output would overwrite the --replay trace")
+    if spec.keep_logs is not None and spec.keep_logs.exists() and not spec.keep_logs.is_dir():
+        raise TraceError(f"--keep-logs {spec.keep_logs}: is a file, expected a directory")
+    for job in spec.jobs:
+        name = "--job " + ",".join(f"{k}={v}" for k, v in job.items())
+        for key in ("bs", "blocksize"):
+            if key in job:
+                _block_sizes(job[key], f"{name}: {key}")
+        if "iodepth" in job:
+            _int_in(job["iodepth"], f"{name}: iodepth", 1)
+        for key in ("rwmixread", "rwmixwrite"):
+            if key in job:
+                _int_in(job[key], f"{name}: {key}", 0, 100)
 
 
 def _parse_job(spec: str) -> dict[str, str]:
@@ -492,10 +545,7 @@ def collect(
         raise TraceError(f"{spec.output}: already exists (use --force to overwrite)")
     if not spec.output.parent.is_dir():
         raise TraceError(f"{spec.output.parent}: output directory does not exist")
-    if spec.replay_speed <= 0:
-        raise TraceError("--replay-speed must be > 0")
-    if spec.iodepth < 1:
-        raise TraceError("--iodepth must be >= 1")
+    check_spec(spec)
     fio, fio_version = find_fio(spec.fio)
     # fio runs in its log folder: a relative target would name a file there
     spec = replace(spec, target=spec.target.absolute())

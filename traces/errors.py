@@ -27,20 +27,30 @@ class BadLines:
     sample_size: int = 5
     count: int = 0
     samples: list[tuple[int, str, str]] = field(default_factory=list)
+    unit: str = "line"  # "row" for Parquet, where there are no lines
+
+    def where(self, n: int) -> str:
+        """``path:12`` for a text line, ``path: row 12`` for a Parquet row."""
+        return f"{self.path}:{n}" if self.unit == "line" else f"{self.path}: {self.unit} {n}"
 
     def add(self, line_no: int, line: str, reason: str) -> None:
         """Record one malformed line (1-based line number); raise when strict."""
         self.count += 1
         text = line if len(line) <= 120 else line[:117] + "..."
         if self.strict:
-            raise MalformedLineError(f"{self.path}:{line_no}: {reason}: {text!r}")
+            raise MalformedLineError(f"{self.where(line_no)}: {reason}: {text!r}")
         if len(self.samples) < self.sample_size:
             self.samples.append((line_no, text, reason))
+
+    def skip(self, n: int) -> None:
+        """Count ``n`` more malformed rows beyond the sample (no text built for them)."""
+        if n > 0:
+            self.count += n
 
     def summary(self) -> str:
         """Human report: how many lines were skipped, with line numbers and a sample."""
         if not self.count:
             return ""
-        lines = [f"{self.path}: skipped {self.count} malformed line(s); first ones:"]
-        lines += [f"  line {n}: {reason}: {text!r}" for n, text, reason in self.samples]
+        lines = [f"{self.path}: skipped {self.count} malformed {self.unit}(s); first ones:"]
+        lines += [f"  {self.unit} {n}: {reason}: {text!r}" for n, text, reason in self.samples]
         return "\n".join(lines)

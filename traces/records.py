@@ -80,7 +80,8 @@ from typing import Any  # noqa: E402
 
 import pyarrow.parquet as pq  # noqa: E402
 
-from mittd.traces.errors import TraceError  # noqa: E402
+from mittd.traces.errors import BadLines, TraceError  # noqa: E402
+from mittd.traces.schema import PARQUET_ERRORS, corrupted, iter_parquet  # noqa: E402
 
 GLOB_CHARS = frozenset("*?[")
 PARQUET_MAGIC = b"PAR1"
@@ -170,38 +171,56 @@ def is_record_file(path: str | Path) -> bool:
     for anything else, unreadable files included (their reader says what is wrong)."""
     try:
         return is_record_schema(pq.read_schema(path))
-    except (pa.ArrowException, OSError):
+    except PARQUET_ERRORS:
         return False
 
 
 def record_metadata(path: str | Path) -> dict[str, Any]:
     """A segment's record provenance (``mittd.records``: device alias, ...); {} if none."""
-    raw = (pq.read_schema(path).metadata or {}).get(RECORD_KEY)
-    return json.loads(raw) if raw else {}
+    try:
+        raw = (pq.read_schema(path).metadata or {}).get(RECORD_KEY)
+    except PARQUET_ERRORS as e:
+        raise corrupted(path, e) from None
+    try:
+        return json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
 
 
 def iter_records(
-    spec: SegmentSpec, columns: Sequence[str] | None = None, batch_rows: int = 1 << 18
+    spec: SegmentSpec, columns: Sequence[str] | None = None, batch_rows: int = 1 << 18,
+    bad: BadLines | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Every row of the record segments ``spec`` names (a file, a directory, a glob, or
     a list of files) — rejected IOs too — segment after segment, as batches of
-    RECORD_SCHEMA's ``columns`` (default: all). Bounded memory, for summaries."""
+    RECORD_SCHEMA's ``columns`` (default: all). Bounded memory, for summaries.
+
+    Rows that break a canonical value rule (``traces.checks``) are left out and
+    counted in ``bad`` (default: counted and dropped, as the trace view of the same
+    segments reports them); page checksums are verified."""
     cols = list(columns or RECORD_COLUMNS)
     unknown = [c for c in cols if c not in RECORD_COLUMNS]
     if unknown:
         raise ValueError(f"not record columns: {', '.join(unknown)}")
     schema = pa.schema([RECORD_SCHEMA.field(c) for c in cols])
+    read = list(dict.fromkeys([*COLUMNS, *cols]))  # the canonical ones to validate
     for path in _paths(spec):
+        sink = bad if bad is not None else BadLines(str(path), unit="row")
         try:
-            pf = pq.ParquetFile(path)
-            missing = [c for c in RECORD_COLUMNS if c not in pf.schema_arrow.names]
-            if missing:
-                raise TraceError(f"{path}: not an IO record segment (missing columns: "
-                                 f"{', '.join(missing)})")
-            for batch in pf.iter_batches(batch_size=batch_rows, columns=cols):
+            names = pq.read_schema(path).names
+        except PARQUET_ERRORS as e:
+            raise corrupted(path, e) from None
+        missing = [c for c in RECORD_COLUMNS if c not in names]
+        if missing:
+            raise TraceError(f"{path}: not an IO record segment (missing columns: "
+                             f"{', '.join(missing)})")
+        where = path.name if str(path) != sink.path else ""
+        for batch in iter_parquet(path, read, sink, batch_rows, where):
+            batch = batch.select(cols)
+            try:
                 yield batch if batch.schema == schema else batch.cast(schema)
-        except (pa.ArrowException, OSError) as e:
-            raise TraceError(f"{path}: unreadable record segment: {e}") from None
+            except PARQUET_ERRORS as e:
+                raise TraceError(f"{path}: unreadable record segment: {e}") from None
 
 
 def read_records(spec: SegmentSpec) -> pa.Table:

@@ -54,22 +54,35 @@ def detect_format(path: str | Path) -> TraceFormat:
     if b"\x00" in head[:4096]:
         raise TraceError(f"{p}: binary file of unknown format (not a text trace or Parquet)")
     text = head.decode("utf-8", errors="replace")
-    lines = text.splitlines()
-    if len(head) >= (64 << 10) and len(lines) > 1:
-        lines = lines[:-1]  # the last line of the head may be cut short
-    lines = [ln for ln in lines if ln.strip()][:50]
+    numbered = list(enumerate(text.splitlines(), 1))
+    if len(head) >= (64 << 10) and len(numbered) > 1:
+        numbered = numbered[:-1]  # the last line of the head may be cut short
+    numbered = [(n, ln) for n, ln in numbered if ln.strip()][:50]
+    lines = [ln for _, ln in numbered]
     # The best fit wins (ties go to the more distinctive format, earlier in FORMATS);
     # a file where fewer than a third of the first lines fit any format is unknown.
     scores = [(float(fmt.sniff(lines)), -i, fmt) for i, fmt in enumerate(FORMATS.values())]
     score, _, best = max(scores, key=lambda s: s[:2])
     if score >= MIN_SNIFF_SCORE:
         return best
-    first = lines[0] if lines else ""
-    shown = first if len(first) <= 80 else first[:77] + "..."
-    raise TraceError(
-        f"{p}: unrecognised trace format (first line: {shown!r}); "
-        f"pass --format, one of: {', '.join(FORMATS)}"
-    )
+    raise TraceError(f"{p}: unrecognised trace format ({_why_unknown(numbered, scores)}); "
+                     f"pass --format, one of: {', '.join(FORMATS)}")
+
+
+def _why_unknown(numbered: list[tuple[int, str]],
+                 scores: list[tuple[float, int, TraceFormat]]) -> str:
+    """Why no format fits: the best fits, and a line that no format reads (quoting the
+    first line would show a valid one when only the rest is garbage)."""
+    tried = sorted((s for s in scores if s[0] > 0), key=lambda s: s[:2], reverse=True)
+    fits = ", ".join(f"{f.name} {sc:.0%}" for sc, _, f in tried[:3])
+    why = (f"lines that fit: {fits}; fewer than {MIN_SNIFF_SCORE:.0%} of the first lines "
+           f"fit any format" if fits else "no line fits any format")
+    fmts = [f for f in FORMATS.values() if f.name != "parquet"]
+    for n, line in numbered:
+        if not any(f.sniff([line]) > 0 for f in fmts):
+            shown = line if len(line) <= 80 else line[:77] + "..."
+            return f"{why}; line {n} fits none: {shown!r}"
+    return why
 
 
 def get_format(name: str) -> TraceFormat:
@@ -96,7 +109,8 @@ class TraceStream:
     def __post_init__(self) -> None:
         if not self.paths:
             self.paths = (self.path,)
-        self.bad = BadLines(str(self.path), strict=self.options.strict)
+        self.bad = BadLines(str(self.path), strict=self.options.strict,
+                            unit="row" if self.format.name == "parquet" else "line")
 
     @property
     def is_set(self) -> bool:

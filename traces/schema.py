@@ -27,6 +27,7 @@ consumers that need issue order sort on load.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator, Mapping
@@ -35,7 +36,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from mittd.traces.atomic import OutputError, atomic_path, describe, output_error
+from mittd.traces.checks import CANONICAL_CHECKS, first_failed
+from mittd.traces.errors import BadLines, TraceError
 
 SCHEMA_VERSION = 1
 METADATA_KEY = b"mittd.trace"
@@ -122,32 +128,95 @@ def build_metadata(
     return meta
 
 
+# -- Parquet options: the one home of "every file is checksummed, every read verifies" --
+# A flipped bit in a data page otherwise reads back as a latency of 4e303; with page
+# CRCs the read fails instead. Files written without checksums still read (the
+# verification skips pages that carry none).
+WRITE_OPTIONS: dict[str, Any] = {"write_page_checksum": True}
+READ_OPTIONS: dict[str, Any] = {"page_checksum_verification": True}
+# What pyarrow raises for a damaged or foreign file (OSError: CRC mismatch, bad footer).
+PARQUET_ERRORS: tuple[type[BaseException], ...] = (pa.ArrowException, OSError)
+
+
+def parquet_writer(path: str | Path, schema: pa.Schema, **options: Any) -> pq.ParquetWriter:
+    """A ParquetWriter that writes page checksums (every Parquet file mittd writes)."""
+    return pq.ParquetWriter(path, schema, **WRITE_OPTIONS, **options)
+
+
+def open_parquet(path: str | Path) -> pq.ParquetFile:
+    """A ParquetFile whose reads verify page checksums; a damaged file is a TraceError."""
+    try:
+        return pq.ParquetFile(path, **READ_OPTIONS)
+    except PARQUET_ERRORS as e:
+        raise corrupted(path, e) from None
+
+
+def corrupted(path: str | Path, e: BaseException) -> TraceError:
+    """The one-line error for a Parquet file pyarrow cannot read."""
+    detail = describe(e) if isinstance(e, OSError) and e.errno else str(e).strip()
+    detail = detail.splitlines()[0] if detail else type(e).__name__
+    return TraceError(f"{path}: corrupted Parquet ({detail})")
+
+
 class TraceWriter:
     """Streams canonical batches into a Parquet file with provenance metadata.
 
-    Writes to ``<path>.partial`` and renames on a clean close, so an interrupted
-    conversion never leaves a truncated file under the requested name.
+    Writes to ``<path>.partial`` and renames on a clean close (``traces.atomic``:
+    fsync, rename, directory fsync), so an interrupted conversion, a full disk or a
+    ``kill -9`` never leaves a truncated file under the requested name, and an
+    existing file there stays whole until the new one replaces it. A write error is
+    an :class:`OutputError` naming the file; the partial is removed.
     """
 
     def __init__(self, path: str | Path, metadata: Mapping[str, Any]) -> None:
         self.path = Path(path)
-        self._tmp = self.path.with_name(self.path.name + ".partial")
+        self._atomic = atomic_path(self.path)
+        self._tmp = self._atomic.__enter__()
         schema = SCHEMA.with_metadata({METADATA_KEY: json.dumps(dict(metadata)).encode()})
-        self._writer = pq.ParquetWriter(self._tmp, schema, compression="zstd")
+        try:
+            self._writer = parquet_writer(self._tmp, schema, compression="zstd")
+        except BaseException as e:
+            self._finish(e)  # removes the partial and raises
+            raise
         self.rows = 0
+
+    def _finish(self, e: BaseException | None) -> None:
+        """Leave the atomic write: commit on ``None``, else remove the partial and
+        raise (an OSError as OutputError)."""
+        if e is None:
+            self._atomic.__exit__(None, None, None)
+            return
+        if self._atomic.__exit__(type(e), e, e.__traceback__):
+            return  # pragma: no cover - atomic_path never swallows
+        raise e
 
     def write(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows:
-            self._writer.write_batch(batch, row_group_size=1 << 20)
+            try:
+                self._writer.write_batch(batch, row_group_size=1 << 20)
+            except OSError as e:
+                raise self._output_error(e) from None
             self.rows += batch.num_rows
 
+    def _output_error(self, e: OSError) -> OutputError:
+        return output_error(self.path, e)
+
     def close(self) -> None:
-        self._writer.close()
-        self._tmp.replace(self.path)
+        try:
+            self._writer.close()
+        except BaseException as e:
+            with contextlib.suppress(_Aborted):
+                self._finish(_Aborted())  # removes the partial
+            if isinstance(e, OSError):
+                raise self._output_error(e) from None
+            raise
+        self._finish(None)
 
     def abort(self) -> None:
-        self._writer.close()
-        self._tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError, pa.ArrowException):
+            self._writer.close()
+        with contextlib.suppress(_Aborted):
+            self._finish(_Aborted())
 
     def __enter__(self) -> TraceWriter:
         return self
@@ -157,6 +226,10 @@ class TraceWriter:
             self.close()
         else:
             self.abort()
+
+
+class _Aborted(Exception):
+    """Raised into the atomic write to make it drop the partial."""
 
 
 def write_trace(path: str | Path, table: pa.Table, metadata: Mapping[str, Any]) -> None:
@@ -173,27 +246,122 @@ def is_parquet(path: str | Path) -> bool:
 
 def trace_metadata(path: str | Path) -> dict[str, Any]:
     """Provenance of a canonical trace file (empty dict when absent)."""
-    raw = (pq.read_schema(path).metadata or {}).get(METADATA_KEY)
-    return json.loads(raw) if raw else {}
+    try:
+        raw = (pq.read_schema(path).metadata or {}).get(METADATA_KEY)
+    except PARQUET_ERRORS as e:
+        raise corrupted(path, e) from None
+    try:
+        return json.loads(raw) if raw else {}
+    except ValueError:
+        return {}  # provenance is informative only: damaged JSON is no reason to refuse
+
+
+def _type_ok(have: pa.DataType, want: pa.DataType) -> bool:
+    """Whether a column's stored type reads losslessly as the canonical one."""
+    if have == want:
+        return True
+    if pa.types.is_dictionary(have):
+        have = have.value_type
+    if pa.types.is_dictionary(want):
+        want = want.value_type
+    if pa.types.is_string(want):
+        return pa.types.is_string(have) or pa.types.is_large_string(have)
+    if pa.types.is_floating(want):
+        return pa.types.is_floating(have) or pa.types.is_integer(have)
+    if pa.types.is_integer(want):
+        return pa.types.is_integer(have)
+    return False  # pragma: no cover - every canonical type is named above
 
 
 def check_schema(schema: pa.Schema, path: str | Path) -> None:
+    """Refuse, in one line, a Parquet file that is not a canonical trace: a missing
+    column, or one whose type cannot be read as the canonical one."""
     missing = [c for c in COLUMNS if c not in schema.names]
     if missing:
-        raise ValueError(
+        raise TraceError(
             f"{path}: Parquet file is not a mittd trace (missing columns: {', '.join(missing)})"
         )
+    wrong = [f"{f.name} is {schema.field(f.name).type}, expected "
+             f"{'string' if f.name == 'op' else f.type}"
+             for f in SCHEMA if not _type_ok(schema.field(f.name).type, f.type)]
+    if wrong:
+        raise TraceError(f"{path}: Parquet file is not a mittd trace ({'; '.join(wrong)})")
 
 
-def iter_trace(path: str | Path, batch_rows: int = 1 << 18) -> Iterator[pa.RecordBatch]:
-    """Stream a canonical Parquet trace batch by batch (bounded memory)."""
-    pf = pq.ParquetFile(path)
-    check_schema(pf.schema_arrow, path)
-    yield from pf.iter_batches(batch_size=batch_rows, columns=list(COLUMNS))
+def _row_text(batch: pa.RecordBatch, row: int) -> str:
+    return ", ".join(f"{c}={batch.column(c)[row].as_py()!r}" for c in COLUMNS)
 
 
-def read_trace(path: str | Path) -> pa.Table:
-    """Load a whole canonical trace into memory."""
-    table = pq.read_table(path, columns=list(COLUMNS))
-    check_schema(table.schema, path)
-    return table
+def canonical_rows(
+    batch: pa.RecordBatch, bad: BadLines, first_row: int = 1, where: str = ""
+) -> pa.RecordBatch:
+    """A batch read from Parquet, made canonical: its types cast to SCHEMA's, the op
+    column re-coded to the fixed dictionary (codes 0 read, 1 write, 2 other, whatever
+    dictionary the file used), and the rows that break a rule of
+    ``traces.checks.CANONICAL_CHECKS`` reported to ``bad`` (row numbers from
+    ``first_row``; ``where`` names the file inside a set) and dropped. Other columns
+    (a record segment's decisions) are kept."""
+    cols = {}
+    for f in SCHEMA:
+        c = batch.column(f.name)
+        if f.name == "op":
+            c = c.cast(pa.string()) if not pa.types.is_string(c.type) else c
+            if pa.types.is_dictionary(c.type):  # pragma: no cover - cast above
+                c = c.dictionary_decode()
+        elif c.type != f.type:
+            c = c.cast(f.type)
+        cols[f.name] = c
+    view = pa.RecordBatch.from_arrays([cols[f.name] for f in SCHEMA], names=list(COLUMNS))
+    first, names = first_failed(view, CANONICAL_CHECKS)
+    codes = pc.fill_null(pc.index_in(cols["op"], value_set=_OP_DICTIONARY), OP_OTHER)
+    cols["op"] = pa.DictionaryArray.from_arrays(codes.cast(pa.int8()), _OP_DICTIONARY)
+    arrays = [cols.get(n, batch.column(n)) for n in batch.schema.names]
+    fields = [SCHEMA.field(n) if n in cols else batch.schema.field(n)
+              for n in batch.schema.names]
+    out = pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+    invalid = first >= 0
+    if not invalid.any():
+        return out
+    prefix = f"{where}: " if where else ""
+    rows = np.flatnonzero(invalid)
+    room = 1 if bad.strict else max(bad.sample_size - len(bad.samples), 0)
+    for r in rows[:room]:
+        bad.add(first_row + int(r), _row_text(view, int(r)), prefix + names[first[r]])
+    bad.skip(len(rows) - min(room, len(rows)))
+    return out.filter(pa.array(~invalid))
+
+
+def iter_parquet(
+    path: str | Path, columns: list[str], bad: BadLines, batch_rows: int = 1 << 18,
+    where: str = "",
+) -> Iterator[pa.RecordBatch]:
+    """The one reading loop of mittd's Parquet files: ``columns`` (the canonical ones
+    among them) checked against the schema, page checksums verified, rows made
+    canonical and validated by :func:`canonical_rows`; a damaged file is one
+    TraceError naming it."""
+    pf = open_parquet(path)
+    try:
+        check_schema(pf.schema_arrow, path)
+        row = 1
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
+            n = batch.num_rows
+            yield canonical_rows(batch, bad, row, where)
+            row += n
+    except PARQUET_ERRORS as e:
+        raise corrupted(path, e) from None
+    finally:
+        pf.close()
+
+
+def iter_trace(
+    path: str | Path, batch_rows: int = 1 << 18, bad: BadLines | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Stream a canonical Parquet trace batch by batch (bounded memory). Rows that
+    break a value rule go to ``bad``; without one the first such row is a TraceError."""
+    bad = bad if bad is not None else BadLines(str(path), strict=True, unit="row")
+    yield from iter_parquet(path, list(COLUMNS), bad, batch_rows)
+
+
+def read_trace(path: str | Path, bad: BadLines | None = None) -> pa.Table:
+    """Load a whole canonical trace into memory (see :func:`iter_trace`)."""
+    return pa.Table.from_batches(list(iter_trace(path, bad=bad)), schema=SCHEMA)

@@ -48,7 +48,8 @@ class LogHistogram:
         v = values[~np.isnan(values)]
         if not v.size:
             return
-        idx = np.floor(np.log(np.maximum(v, self.floor) / self.floor) / self._log_base)
+        with np.errstate(over="ignore"):  # beyond the ceiling: clipped to the last bucket
+            idx = np.floor(np.log(np.maximum(v, self.floor) / self.floor) / self._log_base)
         idx = np.clip(idx, 0, self.n_buckets - 1).astype(np.int64)
         self.counts += np.bincount(idx, minlength=self.n_buckets)
         self.count += int(v.size)
@@ -209,6 +210,8 @@ def human_bytes(n: float) -> str:
 def _num(x: float) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
+    if not math.isfinite(x) or abs(x) >= 1e10:  # absurd but valid: keep the column width
+        return f"{x:.3g}"
     return f"{x:,.0f}" if abs(x) >= 100 else f"{x:,.1f}"
 
 

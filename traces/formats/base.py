@@ -22,6 +22,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from mittd.traces.checks import (  # noqa: F401 - the formats' rules, re-exported
+    INT64_MAX,
+    INT64_MIN,
+    first_failed,
+    in_range,
+    non_negative,
+    one_of,
+    positive,
+)
 from mittd.traces.errors import BadLines, TraceError
 from mittd.traces.source import DEFAULT_BLOCK_BYTES, Block, iter_blocks
 
@@ -60,9 +69,18 @@ class TraceFormat(ABC):
         return {"format": self.name, "title": self.title, "has_latency": self.has_latency}
 
 
+def _int64(text: str) -> int:
+    """An int64 field; a value beyond int64 is a malformed field (Arrow would raise
+    OverflowError building the column)."""
+    v = int(text)
+    if not INT64_MIN <= v <= INT64_MAX:
+        raise ValueError("out of the int64 range")
+    return v
+
+
 def _py_converter(t: pa.DataType) -> Callable[[str], object]:
     if pa.types.is_integer(t):
-        return lambda s: int(s)
+        return _int64
     if pa.types.is_floating(t):
         return lambda s: float(s)
     return lambda s: s.strip()
@@ -114,14 +132,7 @@ class DelimitedFormat(TraceFormat):
 
     def invalid_rows(self, table: pa.Table) -> tuple[np.ndarray, list[str]]:
         """Per-row index of the first failed check (-1 = valid) and check names."""
-        first = np.full(table.num_rows, -1, dtype=np.int64)
-        names = []
-        for i, (reason, rule) in enumerate(self.checks):
-            ok = rule(table)
-            bad = ~np.asarray(pc.fill_null(ok, False).to_numpy(zero_copy_only=False), bool)
-            first[(first < 0) & bad] = i
-            names.append(reason)
-        return first, names
+        return first_failed(table, self.checks)
 
     # -- sniffing -----------------------------------------------------------
     def sniff(self, lines: Sequence[str]) -> float:
@@ -280,16 +291,3 @@ def device_names(
     return pc.binary_join_element_wise(
         prefix, pc.cast(table.column(column), pa.string()), sep
     ).combine_chunks()
-
-
-def non_negative(name: str) -> Callable[[pa.Table], pa.Array]:
-    return lambda t: pc.greater_equal(t.column(name), 0)
-
-
-def positive(name: str) -> Callable[[pa.Table], pa.Array]:
-    return lambda t: pc.greater(t.column(name), 0)
-
-
-def one_of(name: str, values: Sequence) -> Callable[[pa.Table], pa.Array]:
-    return lambda t: pc.is_in(t.column(name), value_set=pa.array(list(values)))
-

@@ -55,6 +55,7 @@ _TIMESTAMP = re.compile(r"\d+\.\d{9}\Z")  # %5T.%9t, nanoseconds zero-padded
 _ACTION = re.compile(r"[A-Za-z]{1,2}\Z")
 _TRAILER_HEAD = re.compile(r"(CPU\d+|Total) \(.*\):\s*\Z")
 _MAX_NS = 10**18  # 31 years: far beyond any trace, and safe in int64
+_MAX_SECTORS = (2**63 - 1) // SECTOR_BYTES  # sectors whose byte offset fits in int64
 
 
 def op_code(rwbs: str) -> int:
@@ -110,12 +111,16 @@ def _diagnose(f: list[str]) -> str | None:
         return "missing 'sector + nsectors'"
     if not f[7].isdecimal():
         return f"bad sector {f[7]!r}"
+    if int(f[7]) >= _MAX_SECTORS:
+        return f"sector {f[7]} out of range (its byte offset overflows int64)"
     if len(f) < 9 or f[8] != "+":
         return "expected 'sector + nsectors' after the RWBS field"
     if len(f) < 10:
         return "missing nsectors after '+'"
     if not f[9].isdecimal() or int(f[9]) == 0:
         return f"bad nsectors {f[9]!r}"
+    if int(f[9]) >= _MAX_SECTORS:
+        return f"nsectors {f[9]} out of range (its byte size overflows int64)"
     return "unparseable event"  # pragma: no cover - every failure is named above
 
 
@@ -192,7 +197,8 @@ class _Pairer:
                 sec = int(f[7])
                 n = int(f[9])
                 t = int(ts.replace(".", ""))
-                if sec < 0 or n <= 0 or not 0 <= t < max_ns:
+                if (sec < 0 or n <= 0 or not 0 <= t < max_ns
+                        or sec >= _MAX_SECTORS or n >= _MAX_SECTORS):
                     raise ValueError
             except ValueError:
                 if kind <= _C:

@@ -18,11 +18,13 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from mittd.traces.checks import INT64_MAX
 from mittd.traces.formats.base import (
     DelimitedFormat,
     ReadOptions,
     col,
     device_names,
+    in_range,
     map_ops,
     non_negative,
     one_of,
@@ -81,6 +83,11 @@ class TencentFormat(DelimitedFormat):
         ("Offset must be >= 0", non_negative("offset")),
         ("Size must be > 0", positive("size")),
         ("Timestamp must be >= 0", non_negative("timestamp")),
+        ("Timestamp is too large (overflows µs in int64)",
+         in_range("timestamp", 0, INT64_MAX // 1_000_000)),
+        ("Offset is too large (overflows bytes in int64)",
+         in_range("offset", 0, INT64_MAX // SECTOR)),
+        ("Size is too large (overflows bytes in int64)", in_range("size", 0, INT64_MAX // SECTOR)),
     )
 
     def to_canonical(self, table: pa.Table, options: ReadOptions) -> pa.RecordBatch:

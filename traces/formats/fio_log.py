@@ -33,9 +33,11 @@ from mittd.traces.formats.base import (
     Progress,
     ReadOptions,
     col,
+    in_range,
     map_ops,
     non_negative,
     one_of,
+    positive,
 )
 from mittd.traces.schema import make_batch
 
@@ -49,6 +51,7 @@ _BASE = (
 _PRIO = ("prio", pa.int64())
 _ISSUE = ("issue_ns", pa.int64())
 
+_MAX_MS = (2**63 - 1) // 1000  # a millisecond time whose µs still fit in int64
 _LOG_NAME = re.compile(r"^(?P<prefix>.*?)_(?P<kind>lat|clat|slat|bw|iops)(\.(?P<job>\d+))?\.log$")
 
 
@@ -72,8 +75,9 @@ class FioLogFormat(DelimitedFormat):
         ("ddir must be 0 (read), 1 (write) or 2 (trim)", one_of("ddir", [0, 1, 2])),
         ("time must be >= 0", non_negative("time_ms")),
         ("latency must be >= 0", non_negative("value_ns")),
-        ("block size must be >= 0", non_negative("bs")),
+        ("block size must be > 0", positive("bs")),
         ("offset must be >= 0", non_negative("offset")),
+        ("time is too large (overflows µs in int64)", in_range("time_ms", 0, _MAX_MS)),
     )
 
     def layout_error(self, nfields: int) -> str:

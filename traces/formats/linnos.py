@@ -24,12 +24,15 @@ from mittd.traces.formats.base import (
     ReadOptions,
     col,
     device_names,
+    in_range,
     map_ops,
     non_negative,
     one_of,
     positive,
 )
 from mittd.traces.schema import OP_OTHER, make_batch
+
+MAX_MS = 9.2e15  # milliseconds whose µs still fit in int64 (2**63 µs is 9.22e15 ms)
 
 
 class LinnosInputFormat(DelimitedFormat):
@@ -53,6 +56,7 @@ class LinnosInputFormat(DelimitedFormat):
         ("ts_ms must be >= 0", non_negative("ts_ms")),
         ("offset must be >= 0", non_negative("offset")),
         ("size must be > 0", positive("size")),
+        ("ts_ms is too large (overflows µs in int64)", in_range("ts_ms", 0, MAX_MS)),
     )
 
     def sniff_extra(self, table: pa.Table, lines: Sequence[str]) -> bool:
@@ -88,6 +92,9 @@ class LinnosOutputFormat(DelimitedFormat):
         ("offset must be >= 0", non_negative("offset")),
         ("size must be > 0", positive("size")),
         ("submission_ts must be >= 0", non_negative("submission_ms")),
+        ("latency_us must be finite", in_range("latency_us", 0, 1.7e308)),
+        ("submission_ts is too large (overflows µs in int64)",
+         in_range("submission_ms", 0, MAX_MS)),
     )
 
     def to_canonical(self, table: pa.Table, options: ReadOptions) -> pa.RecordBatch:

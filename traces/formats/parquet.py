@@ -8,12 +8,19 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from mittd.traces.errors import BadLines, TraceError
+from mittd.traces.errors import BadLines
 from mittd.traces.formats.base import Progress, ReadOptions, TraceFormat
 from mittd.traces.records import is_record_schema, reached_device
-from mittd.traces.schema import COLUMNS, SCHEMA, check_schema, constant_strings
+from mittd.traces.schema import (
+    COLUMNS,
+    PARQUET_ERRORS,
+    SCHEMA,
+    constant_strings,
+    corrupted,
+    iter_parquet,
+    open_parquet,
+)
 
 BATCH_ROWS = 1 << 18
 
@@ -30,24 +37,22 @@ class ParquetFormat(TraceFormat):
         self, path: Path, options: ReadOptions, bad: BadLines, progress: Progress = None
     ) -> Iterator[pa.RecordBatch]:
         size = path.stat().st_size
+        pf = open_parquet(path)
         try:
-            pf = pq.ParquetFile(path)
             records = is_record_schema(pf.schema_arrow)
-            if not records:
-                check_schema(pf.schema_arrow, path)
-            columns = [*COLUMNS, "decision"] if records else list(COLUMNS)
-            for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=columns):
-                if records:  # a rejected IO never reached the device: not in its trace
-                    batch = reached_device(batch)
-                batch = batch.cast(SCHEMA) if batch.schema != SCHEMA else batch
-                if options.device:
-                    batch = batch.set_column(
-                        5, "device", constant_strings(options.device, batch.num_rows)
-                    )
-                yield batch
-        except (pa.ArrowInvalid, OSError) as e:
-            raise TraceError(f"{path}: unreadable Parquet trace: {e}") from None
-        except ValueError as e:
-            raise TraceError(str(e)) from None
+        except PARQUET_ERRORS as e:  # pragma: no cover - the schema was read on open
+            raise corrupted(path, e) from None
+        finally:
+            pf.close()
+        columns = [*COLUMNS, "decision"] if records else list(COLUMNS)
+        where = path.name if str(path) != bad.path else ""
+        for batch in iter_parquet(path, columns, bad, BATCH_ROWS, where):
+            if records:  # a rejected IO never reached the device: not in its trace
+                batch = reached_device(batch)
+            if options.device:
+                batch = batch.set_column(
+                    5, "device", constant_strings(options.device, batch.num_rows)
+                )
+            yield batch if batch.schema == SCHEMA else batch.cast(SCHEMA)
         if progress is not None:
             progress(size)

@@ -16,12 +16,15 @@ from mittd.traces.formats.base import (
     ReadOptions,
     col,
     device_names,
+    in_range,
     map_ops,
     non_negative,
     one_of,
     positive,
 )
 from mittd.traces.schema import make_batch
+
+MAX_SECONDS = 9.2e12  # seconds whose µs still fit in int64 (2**63 µs is 9.22e12 s)
 
 _COLUMNS = (
     ("timestamp", pa.float64()),
@@ -45,6 +48,9 @@ class SystorFormat(DelimitedFormat):
         ("Response must be >= 0", non_negative("response")),
         ("Offset must be >= 0", non_negative("offset")),
         ("Size must be > 0", positive("size")),
+        ("Timestamp is too large (overflows µs in int64)",
+         in_range("timestamp", 0, MAX_SECONDS)),
+        ("Response must be finite", in_range("response", 0, MAX_SECONDS)),
     )
 
     def to_canonical(self, table: pa.Table, options: ReadOptions) -> pa.RecordBatch:
