@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mittd.daemon.config import ConfigError, default_unix_socket
+from mittd.daemon.replay.cli import positive_float
 
 if TYPE_CHECKING:  # the gRPC client is imported when the command runs (fast --help)
     from mittd.daemon.client import DeviceStatus
@@ -267,16 +268,6 @@ def add_commands(commands: Any) -> None:
                    help="only this device (default: every device)")
     p.add_argument("--json", action="store_true",
                    help="print JSON (every field of the Status RPC) instead of the table")
-    p.add_argument("--timeout", type=_positive, default=DEFAULT_TIMEOUT_S, metavar="S",
+    p.add_argument("--timeout", type=positive_float, default=DEFAULT_TIMEOUT_S, metavar="S",
                    help=f"seconds to wait for the answer (default {DEFAULT_TIMEOUT_S:g})")
     p.set_defaults(func=cmd_status)
-
-
-def _positive(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (v > 0 and math.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return v

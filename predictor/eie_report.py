@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,26 @@ import numpy as np
 from mittd.predictor import eie_perf as ep
 from mittd.predictor.bundle import Bundle, BundleError, load_bundle
 from mittd.predictor.graph import GraphError
-from mittd.traces.argtypes import output_file
+from mittd.traces.argtypes import at_most, output_file, positive_int
 from mittd.traces.shipped import shipped_trace
 
 DEFAULT_TRACE = shipped_trace()
 
 
 MAX_PES = 4096
+
+
+def png_file(text: str) -> str:
+    """A PNG to write: an output file whose name ends in .png (matplotlib takes the
+    format from the suffix: it refuses others only after the work, and silently
+    writes ``DIR.png`` for a suffix-less path).
+
+    TODO(lead): an argparse type for mittd.traces.argtypes (``mittd bench live``
+    uses it too)."""
+    output_file(text)
+    if Path(text).suffix.lower() != ".png":
+        raise argparse.ArgumentTypeError(f"{text}: expected a file name ending in .png")
+    return text
 
 
 def parse_pes(text: str) -> list[int]:
@@ -160,7 +174,18 @@ def write_png(results: list[dict[str, Any]], path: str | Path) -> None:
     fig.savefig(str(path))
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """--json/--png must not name a bundle or the trace read: refuse before the work
+    rather than overwrite an input with the report."""
+    ins = [Path(i) for i in [*args.bundles, args.trace] if Path(i).is_file()]
+    for opt, out in (("--json", args.json), ("--png", args.png)):
+        if out and Path(out).exists() and any(Path(out).samefile(i) for i in ins):
+            raise ValueError(f"{opt} {out}: is an input of this report; refusing to "
+                             "overwrite it")
+
+
 def cmd_eie_report(args: argparse.Namespace) -> int:
+    _check_outputs(args)
     pes = parse_pes(args.pes)
     t5 = ep.table5(pes, args.process_nm)
     results = []
@@ -178,6 +203,38 @@ def cmd_eie_report(args: argparse.Namespace) -> int:
         doc = {"pes": pes, "process_nm": args.process_nm, "table5": t5, "results": results}
         Path(args.json).write_text(json.dumps(doc, indent=1, default=str))
     return 0
+
+
+MAX_SAMPLES = 100_000  # inputs simulated cycle by cycle: more is hours, not a report
+_samples = at_most(positive_int, MAX_SAMPLES)
+
+
+def _number(text: str, lo: float, hi: float, lo_open: bool, hi_open: bool) -> float:
+    """A finite number in the interval; the message names it.
+
+    TODO(lead): mittd.daemon.replay.cli has the same rule as positive_float/sparsity;
+    one home in mittd.traces.argtypes would serve both (predictor/ must not import
+    daemon/)."""
+    span = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in {span}, got {text!r}") from None
+    ok = math.isfinite(v) and (lo < v if lo_open else lo <= v) and (v < hi if hi_open
+                                                                     else v <= hi)
+    if not ok:
+        raise argparse.ArgumentTypeError(f"must be a number in {span}, got {text}")
+    return v
+
+
+def _process_nm(text: str) -> float:
+    """A process node in nm: > 0, and no larger than the first transistors."""
+    return _number(text, 0.0, 10_000.0, True, False)
+
+
+def _sparsity(text: str) -> float:
+    """A synthetic bundle's sparsity in [0, 1): 1 would prune every weight."""
+    return _number(text, 0.0, 1.0, False, True)
 
 
 def _one_line_errors(fn: Any) -> Any:
@@ -204,12 +261,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("bundles", nargs="+", metavar="MODEL.mittd",
                    help="bundles (or model names with --synthetic-sparsity)")
     p.add_argument("--pes", default="1,2,4,8,16,32,64", help="PE counts, comma-separated")
-    p.add_argument("--process-nm", type=float, default=ep.EIE_NM,
+    p.add_argument("--process-nm", type=_process_nm, default=ep.EIE_NM,
                    help="process node for Table 5's area and power (EIE: 45)")
-    p.add_argument("--samples", type=int, default=200, help="inputs to simulate")
+    p.add_argument("--samples", type=_samples, default=200, help="inputs to simulate")
     p.add_argument("--trace", default=str(DEFAULT_TRACE), help="trace to featurise")
-    p.add_argument("--synthetic-sparsity", type=float, metavar="S",
+    p.add_argument("--synthetic-sparsity", type=_sparsity, metavar="S",
                    help="treat names as models: random weights magnitude-pruned to S")
-    p.add_argument("--png", metavar="FILE", help="write latency vs PEs as a PNG")
+    p.add_argument("--png", metavar="FILE", type=png_file,
+                   help="write latency vs PEs as a PNG")
     p.add_argument("--json", type=output_file, metavar="FILE", help="write the results as JSON")
     p.set_defaults(func=_one_line_errors(cmd_eie_report))

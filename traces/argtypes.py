@@ -11,9 +11,13 @@ from __future__ import annotations
 import argparse
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["non_negative_int", "output_dir", "output_file", "positive_int", "probability"]
+__all__ = ["MAX_COUNT", "at_most", "non_negative_int", "output_dir", "output_file",
+           "positive_int", "probability", "seed32"]
+
+MAX_COUNT = 2**31 - 1  # counts past int32 overflow numpy and allocate without end
 
 
 def _int(text: str) -> int:
@@ -36,6 +40,25 @@ def non_negative_int(text: str) -> int:
     v = _int(text)
     if v < 0:
         raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {v}")
+    return v
+
+
+def at_most(kind: Callable[[str], int], hi: int = MAX_COUNT) -> Callable[[str], int]:
+    """``kind`` (e.g. positive_int) capped at ``hi``: a huge count is a typo."""
+    def typ(text: str) -> int:
+        v = kind(text)
+        if v > hi:
+            raise argparse.ArgumentTypeError(f"must be at most {hi}, got {v}")
+        return v
+    typ.__name__ = kind.__name__
+    return typ
+
+
+def seed32(text: str) -> int:
+    """A seed in [0, 2**32): what numpy's legacy seeding, and so Keras', accepts."""
+    v = non_negative_int(text)
+    if v >= 2**32:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**32), got {v}")
     return v
 
 

@@ -13,11 +13,27 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mittd.daemon.bench.tailcut.run import MODELS as TAILCUT_MODELS
+from mittd.daemon.replay.cli import (
+    count,
+    non_negative_count,
+    non_negative_float,
+    positive_float,
+    share,
+    sparsity,
+)
 from mittd.daemon.replay.report import jsonable
 from mittd.predictor.bundle import BundleError
+from mittd.predictor.eie_report import png_file
 from mittd.predictor.engines import ENGINES
 from mittd.predictor.shipped import shipped_bundle
-from mittd.traces.argtypes import non_negative_int, output_file, positive_int, probability
+from mittd.predictor.slo import parse_slo
+from mittd.traces.argtypes import (
+    MAX_COUNT,
+    non_negative_int,
+    output_dir,
+    output_file,
+    probability,
+)
 from mittd.traces.units import parse_size
 
 __all__ = ["add_commands"]
@@ -48,8 +64,9 @@ def _int_list(text: str) -> tuple[int, ...]:
         values = tuple(int(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected integers like 1,4, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"counts must be >= 1, got {text!r}")
+    if not values or min(values) < 1 or max(values) > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"counts must be >= 1 and <= {MAX_COUNT}, got "
+                                         f"{text!r}")
     return values
 
 
@@ -58,6 +75,10 @@ def cmd_bench_rpc(args: argparse.Namespace) -> int:
 
     if args.bundle not in (None, "synthetic") and not Path(args.bundle).is_file():
         raise BundleError(f"{args.bundle}: no such bundle")
+    if args.dir is not None and not Path(args.dir).is_dir():
+        return _fail(f"--dir {args.dir}: not an existing directory")
+    if msg := _clobbered({"--json": args.json}, [args.bundle]):
+        return _fail(msg)
     say = (lambda _m: None) if args.quiet else (lambda m: print(m, flush=True))
     try:
         r = dbench.run(bundle=args.bundle, model=args.model, sparsity=args.sparsity,
@@ -96,9 +117,34 @@ def _fail(msg: str) -> int:
     return 2
 
 
+def _clobbered(outputs: dict[str, str | None], inputs: list[str | None]) -> str | None:
+    """The one-line complaint when an output option names one of the inputs.
+
+    Checked before the benchmark runs: minutes of work must not end by writing the
+    results over the bundle or trace they were measured with."""
+    ins = [Path(i) for i in inputs if i and Path(i).exists()]
+    for opt, out in outputs.items():
+        if out and Path(out).exists() and any(Path(out).samefile(i) for i in ins):
+            return f"{opt} {out}: is an input of this benchmark; refusing to overwrite it"
+    return None
+
+
+def _slo(text: str) -> str:
+    """An SLO in ``mittd.predictor.slo``'s grammar, checked now (it is resolved only
+    after the workloads are recorded, minutes later)."""
+    try:
+        parse_slo(text, [1.0, 2.0, 3.0])
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def cmd_bench_live(args: argparse.Namespace) -> int:
     from mittd.daemon.bench import live
 
+    if msg := _clobbered({"--json": args.json, "--png": args.png},
+                         [args.model, args.trace, *(args.target or ())]):
+        return _fail(msg)
     size = None
     if args.size is not None:
         try:
@@ -168,6 +214,8 @@ def cmd_bench_tailcut(args: argparse.Namespace) -> int:
 def cmd_bench_embedded(args: argparse.Namespace) -> int:
     from mittd.daemon.bench import embedded
 
+    if msg := _clobbered({"--json": args.json}, list(args.model or ())):
+        return _fail(msg)
     try:
         size = parse_size(args.size, "--size")
     except ValueError as e:
@@ -187,6 +235,8 @@ def cmd_bench_embedded(args: argparse.Namespace) -> int:
 def cmd_bench_records(args: argparse.Namespace) -> int:
     from mittd.daemon.bench import records
 
+    if msg := _clobbered({"--json": args.json}, [args.bundle, args.latencies]):
+        return _fail(msg)
     try:
         r = records.run_records(args.bundle, ios=args.ios, rounds=args.rounds, seed=args.seed,
                                 directory=args.dir, latencies=args.latencies,
@@ -200,6 +250,8 @@ def cmd_bench_records(args: argparse.Namespace) -> int:
 def cmd_bench_shadow(args: argparse.Namespace) -> int:
     from mittd.daemon.bench import shadow
 
+    if msg := _clobbered({"--json": args.json}, [args.bundle]):
+        return _fail(msg)
     sizes = {}
     for name, text in (("--read-size", args.read_size), ("--size", args.size)):
         try:
@@ -233,14 +285,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "shipped real trace. Takes several minutes.")
     p.add_argument("--models", nargs="+", choices=["precise_linear", "good_custom"],
                    help="models to measure (default both)")
-    p.add_argument("--sparsity", nargs="+", type=float,
+    p.add_argument("--sparsity", nargs="+", type=sparsity,
                    help="sparsities to measure (default: 0 .9 .95 .97 .98 for "
                    "precise_linear, 0 .9 .95 for good_custom)")
     p.add_argument("--methods", nargs="+", choices=["magnitude", "simd", "node"],
                    help="pruning methods for the sparse bundles (default all three)")
     p.add_argument("--engines", nargs="+", choices=list(ENGINES), help="engines (default all)")
-    p.add_argument("--calls", type=positive_int, default=20_000, help="timed calls per cell")
-    p.add_argument("--batch", type=int, default=256, help="batch size for throughput")
+    p.add_argument("--calls", type=count, default=20_000, help="timed calls per cell")
+    p.add_argument("--batch", type=count, default=256, help="batch size for throughput")
     p.add_argument("--no-tf", action="store_true", help="skip the TensorFlow comparison")
     p.add_argument("--json", type=output_file, metavar="FILE",
                    help="also write the raw results as JSON")
@@ -260,21 +312,21 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                    "'synthetic': random weights shaped by --model/--sparsity/--method)")
     d.add_argument("--model", choices=["precise_linear", "good_custom"],
                    default="precise_linear", help="synthetic model (with --bundle synthetic)")
-    d.add_argument("--sparsity", type=float, default=0.98, help="synthetic sparsity (0.98)")
+    d.add_argument("--sparsity", type=sparsity, default=0.98, help="synthetic sparsity (0.98)")
     d.add_argument("--method", choices=["magnitude", "simd", "node"], default="node",
                    help="synthetic pruning pattern (node)")
     d.add_argument("--clients", type=_int_list, default=(1, 4),
                    help="concurrent client processes to measure, e.g. 1,4 (default)")
-    d.add_argument("--calls", type=positive_int, default=2000,
+    d.add_argument("--calls", type=count, default=2000,
                    help="timed unary calls per client, kind and round (2000)")
-    d.add_argument("--rounds", type=int, default=3,
+    d.add_argument("--rounds", type=count, default=3,
                    help="interleaved rounds of echo/admit/read (3)")
-    d.add_argument("--batch", type=int, default=1024, help="IOs per stream batch (1024)")
-    d.add_argument("--batches", type=int, default=300, help="batches per stream client (300)")
-    d.add_argument("--workers", type=positive_int, default=4,
+    d.add_argument("--batch", type=count, default=1024, help="IOs per stream batch (1024)")
+    d.add_argument("--batches", type=count, default=300, help="batches per stream client (300)")
+    d.add_argument("--workers", type=count, default=4,
                    help="daemon RPC worker threads (4; at least the largest --clients + 1: "
                    "the daemon keeps one for unary calls beside the streams)")
-    d.add_argument("--deadline-us", type=int, default=0,
+    d.add_argument("--deadline-us", type=non_negative_count, default=0,
                    help="deadline sent with every IO (0: the model's first threshold)")
     d.add_argument("--dir", help="where to put the device file (default: the temp dir)")
     d.add_argument("--json", type=output_file, metavar="FILE",
@@ -303,10 +355,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--target paths are used as they are and never written unless --write-targets. "
         "Progress goes to stderr, the table to stdout. fio (and the daemons) are stopped "
         "on exit, on errors, on Ctrl-C and on SIGTERM.")
-    d.add_argument("--duration", type=float, default=60.0,
+    d.add_argument("--duration", type=positive_float, default=60.0,
                    help="seconds in all, warm-up and validation included (default 60; at "
                    "least 1 + rounds x candidates + 4 periods)")
-    d.add_argument("--validation-rounds", type=int, metavar="K",
+    d.add_argument("--validation-rounds", type=non_negative_count, metavar="K",
                    help="rounds of the validation window between the warm-up and the test "
                    "slices, one contention period per candidate (off, and rejection at "
                    "each --validation-cutoffs cutoff, the two strictest also uncapped) per "
@@ -319,7 +371,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     d.add_argument("--path", choices=["inproc", "grpc"], default="inproc",
                    help="where the decision runs: in this process (inproc, default) or in "
                    "one mittd serve daemon per replica over gRPC (grpc)")
-    d.add_argument("--replicas", type=int,
+    d.add_argument("--replicas", type=count,
                    help="replica files (2; with --target: one per target)")
     d.add_argument("--dir", metavar="DIR[,DIR...]",
                    help="where the replica files go, replica i in the (i mod n)-th DIR: give "
@@ -335,50 +387,51 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                    "share > 0 (DESTROYS their data)")
     d.add_argument("--size", help="size of each replica file (1G; with --target: the "
                    "smallest target)")
-    d.add_argument("--clients", type=int,
+    d.add_argument("--clients", type=count,
                    help="client threads (2 closed-loop; 4 with --trace; on 2 cores more "
                    "threads measure the CPU queue more than the disk)")
     d.add_argument("--trace", metavar="T",
                    help="issue the reads of trace T (any format mittd reads) at its arrival "
                    "times (open loop, the trace repeating), offsets modulo the replica size, "
                    "instead of the closed loop")
-    d.add_argument("--trace-speed", type=float, default=1.0, metavar="X",
+    d.add_argument("--trace-speed", type=positive_float, default=1.0, metavar="X",
                    help="replay the trace X times faster (1)")
     d.add_argument("--model", metavar="B.mittd",
                    help="bundle deciding every replica (default: the shipped "
                    "precise_linear_hist_node95 at P(slow) > 0.97, the demo's operating point)")
-    d.add_argument("--deadline-us", type=int,
+    d.add_argument("--deadline-us", type=count,
                    help="deadline of mittd-mode reads (default: the model's first "
                    "trained threshold)")
-    d.add_argument("--hedge-after-us", type=float,
+    d.add_argument("--hedge-after-us", type=non_negative_float,
                    help="hedging delay (default: p95 of the warm-up period without mittd)")
     d.add_argument("--decision-threshold", type=probability, metavar="P",
                    help="reject when P(slow) > P (default: 0.97 for the default model, else "
                    "the bundle's) when there is no validation window; with one, P joins the "
                    "cutoffs on trial")
-    d.add_argument("--max-reject-share", type=float, metavar="S",
+    d.add_argument("--max-reject-share", type=share, metavar="S",
                    help="cap on the share of a replica's decisions rejected (default: the "
                    "bundle policy's, 0.5 without one)")
-    d.add_argument("--probe-after", type=int, default=32, metavar="N",
+    d.add_argument("--probe-after", type=non_negative_count, default=32, metavar="N",
                    help="admit a probe after N rejections in a row (32, the daemon's "
                    "default; 0: never)")
-    d.add_argument("--period", type=float,
+    d.add_argument("--period", type=positive_float,
                    help="contention period and mode slice, seconds (3; a fifth of "
                    "--duration below 15 s)")
     d.add_argument("--busy", metavar="F[,F...]",
                    help="share of each period a replica is under writes: one for all or one "
                    "per replica (1/3; 0: no writer; --target replicas default to 0)")
-    d.add_argument("--write-qd", type=int, default=4,
+    d.add_argument("--write-qd", type=count, default=4,
                    help="queue depth of each fio writer (1 MiB writes, direct where the file "
                    "system takes it) (4)")
     d.add_argument("--seed", type=non_negative_int, default=0, help="seed of the read offsets (0)")
     d.add_argument("--keep-files", action="store_true",
                    help="keep the replica files, configs and logs")
-    d.add_argument("--output", "-o", metavar="DIR",
+    d.add_argument("--output", "-o", metavar="DIR", type=output_dir,
                    help="also write live.json, live.txt and live.png (the CDFs) into DIR")
     d.add_argument("--json", type=output_file, metavar="FILE",
                    help="also write the results as JSON")
-    d.add_argument("--png", metavar="FILE", help="also plot the CDFs (needs matplotlib)")
+    d.add_argument("--png", metavar="FILE", type=png_file,
+                   help="also plot the CDFs (needs matplotlib)")
     d.add_argument("--quiet", action="store_true", help="no progress lines")
     d.set_defaults(func=cmd_bench_live)
 
@@ -401,9 +454,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "read never reaches the primary's device, so a failover moves load rather than "
         "adding it).")
     t.add_argument("--seed", type=non_negative_int, default=0, help="seed of the workloads (0)")
-    t.add_argument("--workloads", type=int, default=8, metavar="K",
+    t.add_argument("--workloads", type=count, default=8, metavar="K",
                    help="seeded workloads to generate and record (8)")
-    t.add_argument("--runtime", type=float, default=25.0, metavar="S",
+    t.add_argument("--runtime", type=positive_float, default=25.0, metavar="S",
                    help="seconds of each recording (25; the validation window is 20 %% of it)")
     t.add_argument("--size", default="1G", help="size of the device file (1G)")
     t.add_argument("--dir", metavar="A[,B]",
@@ -414,18 +467,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                    choices=list(TAILCUT_MODELS),
                    help="models to train (default all four; mittd picks among "
                    "precise_linear and precise_linear_hist)")
-    t.add_argument("--slo", default="auto",
+    t.add_argument("--slo", default="auto", type=_slo,
                    help="label threshold: auto (the CDF knee, as LinnOS/Heimdall), p95, 500us")
     t.add_argument("--all-ops", action="store_true",
                    help="train on writes too (default: reads only, the IOs decided)")
-    t.add_argument("--epochs", type=positive_int, default=4, help="training epochs (4)")
-    t.add_argument("--reject-budget", type=float, default=0.05, metavar="B",
+    t.add_argument("--epochs", type=count, default=4, help="training epochs (4)")
+    t.add_argument("--reject-budget", type=probability, default=0.05, metavar="B",
                    help="most reads a device may reject (0.05, hedging's extra load)")
     t.add_argument("--no-shipped", action="store_true",
                    help="leave out the two shipped traces (replica: the trace time-shifted)")
     t.add_argument("--keep", action="store_true", help="keep the recordings in --output")
-    t.add_argument("-o", "--output", default="out/tailcut", help="report directory "
-                   "(out/tailcut)")
+    t.add_argument("-o", "--output", default="out/tailcut", type=output_dir,
+                   help="report directory (out/tailcut)")
     t.add_argument("--quiet", action="store_true", help="no progress")
     t.set_defaults(func=cmd_bench_tailcut)
 
@@ -443,9 +496,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "latencies to use. Timings are per machine; the segments are removed afterwards.")
     r.add_argument("--bundle", default=str(shipped_bundle("heimdall")), metavar="B.mittd",
                    help="the model (default: the shipped heimdall bundle)")
-    r.add_argument("--ios", type=int, default=200_000, help="IOs per variant and round "
+    r.add_argument("--ios", type=count, default=200_000, help="IOs per variant and round "
                    "(200000)")
-    r.add_argument("--rounds", type=int, default=5, help="interleaved rounds (5)")
+    r.add_argument("--rounds", type=count, default=5, help="interleaved rounds (5)")
     r.add_argument("--dir", help="where the segments are written (default: the system's "
                    "temporary directory)")
     r.add_argument("--latencies", metavar="TRACE",
@@ -484,24 +537,24 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     s.add_argument("--bundle", required=True, metavar="B.mittd",
                    help="the model bundle to shadow (decides at its own cutoff and first "
                    "trained threshold)")
-    s.add_argument("--seconds", type=float, required=True, metavar="S",
+    s.add_argument("--seconds", type=positive_float, required=True, metavar="S",
                    help="seconds of reading")
     s.add_argument("--records", required=True, metavar="R",
                    help="directory for the IO records (created if missing)")
     s.add_argument("--busy", metavar="F",
                    help="share of each period the replica is under writes (1/3, as bench "
                    "live; 0: no writer, fio not needed)")
-    s.add_argument("--period", type=float, metavar="S",
+    s.add_argument("--period", type=positive_float, metavar="S",
                    help="contention period, seconds (3)")
-    s.add_argument("--write-qd", type=int, default=4, metavar="N",
+    s.add_argument("--write-qd", type=count, default=4, metavar="N",
                    help="queue depth of the fio writer (1 MiB writes) (4)")
-    s.add_argument("--clients", type=int, default=1, metavar="N",
+    s.add_argument("--clients", type=count, default=1, metavar="N",
                    help="closed-loop client threads, QD1 each (1)")
     s.add_argument("--read-size", default="4k", metavar="BYTES",
                    help="bytes per read, a multiple of 4 KiB up to 1 MiB (4k)")
     s.add_argument("--size", default="1g", metavar="BYTES",
                    help="size of the replica file (1g)")
-    s.add_argument("--window", type=int, default=10_000, metavar="N",
+    s.add_argument("--window", type=count, default=10_000, metavar="N",
                    help="decisions in the live quality window, and IOs scored offline "
                    "(10000, the daemon's quality_window)")
     s.add_argument("--seed", type=non_negative_int, default=0, metavar="N",
@@ -528,12 +581,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     e.add_argument("--model", action="append", metavar="B.mittd",
                    help="bundle to measure, repeatable (default: every shipped bundle in "
                    "predictor/bundles/)")
-    e.add_argument("--ops", type=int,
+    e.add_argument("--ops", type=count,
                    help="ops per measurement and round (read pairs for the read loop); "
                    "instead of --seconds")
-    e.add_argument("--seconds", type=float,
+    e.add_argument("--seconds", type=positive_float,
                    help="seconds per measurement and round (default 0.5)")
-    e.add_argument("--rounds", type=int, default=5, help="interleaved rounds (5)")
+    e.add_argument("--rounds", type=count, default=5, help="interleaved rounds (5)")
     e.add_argument("--dir", help="where the read file goes (default: the repository's out/, "
                    "else the cwd; must support O_DIRECT, so not tmpfs)")
     e.add_argument("--size", default="256M", help="size of the read file (256M; written "

@@ -24,7 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mittd.daemon.replay.cli import positive_float
 from mittd.predictor.shipped import shipped_bundle
+from mittd.traces.argtypes import output_dir
 from mittd.traces.shipped import shipped_trace
 
 SAMPLE = shipped_trace()
@@ -180,9 +182,9 @@ def add_commands(commands: Any) -> None:
         "demo", help="see mittd work: offline replay + a short live run, one table",
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--output", "-o", default="out/demo", metavar="DIR",
+    p.add_argument("--output", "-o", default="out/demo", metavar="DIR", type=output_dir,
                    help="where reports and plots go (default out/demo)")
-    p.add_argument("--duration", type=float, default=40.0, metavar="S",
+    p.add_argument("--duration", type=positive_float, default=40.0, metavar="S",
                    help="seconds of the live run, 5..60 (default 40)")
     p.add_argument("--no-live", action="store_true", help="offline replay only")
     p.add_argument("--quiet", "-q", action="store_true", help="tables only")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Any
 
@@ -19,10 +20,18 @@ from mittd.daemon.replay import (
     unique_names,
 )
 from mittd.predictor.engines import ENGINE_NAMES
-from mittd.traces.argtypes import non_negative_int, output_dir, probability
+from mittd.traces.argtypes import (
+    at_most,
+    non_negative_int,
+    output_dir,
+    positive_int,
+    probability,
+)
 from mittd.traces.registry import FORMAT_NAMES
 
-__all__ = ["USER_ERRORS", "ReplayError", "add_commands", "cmd_replay"]
+__all__ = ["USER_ERRORS", "ReplayError", "add_commands", "cmd_replay",
+           "count", "non_negative_count", "non_negative_float", "positive_float", "share",
+           "sparsity"]
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ReplayError,)
 
@@ -120,6 +129,60 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- number types of the replay and bench options --------------------------------
+# TODO(lead): these belong in mittd.traces.argtypes beside positive_int (the brief
+# keeps that file read-only for this helper); move them and import from there.
+
+MAX_FLOAT = 1e9  # seconds, µs, nm: beyond this a value is a typo (and overflows timers)
+
+
+def _float(text: str, allowed: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number {allowed}, got {text!r}"
+                                         ) from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number {allowed}, got {text}")
+    return v
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 and at most 1e9 (durations, speeds, periods)."""
+    v = _float(text, f"in (0, {MAX_FLOAT:g}]")
+    if not 0.0 < v <= MAX_FLOAT:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, {MAX_FLOAT:g}], got {text}")
+    return v
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0 and at most 1e9 (delays: 0 means at once)."""
+    v = _float(text, f"in [0, {MAX_FLOAT:g}]")
+    if not 0.0 <= v <= MAX_FLOAT:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, {MAX_FLOAT:g}], got {text}")
+    return v
+
+
+def share(text: str) -> float:
+    """A share in (0, 1] (a cap on rejections: 1 means no cap)."""
+    v = _float(text, "in (0, 1]")
+    if not 0.0 < v <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text}")
+    return v
+
+
+def sparsity(text: str) -> float:
+    """A sparsity in [0, 1) (0: dense; 1 would prune every weight)."""
+    v = _float(text, "in [0, 1)")
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text}")
+    return v
+
+
+count = at_most(positive_int)  # counts >= 1: IOs, rounds, clients, batches
+non_negative_count = at_most(non_negative_int)  # 0 allowed: "never", "the default"
+
+
 def _fraction(text: str) -> float:
     t = text.strip()
     try:
@@ -162,25 +225,26 @@ def add_commands(commands: Any) -> None:
     p.add_argument("--engine", default="auto", choices=ENGINE_NAMES,
                    help="inference engine, as the daemon's (default auto: the fastest "
                         "measured here)")
-    p.add_argument("--failover-cost-us", type=int, default=DEFAULT_FAILOVER_COST_US,
+    p.add_argument("--failover-cost-us", type=non_negative_count, default=DEFAULT_FAILOVER_COST_US,
                    metavar="N",
                    help="µs added per failover hop: the fast EBUSY plus the re-send "
                         f"(default {DEFAULT_FAILOVER_COST_US}, a LAN round trip)")
-    p.add_argument("--probe-after", type=int, default=DEFAULT_PROBE_AFTER, metavar="N",
+    p.add_argument("--probe-after", type=non_negative_count, default=DEFAULT_PROBE_AFTER,
+                   metavar="N",
                    help="admit one read as a probe after N predicted rejections in a row, "
                         f"as the daemon does (default {DEFAULT_PROBE_AFTER}; 0: never)")
     p.add_argument("--decision-threshold", type=probability, metavar="P",
                    help="reject when P(slow) > P (default: each bundle's own)")
-    p.add_argument("--max-reject-share", type=float, metavar="S",
+    p.add_argument("--max-reject-share", type=share, metavar="S",
                    help="reject at most this share of a device's predicted decisions, in "
                         "(0, 1] (default: each bundle's policy; 1: no cap)")
-    p.add_argument("--hedge-after-us", type=float, metavar="US",
+    p.add_argument("--hedge-after-us", type=non_negative_float, metavar="US",
                    help="the hedge row's delay (default: the p95 of the replayed reads, i.e. "
                         "tuned on the data it is judged on)")
     p.add_argument("--from", dest="start", type=_fraction, default=0.0, metavar="F",
                    help="skip the first F of the IOs (issue order), e.g. 0.7 or 70%%: the "
                         "test split that 'mittd train' holds out (default 0)")
-    p.add_argument("--limit", type=int, metavar="N",
+    p.add_argument("--limit", type=count, metavar="N",
                    help="replay only the first N IOs of TRACE (issue order)")
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seed of the random policy (default 0)")
