@@ -442,14 +442,15 @@ class DeviceState:
     def below_model(self) -> str:
         """What a deadline below every trained threshold gets: ``"reject"`` (EBUSY, the
         model not asked) or ``"judge"`` (the lowest threshold's head judges it)."""
-        return BELOW_MODEL[0] if self.fdev[fp.F_BELOW_REJECT] else BELOW_MODEL[1]
+        return BELOW_MODEL[0] if self.fdev[fp.F_BELOW_US] else BELOW_MODEL[1]
 
     @below_model.setter
     def below_model(self, value: str) -> None:
         if value not in BELOW_MODEL:
             raise ValueError(f"below_model must be one of {', '.join(BELOW_MODEL)}, "
                              f"got {value!r}")
-        self.fdev[fp.F_BELOW_REJECT] = 1.0 if value == BELOW_MODEL[0] else 0.0
+        self.fdev[fp.F_BELOW_US] = fp.below_bound_us(self.thresholds_us[0],
+                                                     value == BELOW_MODEL[0])
 
     def head_for(self, deadline_us: float) -> tuple[int, int | None]:
         """How a (resolved, > 0) deadline is decided: (status, head) — the head asked
@@ -459,7 +460,7 @@ class DeviceState:
         k = index_in(deadline_us, th)
         if k is None:
             return _BEYOND, None
-        if k == 0 and deadline_us < th[0] and self.fdev[fp.F_BELOW_REJECT]:
+        if deadline_us < self.fdev[fp.F_BELOW_US]:
             return _BELOW, None
         return _PREDICTED, k
 
@@ -867,7 +868,7 @@ class AdmissionCore:
             th = st.thresholds_us
             k = np.searchsorted(np.asarray(th), dl, side="left")  # head_for, vectorised
             beyond = k >= len(th)
-            below = (dl < th[0]) & (st.fdev[fp.F_BELOW_REJECT] != 0.0)
+            below = dl < st.fdev[fp.F_BELOW_US]
             asked = ~(beyond | below)
             k[~asked] = -1
             status = np.where(beyond, _BEYOND, np.where(below, _BELOW, _PREDICTED))

@@ -38,6 +38,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from mittd.daemon import fastpath as fp
 from mittd.daemon.admission import DeviceState
 from mittd.daemon.config import BELOW_MODEL, Config, ConfigError, DeviceConfig, ServerConfig
 from mittd.predictor.bundle import Bundle, BundleError, load_bundle
@@ -168,7 +169,7 @@ def servable(bundle: Bundle, *, slo_us: float | None = None,
         raise fail(f"below_model must be one of {', '.join(BELOW_MODEL)}, got {below_model!r}")
     if source == "policy":  # a hedging bundle never answers EBUSY, below the model neither
         below_model = BELOW_MODEL[1]
-    if deadline < thresholds[0] and below_model == BELOW_MODEL[0]:
+    if deadline < fp.below_bound_us(thresholds[0], below_model == BELOW_MODEL[0]):
         raise fail(f"slo_us {deadline:g} is below the lowest trained threshold "
                    f"({thresholds[0]:g} µs): with below_model = \"reject\" every IO without "
                    "a deadline would be EBUSY; raise slo_us or set below_model = \"judge\"")

@@ -40,6 +40,7 @@ layout constants are compiled in), delete ``daemon/__pycache__`` too.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -98,12 +99,21 @@ OUTCOMES: tuple[tuple[bool, int, bool], ...] = (
 )
 (O_ADMIT, O_REJECT, O_BEYOND, O_FAILED, O_OVERRUN_ADMIT, O_OVERRUN_LATE, O_OVERRUN_REJECT,
  O_PROBE, O_CAPPED, O_SHADOW, O_BELOW) = range(len(OUTCOMES))
+def below_bound_us(lowest_threshold_us: float, reject: bool) -> float:
+    """The deadline (µs) under which the model is not asked and the IO is EBUSY:
+    the lowest trained threshold in whole µs (deadlines are whole µs on the wire, so
+    a deadline of 188 is judged by a 188.41 µs threshold, not refused), 0 (never)
+    with ``below_model = "judge"``. The one home of the rule: the kernel, the Python
+    and burst paths and the servability check all compare against it."""
+    return float(math.floor(lowest_threshold_us)) if reject else 0.0
+
+
 #: The outcomes that answer EBUSY: the IO is never issued, no latency will come.
 NEVER_ISSUED_CODES = (O_REJECT, O_OVERRUN_REJECT, O_BELOW)
 
 # fdev: rule state and settings, then the variable parts at the offsets in dev
 (F_SHARE, F_RUN, F_MAX_SHARE, F_PROBE_AFTER, F_FAIL_OPEN_OVERRUN, F_BUDGET_NS, F_SHARE_WEIGHT,
- F_MARGIN, F_SHADOW, F_BELOW_REJECT) = range(10)
+ F_MARGIN, F_SHADOW, F_BELOW_US) = range(10)
 F_FIXED = 10
 # dev: constants, then the featuriser's int parameters at D_IPARAMS
 (D_KIND, D_IN, D_DIM, D_OUT, D_HEAD, D_TIMEOUT, D_HEADS, D_THRESH, D_CUTOFF, D_LO, D_HI,
@@ -280,7 +290,7 @@ def admit1(tbuf, hist, dev, fdev, cnt, pred, ints, arena, rec, recf,
         k = -1
         dev[D_LAST_K] = -1
         out = rule(cnt, fdev, S_BEYOND, False, False)
-    elif k == 0 and deadline_us < fdev[t0] and fdev[F_BELOW_REJECT] != 0.0:
+    elif deadline_us < fdev[F_BELOW_US]:  # below_bound_us: 0 with below_model = "judge"
         k = -1
         dev[D_LAST_K] = -1
         out = rule(cnt, fdev, S_BELOW, False, False)

@@ -43,7 +43,7 @@ def t0(c: AdmissionCore) -> float:
 def test_below_the_model_is_ebusy_unasked(fuse: bool) -> None:
     c = core(fuse)
     st = c.state("d")
-    for i, dl in enumerate((1.0, t0(c) * 0.5, t0(c) - 1e-3)):
+    for i, dl in enumerate((1.0, t0(c) * 0.5, math.floor(t0(c)) - 1e-3)):
         d = c.admit("d", OP_READ, 4096 * i, 4096, dl, i + 1, 1_000 + i)
         assert (d.admit, d.threshold_index, d.reason, d.fail_open) == (
             False, None, "deadline-below-model", False)
@@ -58,6 +58,10 @@ def test_below_the_model_is_ebusy_unasked(fuse: bool) -> None:
     assert st.reject_run == 1
     # deadline 0 is the device default (the lowest threshold here): judged, not below
     assert c.admit("d", OP_READ, 0, 4096, 0, 11, 2_001).reason == "predicted"
+    # deadlines are whole µs: the threshold's whole µs (188 for 188.41) is judged by it
+    assert t0(c) != math.floor(t0(c))
+    d = c.admit("d", OP_READ, 0, 4096, math.floor(t0(c)), 12, 2_002)
+    assert (d.threshold_index, d.reason) == (0, "predicted")
 
 
 @pytest.mark.parametrize("fuse", [True, False])
