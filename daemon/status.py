@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mittd.daemon.config import ConfigError, default_unix_socket
-from mittd.daemon.replay.cli import positive_float
+from mittd.traces.argtypes import positive_float
 
 if TYPE_CHECKING:  # the gRPC client is imported when the command runs (fast --help)
     from mittd.daemon.client import DeviceStatus

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -18,26 +17,13 @@ import numpy as np
 from mittd.predictor import eie_perf as ep
 from mittd.predictor.bundle import Bundle, BundleError, load_bundle
 from mittd.predictor.graph import GraphError
-from mittd.traces.argtypes import at_most, output_file, positive_int
+from mittd.traces.argtypes import at_most, number, output_file, png_file, positive_int, sparsity
 from mittd.traces.shipped import shipped_trace
 
 DEFAULT_TRACE = shipped_trace()
 
 
 MAX_PES = 4096
-
-
-def png_file(text: str) -> str:
-    """A PNG to write: an output file whose name ends in .png (matplotlib takes the
-    format from the suffix: it refuses others only after the work, and silently
-    writes ``DIR.png`` for a suffix-less path).
-
-    TODO(lead): an argparse type for mittd.traces.argtypes (``mittd bench live``
-    uses it too)."""
-    output_file(text)
-    if Path(text).suffix.lower() != ".png":
-        raise argparse.ArgumentTypeError(f"{text}: expected a file name ending in .png")
-    return text
 
 
 def parse_pes(text: str) -> list[int]:
@@ -209,32 +195,8 @@ MAX_SAMPLES = 100_000  # inputs simulated cycle by cycle: more is hours, not a r
 _samples = at_most(positive_int, MAX_SAMPLES)
 
 
-def _number(text: str, lo: float, hi: float, lo_open: bool, hi_open: bool) -> float:
-    """A finite number in the interval; the message names it.
-
-    TODO(lead): mittd.daemon.replay.cli has the same rule as positive_float/sparsity;
-    one home in mittd.traces.argtypes would serve both (predictor/ must not import
-    daemon/)."""
-    span = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in {span}, got {text!r}") from None
-    ok = math.isfinite(v) and (lo < v if lo_open else lo <= v) and (v < hi if hi_open
-                                                                     else v <= hi)
-    if not ok:
-        raise argparse.ArgumentTypeError(f"must be a number in {span}, got {text}")
-    return v
-
-
-def _process_nm(text: str) -> float:
-    """A process node in nm: > 0, and no larger than the first transistors."""
-    return _number(text, 0.0, 10_000.0, True, False)
-
-
-def _sparsity(text: str) -> float:
-    """A synthetic bundle's sparsity in [0, 1): 1 would prune every weight."""
-    return _number(text, 0.0, 1.0, False, True)
+_process_nm = number(0.0, 10_000.0, lo_open=True, hi_open=False,
+                     doc="A process node in nm: > 0, no larger than the first transistors.")
 
 
 def _one_line_errors(fn: Any) -> Any:
@@ -265,7 +227,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                    help="process node for Table 5's area and power (EIE: 45)")
     p.add_argument("--samples", type=_samples, default=200, help="inputs to simulate")
     p.add_argument("--trace", default=str(DEFAULT_TRACE), help="trace to featurise")
-    p.add_argument("--synthetic-sparsity", type=_sparsity, metavar="S",
+    p.add_argument("--synthetic-sparsity", type=sparsity, metavar="S",
                    help="treat names as models: random weights magnitude-pruned to S")
     p.add_argument("--png", metavar="FILE", type=png_file,
                    help="write latency vs PEs as a PNG")

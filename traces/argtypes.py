@@ -14,10 +14,13 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["MAX_COUNT", "at_most", "non_negative_int", "output_dir", "output_file",
-           "positive_int", "probability", "seed32"]
+__all__ = ["MAX_COUNT", "MAX_FLOAT", "at_most", "count", "non_negative_count",
+           "non_negative_float", "non_negative_int", "number", "output_dir", "output_file",
+           "png_file", "positive_float", "positive_int", "probability", "seed32", "share",
+           "sparsity"]
 
 MAX_COUNT = 2**31 - 1  # counts past int32 overflow numpy and allocate without end
+MAX_FLOAT = 1e9  # seconds, µs, nm: beyond this a value is a typo (and overflows timers)
 
 
 def _int(text: str) -> int:
@@ -60,6 +63,41 @@ def seed32(text: str) -> int:
     if v >= 2**32:
         raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**32), got {v}")
     return v
+
+
+count = at_most(positive_int)  # counts >= 1: IOs, rounds, clients, batches
+non_negative_count = at_most(non_negative_int)  # 0 allowed: "never", "the default"
+
+
+def number(lo: float, hi: float, *, lo_open: bool, hi_open: bool, doc: str = ""
+           ) -> Callable[[str], float]:
+    """An argparse type for a finite number in the interval (NaN and inf refused);
+    the message names the interval."""
+    span = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+
+    def typ(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number in {span}, got {text!r}"
+                                             ) from None
+        ok = math.isfinite(v) and (lo < v if lo_open else lo <= v) and (
+            v < hi if hi_open else v <= hi)
+        if not ok:
+            raise argparse.ArgumentTypeError(f"must be a number in {span}, got {text}")
+        return v
+    typ.__doc__ = doc or f"A finite number in {span}."
+    return typ
+
+
+positive_float = number(0.0, MAX_FLOAT, lo_open=True, hi_open=False,
+                        doc="A finite number > 0 and at most 1e9 (durations, speeds, periods).")
+non_negative_float = number(0.0, MAX_FLOAT, lo_open=False, hi_open=False,
+                            doc="A finite number >= 0 and at most 1e9 (delays: 0 at once).")
+share = number(0.0, 1.0, lo_open=True, hi_open=False,
+               doc="A share in (0, 1] (a cap on rejections: 1 means no cap).")
+sparsity = number(0.0, 1.0, lo_open=False, hi_open=True,
+                  doc="A sparsity in [0, 1) (0: dense; 1 would prune every weight).")
 
 
 def probability(text: str) -> float:
@@ -108,4 +146,14 @@ def output_dir(text: str) -> str:
     anc = next((q for q in p.parents if q.exists()), Path("."))
     if not anc.is_dir() or not os.access(anc, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"{p}: cannot create it under {anc}")
+    return text
+
+
+def png_file(text: str) -> str:
+    """A PNG to write: an output file whose name ends in .png (matplotlib takes the
+    format from the suffix: it refuses others only after the work, and silently
+    writes ``DIR.png`` for a suffix-less path)."""
+    output_file(text)
+    if Path(text).suffix.lower() != ".png":
+        raise argparse.ArgumentTypeError(f"{text}: expected a file name ending in .png")
     return text

@@ -13,26 +13,24 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mittd.daemon.bench.tailcut.run import MODELS as TAILCUT_MODELS
-from mittd.daemon.replay.cli import (
-    count,
-    non_negative_count,
-    non_negative_float,
-    positive_float,
-    share,
-    sparsity,
-)
 from mittd.daemon.replay.report import jsonable
 from mittd.predictor.bundle import BundleError
-from mittd.predictor.eie_report import png_file
 from mittd.predictor.engines import ENGINES
 from mittd.predictor.shipped import shipped_bundle
 from mittd.predictor.slo import parse_slo
 from mittd.traces.argtypes import (
     MAX_COUNT,
+    count,
+    non_negative_count,
+    non_negative_float,
     non_negative_int,
     output_dir,
     output_file,
+    png_file,
+    positive_float,
     probability,
+    share,
+    sparsity,
 )
 from mittd.traces.units import parse_size
 

@@ -24,9 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mittd.daemon.replay.cli import positive_float
 from mittd.predictor.shipped import shipped_bundle
-from mittd.traces.argtypes import output_dir
+from mittd.traces.argtypes import output_dir, positive_float
 from mittd.traces.shipped import shipped_trace
 
 SAMPLE = shipped_trace()

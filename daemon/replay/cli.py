@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from typing import Any
 
@@ -21,17 +20,17 @@ from mittd.daemon.replay import (
 )
 from mittd.predictor.engines import ENGINE_NAMES
 from mittd.traces.argtypes import (
-    at_most,
+    count,
+    non_negative_count,
+    non_negative_float,
     non_negative_int,
     output_dir,
-    positive_int,
     probability,
+    share,
 )
 from mittd.traces.registry import FORMAT_NAMES
 
-__all__ = ["USER_ERRORS", "ReplayError", "add_commands", "cmd_replay",
-           "count", "non_negative_count", "non_negative_float", "positive_float", "share",
-           "sparsity"]
+__all__ = ["USER_ERRORS", "ReplayError", "add_commands", "cmd_replay"]
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ReplayError,)
 
@@ -127,60 +126,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
               "(pip install matplotlib)", file=sys.stderr)
     say("wrote " + ", ".join(str(f) for f in files))
     return 0
-
-
-# --- number types of the replay and bench options --------------------------------
-# TODO(lead): these belong in mittd.traces.argtypes beside positive_int (the brief
-# keeps that file read-only for this helper); move them and import from there.
-
-MAX_FLOAT = 1e9  # seconds, µs, nm: beyond this a value is a typo (and overflows timers)
-
-
-def _float(text: str, allowed: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number {allowed}, got {text!r}"
-                                         ) from None
-    if not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"must be a finite number {allowed}, got {text}")
-    return v
-
-
-def positive_float(text: str) -> float:
-    """A finite number > 0 and at most 1e9 (durations, speeds, periods)."""
-    v = _float(text, f"in (0, {MAX_FLOAT:g}]")
-    if not 0.0 < v <= MAX_FLOAT:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, {MAX_FLOAT:g}], got {text}")
-    return v
-
-
-def non_negative_float(text: str) -> float:
-    """A finite number >= 0 and at most 1e9 (delays: 0 means at once)."""
-    v = _float(text, f"in [0, {MAX_FLOAT:g}]")
-    if not 0.0 <= v <= MAX_FLOAT:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, {MAX_FLOAT:g}], got {text}")
-    return v
-
-
-def share(text: str) -> float:
-    """A share in (0, 1] (a cap on rejections: 1 means no cap)."""
-    v = _float(text, "in (0, 1]")
-    if not 0.0 < v <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text}")
-    return v
-
-
-def sparsity(text: str) -> float:
-    """A sparsity in [0, 1) (0: dense; 1 would prune every weight)."""
-    v = _float(text, "in [0, 1)")
-    if not 0.0 <= v < 1.0:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text}")
-    return v
-
-
-count = at_most(positive_int)  # counts >= 1: IOs, rounds, clients, batches
-non_negative_count = at_most(non_negative_int)  # 0 allowed: "never", "the default"
 
 
 def _fraction(text: str) -> float:
