@@ -39,6 +39,7 @@ from mittd.daemon.admission import AdmissionCore
 from mittd.daemon.config import Config, ConfigError, load_config
 from mittd.daemon.devices import DeviceError, load_device, load_devices
 from mittd.predictor.engines import limit_blas_threads
+from mittd.traces.argtypes import non_negative_float
 
 log = logging.getLogger("mittd")
 
@@ -224,7 +225,7 @@ def add_commands(commands: Any) -> None:
         "Under systemd (Type=notify) it reports READY/RELOADING/STOPPING and pings the "
         "watchdog.")
     p.add_argument("--config", required=True, help="TOML config (see systemd/mittd.toml)")
-    p.add_argument("--grace", type=float, default=10.0,
+    p.add_argument("--grace", type=non_negative_float, default=10.0,
                    help="seconds in-flight calls get to finish on TERM (default 10)")
     p.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error"])

@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["MAX_COUNT", "MAX_FLOAT", "at_most", "count", "non_negative_count",
+__all__ = ["MAX_COUNT", "MAX_FLOAT", "at_most", "count", "int_in", "non_negative_count",
            "non_negative_float", "non_negative_int", "number", "output_dir", "output_file",
            "png_file", "positive_float", "positive_int", "probability", "seed32", "share",
            "sparsity"]
@@ -54,6 +54,17 @@ def at_most(kind: Callable[[str], int], hi: int = MAX_COUNT) -> Callable[[str], 
             raise argparse.ArgumentTypeError(f"must be at most {hi}, got {v}")
         return v
     typ.__name__ = kind.__name__
+    return typ
+
+
+def int_in(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse type for an integer in [lo, hi] (percentages, bounded depths)."""
+    def typ(text: str) -> int:
+        v = _int(text)
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"must be an integer in [{lo}, {hi}], got {v}")
+        return v
+    typ.__name__ = f"int_in_{lo}_{hi}"
     return typ
 
 

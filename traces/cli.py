@@ -12,8 +12,15 @@ from pathlib import Path
 import pyarrow as pa
 from tqdm import tqdm
 
-from mittd.traces.argtypes import output_dir, output_file, positive_int
-from mittd.traces.collect import RW_MODES, CollectSpec, collect, parse_jobs
+from mittd.traces.argtypes import (
+    at_most,
+    int_in,
+    output_dir,
+    output_file,
+    positive_float,
+    positive_int,
+)
+from mittd.traces.collect import MAX_IODEPTH, RW_MODES, CollectSpec, collect, parse_jobs
 from mittd.traces.errors import TraceError
 from mittd.traces.formats.base import ReadOptions
 from mittd.traces.registry import FORMAT_NAMES, FORMATS, TraceStream, open_trace
@@ -199,7 +206,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
             target=Path(args.target),
             output=Path(args.output),
             size=parse_size(args.size, "--size") if args.size else None,
-            runtime_s=parse_duration(args.runtime, "--runtime") if args.runtime else None,
+            runtime_s=None if args.runtime is None else parse_duration(args.runtime, "--runtime"),
             jobs=parse_jobs(args.job),
             rw=args.rw,
             rwmixread=args.rwmixread,
@@ -274,10 +281,10 @@ def _add_collect(commands: argparse._SubParsersAction) -> None:
                    "only this much of the trace, default all of it)")
     p.add_argument("--rw", default="randrw", choices=RW_MODES,
                    help="fio IO pattern of the default job (default randrw)")
-    p.add_argument("--rwmixread", type=int, default=70,
+    p.add_argument("--rwmixread", type=int_in(0, 100), default=70,
                    help="percent reads for rw/randrw (default 70)")
     p.add_argument("--bs", default="4k", help="block size of the default job (default 4k)")
-    p.add_argument("--iodepth", type=positive_int, default=16,
+    p.add_argument("--iodepth", type=at_most(positive_int, MAX_IODEPTH), default=16,
                    help="IOs in flight per job (default 16)")
     p.add_argument("--job", action="append", metavar="OPT=VAL,...",
                    help="add a job with these fio options on top of the defaults (repeat for "
@@ -294,7 +301,7 @@ def _add_collect(commands: argparse._SubParsersAction) -> None:
                    "offsets are wrapped into the target's size and aligned to 4 KiB")
     p.add_argument("--replay-format", choices=FORMAT_NAMES, default="auto",
                    help="format of the --replay trace (default: auto-detect)")
-    p.add_argument("--replay-speed", type=float, default=1.0,
+    p.add_argument("--replay-speed", type=positive_float, default=1.0,
                    help="time scale of the replay: 2 = twice as fast (default 1)")
     p.add_argument("--device", help="device name recorded in the trace (default: the "
                    "target's file name)")

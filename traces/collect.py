@@ -54,6 +54,7 @@ from mittd.traces.schema import (
 from mittd.traces.units import parse_size
 
 ALIGN = 4096  # replayed offsets and sizes are aligned to this for O_DIRECT
+MAX_IODEPTH = 65536  # fio's own cap on iodepth
 DEFAULT_RUNTIME_S = 30.0  # a workload spec's run time unless --runtime says otherwise
 RW_MODES = ("read", "write", "randread", "randwrite", "rw", "readwrite", "randrw", "trim",
             "randtrim", "trimwrite")
@@ -225,7 +226,7 @@ def check_spec(spec: CollectSpec) -> None:
                                            and spec.runtime_s > 0):
         raise TraceError(f"--runtime must be > 0, got {spec.runtime_s:g} s")
     _int_in(spec.rwmixread, "--rwmixread", 0, 100)
-    _int_in(spec.iodepth, "--iodepth", 1)
+    _int_in(spec.iodepth, "--iodepth", 1, MAX_IODEPTH)
     _block_sizes(spec.bs, "--bs")
     if not (math.isfinite(spec.replay_speed) and spec.replay_speed > 0):
         raise TraceError(f"--replay-speed must be > 0, got {spec.replay_speed:g}")
@@ -240,7 +241,7 @@ def check_spec(spec: CollectSpec) -> None:
             if key in job:
                 _block_sizes(job[key], f"{name}: {key}")
         if "iodepth" in job:
-            _int_in(job["iodepth"], f"{name}: iodepth", 1)
+            _int_in(job["iodepth"], f"{name}: iodepth", 1, MAX_IODEPTH)
         for key in ("rwmixread", "rwmixwrite"):
             if key in job:
                 _int_in(job[key], f"{name}: {key}", 0, 100)
