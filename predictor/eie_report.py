@@ -18,6 +18,7 @@ from mittd.predictor import eie_perf as ep
 from mittd.predictor.bundle import Bundle, BundleError, load_bundle
 from mittd.predictor.graph import GraphError
 from mittd.traces.argtypes import at_most, number, output_file, png_file, positive_int, sparsity
+from mittd.traces.atomic import save_figure, write_text
 from mittd.traces.shipped import shipped_trace
 
 DEFAULT_TRACE = shipped_trace()
@@ -157,7 +158,7 @@ def write_png(results: list[dict[str, Any]], path: str | Path) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="x-small", ncol=2)
     fig.tight_layout()
-    fig.savefig(str(path))
+    save_figure(fig, path)
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
@@ -187,7 +188,7 @@ def cmd_eie_report(args: argparse.Namespace) -> int:
         write_png(results, args.png)
     if args.json:
         doc = {"pes": pes, "process_nm": args.process_nm, "table5": t5, "results": results}
-        Path(args.json).write_text(json.dumps(doc, indent=1, default=str))
+        write_text(args.json, json.dumps(doc, indent=1, default=str))
     return 0
 
 

@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -93,3 +94,10 @@ def write_bytes(path: str | Path, data: bytes) -> None:
 def write_text(path: str | Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically and durably."""
     write_bytes(path, text.encode())
+
+
+def save_figure(fig: Any, path: str | Path, **savefig: Any) -> None:
+    """``fig.savefig`` atomically (the format from ``path``'s suffix, not the partial's)."""
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=fmt, **savefig)

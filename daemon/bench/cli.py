@@ -32,6 +32,7 @@ from mittd.traces.argtypes import (
     share,
     sparsity,
 )
+from mittd.traces.atomic import write_text
 from mittd.traces.units import parse_size
 
 __all__ = ["add_commands"]
@@ -88,7 +89,7 @@ def cmd_bench_rpc(args: argparse.Namespace) -> int:
         return _fail(str(e).splitlines()[0])
     print(dbench.render(r))
     if args.json:
-        Path(args.json).write_text(json.dumps(r, indent=1, default=str))
+        write_text(args.json, json.dumps(r, indent=1, default=str))
     return 0
 
 
@@ -103,7 +104,7 @@ def _write_json(path: str | None, result: dict) -> int:
     """``--json FILE``: the results as JSON; an unwritable FILE is one line, exit 2."""
     if path:
         try:
-            Path(path).write_text(json.dumps(result, indent=1, default=jsonable))
+            write_text(path, json.dumps(result, indent=1, default=jsonable))
         except OSError as e:
             return _fail(f"--json {path}: {e.strerror or e}")
     return 0

@@ -31,6 +31,7 @@ import numpy as np
 
 from mittd.daemon.replay.core import PolicyResult
 from mittd.daemon.replay.policies import Replay
+from mittd.traces.atomic import save_figure, write_text
 
 __all__ = ["build_report", "format_table", "jsonable", "policy_metrics", "write_cdf_png",
            "write_report"]
@@ -223,7 +224,7 @@ def write_cdf_png(path: str | Path, replay: Replay, title: str | None = None) ->
     ax_tail.set_ylim(max(0.5 / n, 1e-5), 0.2)
     ax_tail.set_ylabel("P(latency > x)  (tail, log scale)")
     ax_tail.set_title("tail: p80 … p99.999")
-    fig.savefig(str(path), dpi=110)
+    save_figure(fig, path, dpi=110)
     return True
 
 
@@ -234,7 +235,7 @@ def write_report(replay: Replay, out_dir: str | Path) -> tuple[dict[str, Any], l
     d.mkdir(parents=True, exist_ok=True)
     report = build_report(replay)
     js = d / "report.json"
-    js.write_text(json.dumps(report, indent=2, default=jsonable) + "\n")
+    write_text(js, json.dumps(report, indent=2, default=jsonable) + "\n")
     png = d / "latency_cdf.png"
     drawn = write_cdf_png(png, replay)
     return report, [js, png] if drawn else [js], drawn

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from mittd.daemon.bench.live.modes import MODES, MiB
+from mittd.traces.atomic import save_figure
 
 MIN_READS_P9999 = 10_000  # below this the p99.99 is the max of a handful: shown as "–"
 
@@ -227,6 +228,6 @@ def plot(r: dict[str, Any], path: str | Path) -> str | None:
     fig.suptitle(f"{r['replicas']} replicas ({media}), {r['clients']} {r['load']} clients; "
                  f"{r['contention']}", fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return None

@@ -68,6 +68,7 @@ from mittd.daemon.bench.live.validation import (
     choose,
     summary,
 )
+from mittd.traces.atomic import write_text
 
 if TYPE_CHECKING:
     from mittd.predictor.bundle import Bundle
@@ -945,8 +946,8 @@ def _write_files(o: _Options, result: dict[str, Any]) -> None:
         o.say(note)
     else:
         result["files"].append(str(out / "live.png"))
-    (out / "live.json").write_text(json.dumps(result, indent=1))
-    (out / "live.txt").write_text(render(result) + "\n")
+    write_text(out / "live.json", json.dumps(result, indent=1))
+    write_text(out / "live.txt", render(result) + "\n")
 
 
 # -- the run -------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from mittd.daemon.bench.tailcut.run import MITTD_MODELS, TARGETS
+from mittd.traces.atomic import save_figure
 
 __all__ = ["aggregate", "plot", "render"]
 
@@ -192,6 +193,6 @@ def plot(result: dict[str, Any], path: str | Path) -> str | None:
     ax.set_title("mittd bench tailcut: p99 on the test part (policies chosen on validation)")
     ax.legend(fontsize=7, ncol=4)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return None

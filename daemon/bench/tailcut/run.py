@@ -43,6 +43,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mittd.daemon.bench.tailcut.workloads import Workload, generate
+from mittd.traces.atomic import write_text
 
 __all__ = ["MITTD_MODELS", "MODELS", "TailcutConfig", "TailcutError", "run_tailcut"]
 
@@ -409,8 +410,8 @@ def run_tailcut(cfg: TailcutConfig, say: Callable[[str], None] | None = None,
               "runs": [asdict(r) for r in runs],
               "seconds": time.perf_counter() - t_start}
     result["aggregate"] = aggregate(result["runs"])
-    (out / "tailcut.json").write_text(json.dumps(result, indent=1, default=jsonable))
-    (out / "tailcut.txt").write_text(render(result) + "\n")
+    write_text(out / "tailcut.json", json.dumps(result, indent=1, default=jsonable))
+    write_text(out / "tailcut.txt", render(result) + "\n")
     note = plot(result, out / "tailcut.png")
     result["files"] = [str(out / "tailcut.json"), str(out / "tailcut.txt")]
     if note:
