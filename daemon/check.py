@@ -12,6 +12,7 @@ the config itself is invalid (a ``ConfigError``, printed by the caller).
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -51,7 +52,12 @@ class DeviceReport:
 
 
 def _fmt(xs: Sequence[float]) -> str:
-    return "[" + ", ".join(f"{x:g}" if x != int(x) else f"{x:.1f}" for x in xs) + "]"
+    """``[188.41, 500.0]``; never raises (NaN and inf print as such, not int(x))."""
+    def one(x: float) -> str:
+        x = float(x)
+        return f"{x:.1f}" if math.isfinite(x) and x.is_integer() and abs(x) < 1e16 \
+            else f"{x:g}"
+    return "[" + ", ".join(one(x) for x in xs) + "]"
 
 
 def _median_inference_us(engine: Any, repeats: int = 200) -> float:
@@ -92,8 +98,14 @@ def check_device(dev: DeviceConfig, server: ServerConfig, models: bool = True
                    f"p_slow {_fmt(st.p_thresholds)}  inference {took:.1f} µs  policy "
                    f"{st.policy.mode}, reject cap {st.max_reject_share:.1%}  mode {st.mode}")
     if not st.policy.rejects and dev.decision_threshold is None:
+        after = st.policy.hedge_after_us
         rep.warnings.append(f"never rejects: {st.policy.reason or 'policy hedge'}; clients "
-                            f"should hedge after {st.policy.hedge_after_us:,.0f} µs")
+                            f"should hedge after "
+                            f"{'?' if after is None else format(after, ',.0f')} µs")
+    reason = st.bundle.degenerate_reason()
+    if reason is not None:
+        rep.warnings.append(f"degenerate model (its decisions are not to be trusted): "
+                            f"{reason.removeprefix('degenerate: ')}")
     return rep
 
 

@@ -58,6 +58,10 @@ def cmd_describe(args: argparse.Namespace) -> int:
         except ValueError as e:
             policy = f"invalid ({e})"
         print(f"decision policy: {policy}")
+        reason = bundle.degenerate_reason()
+        if reason is not None:
+            print(f"WARNING degenerate model (its decisions are not to be trusted): "
+                  f"{reason.removeprefix('degenerate: ')}")
         print(f"kernel sparsity {s['kernel_sparsity']:.2%}\n")
         print(f"  {'layer':<16}{'shape':>10}{'weights':>10}{'non-zero':>10}{'sparsity':>10}")
         for r in s["layers"]:

@@ -30,6 +30,12 @@ from typing import Any
 import numpy as np
 
 OPS = ("input", "slice", "sum_slices", "dense", "add", "subtract", "relu", "concat")
+# inputs each op takes (None: one or more)
+ARITY: dict[str, int | None] = {"input": 0, "slice": 1, "sum_slices": 1, "dense": 1, "add": 2,
+                                "subtract": 2, "relu": 1, "concat": None}
+ATTRS: dict[str, tuple[str, ...]] = {"slice": ("start", "width"),
+                                     "sum_slices": ("start", "width", "count"),
+                                     "dense": ("units",)}
 HEADS = ("softmax", "sigmoid")
 
 Params = dict[str, tuple[np.ndarray, np.ndarray]]  # dense node name -> (kernel, bias)
@@ -67,10 +73,24 @@ class Graph:
         """Check ops, references, topological order and shapes."""
         if self.head not in HEADS:
             raise GraphError(f"{self.name}: head must be one of {HEADS}, not {self.head!r}")
+        if self.input_dim < 1:
+            raise GraphError(f"{self.name}: input_dim must be >= 1, got {self.input_dim}")
         seen: set[str] = set()
         for node in self.nodes:
             if node.op not in OPS:
                 raise GraphError(f"{self.name}/{node.name}: unknown op {node.op!r}")
+            n_in = ARITY[node.op]
+            if (len(node.inputs) != n_in) if n_in is not None else not node.inputs:
+                raise GraphError(f"{self.name}/{node.name}: {node.op} takes "
+                                 f"{'one or more' if n_in is None else n_in} input(s), got "
+                                 f"{len(node.inputs)}")
+            missing = [a for a in ATTRS.get(node.op, ()) if a not in node.attrs]
+            if missing:
+                raise GraphError(f"{self.name}/{node.name}: {node.op} needs attribute(s) "
+                                 f"{', '.join(missing)}")
+            if node.op == "dense" and node.attrs["units"] < 1:
+                raise GraphError(f"{self.name}/{node.name}: dense units must be >= 1, got "
+                                 f"{node.attrs['units']}")
             if node.name in seen:
                 raise GraphError(f"{self.name}/{node.name}: duplicate node name")
             for i in node.inputs:
@@ -179,18 +199,43 @@ class Graph:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Graph:
+        def text(v: Any, what: str) -> str:
+            if not isinstance(v, str):
+                raise TypeError(f"{what} must be a string, got {v!r}")
+            return v
+
+        def number(v: Any, what: str) -> int:
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"{what} must be an integer, got {v!r}")
+            return v
+
         try:
-            nodes = tuple(
-                Node(n["name"], n["op"], tuple(n.get("inputs", ())),
-                     {k: int(v) for k, v in n.get("attrs", {}).items()})
-                for n in d["nodes"]
-            )
-            return cls(str(d["name"]), int(d["input_dim"]), nodes, str(d["output"]),
-                       str(d.get("head", "softmax")))
-        except (KeyError, TypeError, ValueError) as e:
-            if isinstance(e, GraphError):
-                raise
-            raise GraphError(f"malformed graph description: {e!r}") from None
+            if not isinstance(d, Mapping):
+                raise TypeError(f"expected an object, got {type(d).__name__}")
+            if not isinstance(d["nodes"], list):
+                raise TypeError(f"nodes must be a list, got {d['nodes']!r}")
+            nodes = []
+            for n in d["nodes"]:
+                if not isinstance(n, Mapping):
+                    raise TypeError(f"a node must be an object, got {n!r}")
+                name = text(n["name"], "node name")
+                inputs = n.get("inputs", [])
+                attrs = n.get("attrs", {})
+                if not isinstance(inputs, list) or not isinstance(attrs, Mapping):
+                    raise TypeError(f"node {name}: inputs must be a list and attrs an object")
+                nodes.append(Node(name, text(n["op"], f"node {name} op"),
+                                  tuple(text(i, f"node {name} input") for i in inputs),
+                                  {str(k): number(v, f"node {name} attribute {k}")
+                                   for k, v in attrs.items()}))
+            return cls(text(d["name"], "name"), number(d["input_dim"], "input_dim"),
+                       tuple(nodes), text(d["output"], "output"),
+                       text(d.get("head", "softmax"), "head"))
+        except GraphError:
+            raise
+        except KeyError as e:
+            raise GraphError(f"malformed graph description: missing field {e}") from None
+        except (TypeError, ValueError) as e:
+            raise GraphError(f"malformed graph description: {e}") from None
 
 
 class GraphBuilder:

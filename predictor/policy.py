@@ -113,7 +113,8 @@ class DecisionPolicy:
         if not isinstance(validation, Mapping):
             raise ValueError("policy.validation must be a table")
         share = _fraction(d, "max_reject_share", DEFAULT_MAX_REJECT_SHARE, lo_open=True)
-        assert share is not None
+        if share is None:  # a null in the manifest: not the default, a mistake
+            raise ValueError("policy.max_reject_share must be a number, got None")
         return cls(mode=str(d.get("mode", "reject")), max_reject_share=share,
                    hedge_after_us=None if hedge is None else float(hedge),
                    hedge_percentile=None if pct is None else float(pct),

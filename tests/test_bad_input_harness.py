@@ -33,8 +33,7 @@ only get inputs that must fail before the work; the per-case alarm
 (``CASE_TIMEOUT_S``, pytest-timeout is not in the dev extra) turns a hang into a
 failure instead of a stuck suite.
 
-Cases still failing in other helpers' areas are in ``KNOWN_OPEN`` (xfail, not
-strict) until their fixes land; remove an entry when its case passes.
+No case is expected to fail: a finding is fixed, not marked.
 """
 
 from __future__ import annotations
@@ -60,23 +59,7 @@ from mittd.predictor.shipped import shipped_bundle
 from mittd.traces.shipped import shipped_trace
 
 CASE_TIMEOUT_S = 20
-KNOWN_OPEN_TIMEOUT_S = 5  # an expected failure may be a hang: do not wait 20 s for it
 MIN_CASES_PER_COMMAND = 5
-
-
-# --- known open failures, in other helpers' files (the lead removes entries) ---------
-# {case id: "owner: <helper>; <what happens>"}: xfail(strict=False) until fixed, with a
-# short time limit (some are hangs). KNOWN_OPEN_OPTIONS marks every numeric case of an
-# option at once.
-KNOWN_OPEN: dict[str, str] = {
-    "out:evaluate:input": "owner: bundle; evaluate --json TRACE writes the JSON over "
-                          "the trace it read (exit 0)",
-    "out:evaluate bundle:input": "owner: bundle; evaluate --json BUNDLE writes the JSON "
-                                 "over the bundle it read (exit 0)",
-}
-KNOWN_OPEN_OPTIONS: dict[tuple[str, str], str] = {
-    ("evaluate", "--from"): "owner: bundle; plain float: -1, nan, inf, 1e300 accepted",
-}
 
 
 # --- the argparse tree --------------------------------------------------------------
@@ -516,11 +499,6 @@ CONFIGS: dict[str, str] = {
 ALL_CASES: list[Case] = [*numeric_cases(), *file_cases(), *output_cases(), *value_cases(),
                          *config_cases(), *extra_cases(), *unknown_option_cases(),
                          *message_cases()]
-for _c in ALL_CASES:
-    if _c.id.startswith("num:"):
-        _leaf, _opt = _c.id.split(":")[1], _c.id.split(":")[2].split("=")[0]
-        if (_leaf, _opt) in KNOWN_OPEN_OPTIONS and not _c.id.endswith(("=abc", "=EMPTY")):
-            KNOWN_OPEN.setdefault(_c.id, KNOWN_OPEN_OPTIONS[(_leaf, _opt)])
 
 
 # --- the corpus ---------------------------------------------------------------------
@@ -628,7 +606,7 @@ def run_case(case: Case, corpus: dict[str, str], tmp: Path,
             monkeypatch.setitem(sys.modules, mod, None)
     out, err = io.StringIO(), io.StringIO()
     old = signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(KNOWN_OPEN_TIMEOUT_S if case.id in KNOWN_OPEN else CASE_TIMEOUT_S)
+    signal.alarm(CASE_TIMEOUT_S)
     try:
         with redirect_stdout(out), redirect_stderr(err):
             if case.parse_only:
@@ -648,12 +626,7 @@ def run_case(case: Case, corpus: dict[str, str], tmp: Path,
     return rc, err.getvalue()
 
 
-def _mark(case: Case) -> list[pytest.MarkDecorator]:
-    reason = KNOWN_OPEN.get(case.id)
-    return [pytest.mark.xfail(strict=False, reason=reason)] if reason else []
-
-
-@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=_mark(c)) for c in ALL_CASES])
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in ALL_CASES])
 def test_bad_input_is_one_line_error(case: Case, corpus: dict[str, str], tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Exit 2, one ``mittd…: error:`` line last on stderr, no traceback, in time."""
@@ -687,10 +660,8 @@ def test_every_command_has_cases() -> None:
     assert len(ALL_CASES) >= 300
 
 
-def test_known_open_names_real_cases() -> None:
-    """A stale KNOWN_OPEN entry (a renamed case) would silently stop xfailing nothing."""
+def test_case_ids_are_unique() -> None:
     ids = {c.id for c in ALL_CASES}
-    assert not set(KNOWN_OPEN) - ids, set(KNOWN_OPEN) - ids
     assert len(ids) == len(ALL_CASES), [i for i, n in Counter(c.id for c in ALL_CASES).items()
                                         if n > 1]
 
@@ -708,13 +679,9 @@ def test_harness_catches_what_it_should(corpus: dict[str, str], tmp_path: Path,
     assert rc == 2 and "error" in err
 
 
-# options still typed plain int/float in other helpers' files (the lead removes them)
-PLAIN_OPEN = {*KNOWN_OPEN_OPTIONS, ("collect", "--rwmixread"), ("collect", "--iodepth")}
-
-
 def test_no_option_is_typed_plain_int_or_float() -> None:
     """``type=int``/``type=float`` takes nan, inf, -1 and 10**30: every numeric option
     names its range through a mittd.traces.argtypes-style type instead."""
     plain = {(leaf, a.option_strings[-1]) for leaf, p in LEAVES.items() for a in p._actions
              if a.type in (int, float) and a.option_strings}
-    assert plain <= PLAIN_OPEN, sorted(plain - PLAIN_OPEN)
+    assert not plain, sorted(plain)

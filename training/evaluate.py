@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from mittd.predictor.ranking import roc_auc  # the daemon's live quality uses it too
+from mittd.traces.atomic import atomic_path, write_text
 
 __all__ = [
     "DEGENERATE_SHARE",
@@ -67,6 +68,13 @@ def _ratio(a: int, b: int) -> float:
 def _degenerate(
     n: int, n1: int, tn: int, tp: int, rejected: float
 ) -> tuple[bool, str | None]:
+    if n1 == 0 or n1 == n:  # whatever the model answers, it cannot be judged here
+        only, absent = CLASS_NAMES[int(n1 == n)], CLASS_NAMES[int(n1 != n)]
+        return True, (
+            f"degenerate: the labels hold one class only ({only}: no {absent} IO), so "
+            f"recall, precision and ROC-AUC cannot be judged; the model predicts EBUSY "
+            f"for {rejected:.2%} of IOs"
+        )
     pred_major = 1 if rejected >= 0.5 else 0
     share = rejected if pred_major else 1.0 - rejected
     if share < DEGENERATE_SHARE:
@@ -76,11 +84,6 @@ def _degenerate(
     if true_share >= DEGENERATE_SHARE and minority_found > 0:
         return False, None  # the data is that lopsided and the rare class is still found
     name, other = CLASS_NAMES[pred_major], CLASS_NAMES[1 - pred_major]
-    if n1 == 0 or n1 == n:
-        return True, (
-            f"degenerate: the labels hold one class only ({CLASS_NAMES[int(n1 == n)]}) and "
-            f"the model predicts {name} for {share:.2%} of IOs; nothing can be judged"
-        )
     acc = (tn + tp) / n
     found = "recall" if pred_major == 0 else "specificity"
     n_other = n1 if pred_major == 0 else n - n1
@@ -103,7 +106,9 @@ def metrics(
     ``zero_division=0``); ROC-AUC and PR-AUC are NaN when a class is missing.
     ``degenerate`` is set, with a ``warning``, when the model predicts one class
     for >= 99 % of inputs — unless the labels are themselves >= 99 % that class
-    and the model still gets some of the rare class right (a good p99.9 head).
+    and the model still gets some of the rare class right (a good p99.9 head) —
+    and whenever the labels hold one class only (a test split without a slow, or
+    without a fast, IO judges nothing).
     """
     y = np.asarray(y_true)
     p = np.asarray(p_slow, dtype=np.float64)
@@ -275,7 +280,8 @@ def _plot_confusion(path: Path, name: str, m: Mapping[str, Any], cm: np.ndarray)
     if m.get("degenerate"):
         fig.suptitle("DEGENERATE: predicts one class", color="crimson", fontsize=11,
                      fontweight="bold")
-    fig.savefig(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
 
 
 def _ecdf(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -324,7 +330,8 @@ def _plot_cdf(path: Path, name: str, lat: np.ndarray, y_pred: np.ndarray,
     ax_tail.set_ylabel("fraction of IOs ≥ latency (tail)")
     ax_tail.set_title("tail (1 − CDF)")
     fig.suptitle(f"{name}: latency of the evaluated IOs", fontsize=11)
-    fig.savefig(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
 
 
 def write_report(
@@ -360,10 +367,9 @@ def write_report(
         "latency_cdf": out / f"{name}_latency_cdf.png",
     }
     doc = {"name": name, "threshold_us": float(threshold_us), "metrics": _jsonable(metrics)}
-    paths["json"].write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
-    paths["txt"].write_text(
-        f"{name}: slow = latency > {threshold_us:,.1f} µs\n{render(metrics)}\n"
-    )
+    write_text(paths["json"], json.dumps(doc, indent=1, allow_nan=False) + "\n")
+    write_text(paths["txt"], f"{name}: slow = latency > {threshold_us:,.1f} µs\n"
+               f"{render(metrics)}\n")
     _plot_confusion(paths["confusion"], name, metrics, cm)
     _plot_cdf(paths["latency_cdf"], name, lat, yp, float(threshold_us))
     return paths

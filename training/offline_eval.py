@@ -24,7 +24,8 @@ from mittd.predictor.bundle import load_bundle
 from mittd.predictor.engines import make_engine
 from mittd.predictor.features import make_featuriser, trace_columns
 from mittd.predictor.graph import p_slow
-from mittd.traces.argtypes import output_file, probability
+from mittd.traces.argtypes import number, output_file, probability
+from mittd.traces.atomic import write_text
 from mittd.traces.records import D_REJECT, DECISIONS, iter_records
 from mittd.traces.registry import TraceStream, open_trace
 from mittd.training import evaluate as ev
@@ -164,9 +165,20 @@ def _render(rows: list[dict[str, Any]], served: bool = False) -> str:
     return "\n".join(lines)
 
 
+START = number(0.0, 1.0, lo_open=False, hi_open=True,
+               doc="The part of a trace skipped before scoring, in [0, 1).")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    if not 0.0 <= args.start < 1.0:
+    if not 0.0 <= args.start < 1.0:  # argparse checked it; callers in code may not
         raise EvaluateError(f"--from must be in [0, 1), got {args.start}")
+    if args.json:
+        from mittd.training.cli import same_file
+
+        for src in (args.trace, *args.bundles):
+            if same_file(Path(args.json), Path(src)):
+                raise EvaluateError(f"--json {args.json} is also an input ({src}): write "
+                                    "the rows to another file")
     stream = open_trace(args.trace, args.format)
     table = stream.table()
     served = served_columns(stream)
@@ -181,7 +193,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"served ROC-AUC: the P(slow) the daemon recorded, on the scored IOs each "
               f"bundle decided ({ios} IOs)")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1, default=float))
+        write_text(args.json, json.dumps(rows, indent=1, default=float))
     return 0
 
 
@@ -193,7 +205,7 @@ def add_commands(commands: Any) -> None:
     p.add_argument("--trace", required=True,
                    help="labelled trace (any format mittd reads), or the daemon's IO records: "
                         "a segment, a directory or a glob of them")
-    p.add_argument("--from", dest="start", type=float, default=0.0, metavar="F",
+    p.add_argument("--from", dest="start", type=START, default=0.0, metavar="F",
                    help="score only IOs after the first F of the trace (e.g. 0.7: the test "
                         "split of a model trained on this trace); default 0")
     p.add_argument("--reads-only", action="store_true", help="score reads only")

@@ -4,8 +4,9 @@ evaluation report → bundle, with every step's figures kept for the reports."""
 from __future__ import annotations
 
 import json
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from mittd.predictor.bundle import Bundle, load_bundle
 from mittd.predictor.engines import make_engine
 from mittd.predictor.graph import Params, p_slow
 from mittd.predictor.models import MODEL_FEATURISER
+from mittd.traces.atomic import write_text
 from mittd.training import evaluate as ev
 from mittd.training.dataset import Dataset, load_dataset
 
@@ -70,6 +72,19 @@ def choose_policy(bundle: Bundle, spec: dict[str, Any], say: Callable[[str], Non
     return sel.to_dict()
 
 
+def flag_degenerate(prov: dict[str, Any], m: Mapping[str, Any], command: str) -> None:
+    """Carry the test split's verdict into the bundle (``provenance.degenerate`` and
+    ``degenerate_reason``, shown by ``mittd check``) and say it on stderr even with
+    ``--quiet``: a model that cannot be judged, or answers one class, must not ship
+    silently. Not refused: on a quiet device a one-class test split is what there is."""
+    degenerate = bool(m.get("degenerate"))
+    prov["degenerate"] = degenerate
+    prov["degenerate_reason"] = m.get("warning") if degenerate else None
+    if degenerate:
+        print(f"mittd {command}: warning: {m.get('warning')}; the bundle is flagged "
+              "degenerate (provenance.degenerate)", file=sys.stderr, flush=True)
+
+
 def p_slow_of(graph: Any, params: Params, x: np.ndarray) -> np.ndarray:
     """P(slow) from a compiled engine — the numbers the daemon will act on."""
     return p_slow(graph, make_engine("csr", graph, params).logits(x))
@@ -80,6 +95,20 @@ def achieved_sparsity(params: Params) -> float:
     remove more than asked: its masks close whole nodes)."""
     total = sum(k.size for k, _ in params.values())
     return sum(int((k == 0).sum()) for k, _ in params.values()) / total if total else 0.0
+
+
+def refuse_empty_layers(graph: Any, params: Params, method: str, sparsity: float) -> None:
+    """A pruned network with a layer whose every kernel weight is zero answers the
+    same for every IO (Scalpel's node pruning can close every node of a space whose
+    masks all went to zero): refuse to export it (ValueError, one line) rather than
+    ship a constant model that looks like a 95 %-sparse one."""
+    empty = [n.name for n in graph.dense_nodes() if not np.any(params[n.name][0])]
+    if empty:
+        raise ValueError(
+            f"{method} pruning to {sparsity:.0%} removed every weight of layer(s) "
+            f"{', '.join(empty)}: the network would answer the same for every IO; not "
+            f"written — try a lower --sparsity (e.g. {max(sparsity - 0.1, 0.5):.0%}) or "
+            "another --method")
 
 
 def _first_threshold(p: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -200,6 +229,7 @@ def train_flow(traces: Sequence[str], model_name: str, slo: str, out: Path, *,
                       learning_rate=learning_rate, seed=seed, train_seconds=trained.seconds,
                       test_metrics=m, validation_metrics=mv, keras_agreement=agreement,
                       sparsity=0.0, pruning=None, policy_selection=spec)
+    flag_degenerate(prov, m, "train")
     bundle = make_bundle(trained.graph, trained.params, ds, prov)
     selection = None
     if spec is not None:
@@ -221,20 +251,22 @@ def train_flow(traces: Sequence[str], model_name: str, slo: str, out: Path, *,
 
             params = run_prune(to_keras(trained.graph, trained.params), trained.graph, ds,
                                "magnitude", s, batch_size=batch_size, seed=seed)
+            refuse_empty_layers(trained.graph, params, "magnitude", s)
             ms = evaluate_params(trained.graph, params, ds, report_dir=report_dir,
                                  name=f"{model_name}_magnitude_{round(s * 100)}")
             rows.append({"sparsity": s, **ms})
             sweep_out = out.with_name(f"{out.stem}.magnitude{round(s * 100)}{out.suffix}")
             prov_s = dict(prov, sparsity=s, pruning="magnitude", test_metrics=ms)
+            flag_degenerate(prov_s, ms, "train")
             export(sweep_out, make_bundle(trained.graph, params, ds, prov_s))
         table = ev.sparsity_table(rows)
         say(table)
         if report_dir:
-            (report_dir / f"{model_name}_sparsity_table.md").write_text(table + "\n")
+            write_text(report_dir / f"{model_name}_sparsity_table.md", table + "\n")
         result["sweep"] = rows
     if report_dir:
-        (report_dir / f"{model_name}_train.json").write_text(
-            json.dumps(result, indent=1, default=float))
+        write_text(report_dir / f"{model_name}_train.json",
+                   json.dumps(result, indent=1, default=float))
     return result
 
 
@@ -249,6 +281,7 @@ def prune_flow(bundle_path: Path, method: str, sparsity: float, out: Path, *, gr
     before = evaluate_params(bundle.graph, bundle.params, ds)
     params = run_prune(to_keras(bundle.graph, bundle.params), bundle.graph, ds, method,
                        sparsity, group=group, epochs=epochs, seed=seed)
+    refuse_empty_layers(bundle.graph, params, method, sparsity)
     m = evaluate_params(bundle.graph, params, ds, report_dir=report_dir,
                         name=f"{bundle.graph.name}_{method}_{round(sparsity * 100)}")
     us = decision_latency_us(bundle.graph, params, ds.x_test)
@@ -262,6 +295,7 @@ def prune_flow(bundle_path: Path, method: str, sparsity: float, out: Path, *, gr
     prov = dict(bundle.provenance, parent=bundle.sha256, pruning=method, sparsity=achieved,
                 sparsity_asked=sparsity,
                 group=group, prune_epochs=epochs, test_metrics=m, decision_us=us)
+    flag_degenerate(prov, m, "prune")
     pruned = make_bundle(bundle.graph, params, ds, prov, bundle.decision_thresholds()[0])
     reselect(bundle, pruned, say)
     sha = export(out, pruned)
@@ -301,6 +335,7 @@ def compress_flow(bundle_path: Path, weights: str, out: Path, *, finetune: bool,
         hints["codebooks"] = {name: [float(c) for c in cb[0]] for name, cb in codebooks.items()}
     prov = dict(bundle.provenance, parent=bundle.sha256, compression=weights,
                 centroid_finetune=finetune, test_metrics=m)
+    flag_degenerate(prov, m, "compress")
     b = make_bundle(bundle.graph, params, ds, prov, bundle.decision_thresholds()[0])
     b.hints.update(hints)
     reselect(bundle, b, say)

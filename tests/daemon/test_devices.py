@@ -17,7 +17,7 @@ from mittd.daemon.check import check_config
 from mittd.daemon.config import ConfigError, load_config
 from mittd.daemon.devices import DeviceError, Limits, build_state, servable
 from mittd.daemon.serve import Daemon
-from mittd.predictor.bundle import MANIFEST, load_bundle, save_bundle
+from mittd.predictor.bundle import MANIFEST, load_bundle, manifest_sha256, save_bundle
 from mittd.predictor.shipped import shipped_bundle
 from mittd.predictor.synthetic import synthetic_bundle
 
@@ -25,12 +25,15 @@ Manifest = dict[str, Any]
 
 
 def edit_manifest(path: Path, change: Callable[[Manifest], Any]) -> None:
-    """Rewrite a bundle's manifest.json in place (the payload, and its checksum, stay)."""
+    """Rewrite a bundle's manifest.json in place, resealed (the payload stays)."""
     with zipfile.ZipFile(path) as z:
         members = {i.filename: z.read(i) for i in z.infolist()}
     manifest = json.loads(members[MANIFEST])
     new = change(manifest)
-    members[MANIFEST] = json.dumps(manifest if new is None else new).encode()
+    manifest = manifest if new is None else new
+    if isinstance(manifest, dict) and "sha256" in manifest:  # reseal: the edit is on purpose
+        manifest["sha256"] = manifest_sha256(manifest)
+    members[MANIFEST] = json.dumps(manifest).encode()
     with zipfile.ZipFile(path, "w") as z:
         for name, data in members.items():
             z.writestr(name, data)
@@ -77,7 +80,7 @@ CASES: dict[str, tuple[str, Callable[[Manifest], Any] | None, str, str, bool]] =
     "p_slow = [1.5]": ("synthetic", thresholds(p_slow=[1.5]), "", "", False),
     "p_slow = [nan]": ("synthetic", thresholds(p_slow=[math.nan]), "", "", False),
     "p_slow = [1.5], config overrides": ("synthetic", thresholds(p_slow=[1.5]), "",
-                                         "decision_threshold = 0.9", True),
+                                         "decision_threshold = 0.9", False),  # refused at load
     "p_slow = [1.0] (never reject)": ("synthetic", thresholds(p_slow=[1.0]), "", "", True),
     "manifest is [1, 2, 3]": ("synthetic", lambda m: [1, 2, 3], "", "", False),
     "garbage file": ("garbage", None, "", "", False),
@@ -158,10 +161,10 @@ def test_problems_name_the_rule(tmp_path: Path) -> None:
         "featuriser pending = -5": "pending",
         "featuriser of other width": "model/featuriser mismatch",
         "unfitted heimdall": "no fitted bounds",
-        "latency_us = [-5]": "must be > 0",
+        "latency_us = [-5]": "thresholds.latency_us[0]: expected a finite number > 0",
         "latency_us = []": "no latency threshold",
         "two thresholds, one head": "2 latency thresholds for 1 output head",
-        "p_slow = [1.5]": "not probabilities in [0, 1]",
+        "p_slow = [1.5]": "thresholds.p_slow[0]: expected a probability in (0, 1]",
         "manifest is [1, 2, 3]": "m.mittd",
         "garbage file": "m.mittd",
     }

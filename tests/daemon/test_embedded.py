@@ -211,7 +211,7 @@ def test_from_config_runs_the_servability_check(tmp_path: Path) -> None:
     with pytest.raises(EmbeddedError, match="max_pending_per_device = 8"):
         Embedded.from_config(bad)
     edit_manifest(model, thresholds(p_slow=[1.5]))
-    with pytest.raises(EmbeddedError, match=r"devices\.d0.*not probabilities"):
+    with pytest.raises(EmbeddedError, match=r"devices\.d0.*thresholds\.p_slow\[0\]"):
         Embedded.from_config(write_config(tmp_path, model))
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mittd.predictor.bundle import BundleError, load_bundle, save_bundle
+from mittd.predictor.bundle import BundleError, load_bundle, manifest_sha256, save_bundle
 from mittd.predictor.synthetic import synthetic_bundle
 
 
@@ -60,13 +60,18 @@ def test_flipped_byte_is_detected(saved: Path, tmp_path: Path) -> None:
         load_bundle(bad)
 
 
-def _rewrite(src: Path, dst: Path, edit_manifest=None, edit_arrays=None) -> None:  # type: ignore[no-untyped-def]
+def _rewrite(src: Path, dst: Path, edit_manifest=None, edit_arrays=None,  # type: ignore[no-untyped-def]
+             reseal: bool = True) -> None:
+    """Copy a bundle, editing its manifest (sealed again with the new manifest hash
+    unless ``reseal`` is false: a hand edit) or its arrays."""
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
         for item in zin.infolist():
             data = zin.read(item)
             if item.filename == "manifest.json" and edit_manifest:
                 m = json.loads(data)
                 edit_manifest(m)
+                if reseal and isinstance(m, dict) and "sha256" in m:
+                    m["sha256"] = manifest_sha256(m)
                 data = json.dumps(m).encode()
             elif edit_arrays and item.filename.endswith(".npy"):
                 data = edit_arrays(item.filename, data)
