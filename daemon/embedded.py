@@ -55,6 +55,7 @@ from mittd.daemon.config import (
     ALIAS_RE,
     BELOW_MODEL,
     DRIFT_WINDOWS_MAX,
+    KEEP_WARM_MS_MAX,
     MODES,
     QUALITY_WINDOW_MIN,
     RING_ROWS,
@@ -68,6 +69,7 @@ from mittd.daemon.config import load_config as _load_config
 from mittd.daemon.devices import DeviceError, load_device
 from mittd.daemon.quality import LiveQuality
 from mittd.daemon.recorder import Recorder
+from mittd.daemon.warmth import KeepWarm
 from mittd.predictor.engine import Engine
 from mittd.predictor.policy import DecisionPolicy
 from mittd.traces.schema import OP_OTHER, OP_READ, OP_WRITE
@@ -123,6 +125,9 @@ class Embedded:
                 self.recorder = Recorder(self.core, config.records).start()
             except ValueError as e:
                 raise EmbeddedError(str(e)) from None
+        # server.keep_warm_ms, as mittd serve does: one thread for every device
+        ms = config.server.keep_warm_ms
+        self._warmer = KeepWarm(self.core, ms).start() if ms > 0 else None
         # the hot path, bound once: a method lookup per call is measurable at ~4 µs
         self.admit = self.core.admit_next  # type: ignore[method-assign]
         self.complete = self.core.complete_next  # type: ignore[method-assign]
@@ -158,6 +163,7 @@ class Embedded:
         drift_windows: int = ServerConfig.drift_windows,
         records: RecordsConfig | str | Path | None = None,
         below_model: str = DeviceConfig.below_model,
+        keep_warm_ms: int = ServerConfig.keep_warm_ms,
     ) -> Embedded:
         """Devices from bundle files, ``{alias: bundle}``, with the daemon's defaults;
         the keywords are the config's settings of the same names (one value for
@@ -184,6 +190,10 @@ class Embedded:
         if below_model not in BELOW_MODEL:
             raise EmbeddedError(f"below_model must be one of {', '.join(BELOW_MODEL)}, got "
                                 f"{below_model!r}")
+        if (not isinstance(keep_warm_ms, int) or isinstance(keep_warm_ms, bool)
+                or not 0 <= keep_warm_ms <= KEEP_WARM_MS_MAX):
+            raise EmbeddedError(f"keep_warm_ms must be an int in [0 (off), {KEEP_WARM_MS_MAX}],"
+                                f" got {keep_warm_ms!r}")
         if not (isinstance(drift_margin, int | float) and 0.0 <= drift_margin <= 1.0):
             raise EmbeddedError(f"drift_margin must be in [0, 1], got {drift_margin!r}")
         if (not isinstance(quality_window, int) or isinstance(quality_window, bool)
@@ -220,7 +230,7 @@ class Embedded:
                               pending_timeout_ms=pending_timeout_ms,
                               predict_budget_us=float(predict_budget_us),
                               probe_after=probe_after, quality_window=quality_window,
-                              drift_windows=drift_windows)
+                              drift_windows=drift_windows, keep_warm_ms=keep_warm_ms)
         return cls(Config(Path("<bundles>"), server, devices, records))
 
     # -- the hot path (bound to the core's fast path in __init__) ------------------------
@@ -286,10 +296,9 @@ class Embedded:
         """Keep idle devices warm: for ``device`` (default: every device) that has
         decided nothing for ``idle_ms``, run one untimed dummy prediction
         (``AdmissionCore.warm``: no decision, tracker, record or counter but
-        ``warm_ticks`` changes). Embedded owns no timer thread; call this from the
-        host's own (e.g. every 50 ms with ``idle_ms=100``, as ``mittd serve`` does
-        with ``keep_warm_ms = 100``) so the first IO after a quiet spell is not
-        judged on cold caches (``cold_overruns``). Returns the devices warmed."""
+        ``warm_ticks`` changes). The keep-warm thread (``keep_warm_ms``, default
+        100, as ``mittd serve``) calls it; with ``keep_warm_ms=0`` a host may call
+        it from its own timer. Returns the devices warmed."""
         aliases = self.devices if device is None else (device,)
         idle_us = int(idle_ms * 1000)
         return [a for a in aliases if self.core.warm(a, idle_us)]
@@ -385,6 +394,9 @@ class Embedded:
         if self._watcher is not None:
             self._watcher.join()
             self._watcher = None
+        if self._warmer is not None:
+            self._warmer.stop()
+            self._warmer = None
         if self.recorder is not None:
             self.recorder.close()
             self.recorder = None

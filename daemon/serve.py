@@ -38,6 +38,7 @@ from mittd.daemon import notify
 from mittd.daemon.admission import AdmissionCore
 from mittd.daemon.config import Config, ConfigError, load_config
 from mittd.daemon.devices import DeviceError, load_device, load_devices
+from mittd.daemon.warmth import KeepWarm
 from mittd.predictor.engines import limit_blas_threads
 from mittd.traces.argtypes import non_negative_float
 
@@ -74,7 +75,7 @@ class Daemon:
         self.reloads = {a: {"reloaded": 0, "refused": 0, "last_error": ""}
                         for a in self.config.devices}
         self.watchdog = notify.Watchdog(lambda: not self._stop.is_set())
-        self._warmer: threading.Thread | None = None
+        self._warmer: KeepWarm | None = None
 
     def reload_counts(self) -> dict[str, dict[str, int | str]]:
         """Per device: reloads swapped, reloads refused, and the last refusal."""
@@ -119,30 +120,11 @@ class Daemon:
         self.start_keep_warm()
 
     def start_keep_warm(self) -> None:
-        """With ``server.keep_warm_ms`` > 0, a thread that checks every half of it and
-        runs one untimed dummy prediction on each device idle that long
-        (``AdmissionCore.warm``), so the first IO after a quiet spell is not judged on
-        cold caches (counted in ``cold_overruns`` when it overruns anyway)."""
+        """With ``server.keep_warm_ms`` > 0, the keep-warm thread
+        (:class:`mittd.daemon.warmth.KeepWarm`), stopped with the daemon."""
         ms = self.config.server.keep_warm_ms
-        if ms <= 0 or self._warmer is not None:
-            return
-        idle_us = ms * 1000
-        period_s = ms / 2000.0
-        failed: set[str] = set()
-
-        def loop() -> None:
-            while not self._stop.wait(period_s):
-                for alias in self.core.devices:
-                    try:
-                        self.core.warm(alias, idle_us)
-                    except Exception as e:  # never the daemon's death; logged once per device
-                        if alias not in failed:
-                            failed.add(alias)
-                            log.warning("keep-warm of %s failed (%s: %s); decisions are "
-                                        "unaffected", alias, type(e).__name__, e)
-
-        self._warmer = threading.Thread(target=loop, name="mittd-keep-warm", daemon=True)
-        self._warmer.start()
+        if ms > 0 and self._warmer is None:
+            self._warmer = KeepWarm(self.core, ms).start()
 
     def reload(self) -> int:
         """Swap in every device whose new bundle is good; returns how many."""
@@ -183,7 +165,9 @@ class Daemon:
 
     def stop(self) -> None:
         notify.stopping()
-        self._stop.set()  # ends the keep-warm thread too
+        self._stop.set()
+        if self._warmer is not None:
+            self._warmer.stop()
         self.watchdog.stop()
         if self.health is not None:
             self.health.enter_graceful_shutdown()

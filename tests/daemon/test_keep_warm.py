@@ -17,7 +17,7 @@ from mittd.daemon import fastpath as fp
 from mittd.daemon.admission import AdmissionCore
 from mittd.daemon.config import ConfigError, parse_config
 from mittd.daemon.devices import build_state, read_bundle
-from mittd.daemon.embedded import OP_READ, OP_WRITE, Embedded
+from mittd.daemon.embedded import OP_READ, OP_WRITE, Embedded, EmbeddedError
 from mittd.daemon.serve import Daemon
 from mittd.predictor.shipped import shipped_bundle
 
@@ -102,10 +102,29 @@ def test_a_cold_burst_counts_each_predicted_io() -> None:
 
 
 def test_embedded_warm() -> None:
-    with Embedded.from_bundles({"a": shipped_bundle("heimdall")}) as adm:
+    with Embedded.from_bundles({"a": shipped_bundle("heimdall")}, keep_warm_ms=0) as adm:
+        assert adm._warmer is None
         assert adm.warm() == ["a"]
         assert adm.warm(idle_ms=60_000) == []
         assert adm.stats()["a"].warm_ticks == 1
+
+
+def test_embedded_runs_the_keep_warm_thread_and_stops_it() -> None:
+    """In-process admission gets the daemon's keep-warm (one KeepWarm), off at 0."""
+    adm = Embedded.from_bundles({"a": shipped_bundle("heimdall")}, keep_warm_ms=10)
+    try:
+        end = time.monotonic() + 10
+        while adm.stats()["a"].warm_ticks < 2 and time.monotonic() < end:
+            time.sleep(0.01)
+        assert adm.stats()["a"].warm_ticks >= 2
+        warmer = adm._warmer
+        assert warmer is not None and warmer.alive
+    finally:
+        adm.close()
+    assert not warmer.alive and adm._warmer is None
+    for bad in (-1, 1.5, True, 10**9):
+        with pytest.raises(EmbeddedError, match="keep_warm_ms must be an int"):
+            Embedded.from_bundles({"a": shipped_bundle("heimdall")}, keep_warm_ms=bad)
 
 
 def _toml(tmp_path: Path, server: str) -> Path:
@@ -129,8 +148,8 @@ def test_the_daemon_ticks_while_idle(tmp_path: Path) -> None:
     finally:
         d._stop.set()
         assert d._warmer is not None
-        d._warmer.join(5)
-    assert not d._warmer.is_alive()
+        d._warmer.stop()
+    assert not d._warmer.alive
     s = d.core.stats()["d0"]
     assert (s.admitted, s.rejected, s.pending, s.predict_ns.count) == (0, 0, 0, 0)
 
