@@ -102,6 +102,9 @@ def check_device(dev: DeviceConfig, server: ServerConfig, models: bool = True
         rep.warnings.append(f"never rejects: {st.policy.reason or 'policy hedge'}; clients "
                             f"should hedge after "
                             f"{'?' if after is None else format(after, ',.0f')} µs")
+    old = st.bundle.old_format_warning()
+    if old is not None:
+        rep.warnings.append(old)
     reason = st.bundle.degenerate_reason()
     if reason is not None:
         rep.warnings.append(f"degenerate model (its decisions are not to be trusted): "

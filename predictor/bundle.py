@@ -17,11 +17,11 @@ Checksums. ``payload_sha256`` covers the arrays. From format version 2,
 keys, no spaces) of the manifest without the ``sha256`` field, which includes
 ``payload_sha256``; an edited manifest (a threshold changed by hand) is refused
 as a checksum mismatch. ``Bundle.sha256`` (the daemon's ``model_sha``) is that
-whole-bundle hash. Version 1 bundles (every bundle written before, including
-the shipped ones) are still read: their ``sha256`` is the payload hash, which
-does not cover the manifest — re-export one (``load_bundle`` then
-``save_bundle``, same weights) to get the stronger check. Kept readable because
-refusing them would break every model already trained and deployed.
+whole-bundle hash. Version 1 bundles (every bundle written before) are still
+read: their ``sha256`` is the payload hash, which does not cover the manifest;
+``mittd check`` and ``mittd model describe`` warn of them and ``mittd model
+upgrade`` re-exports one (same weights). Kept readable because refusing them
+would break every model already trained and deployed.
 
 The loader refuses, with one line naming the file and the problem, a file that
 is not a zip, is truncated or corrupted (zip CRC, payload or manifest sha256),
@@ -77,6 +77,15 @@ class Bundle:
     hints: dict[str, Any] = field(default_factory=dict)
     sha256: str = ""
     policy: dict[str, Any] = field(default_factory=dict)  # mittd.predictor.policy
+    format_version: int = VERSION  # as read (1: the manifest is not under the checksum)
+
+    def old_format_warning(self) -> str | None:
+        """What ``check`` and ``model describe`` say of a bundle read in an older
+        format (None when current)."""
+        if self.format_version >= VERSION:
+            return None
+        return (f"bundle format {self.format_version}: its manifest (thresholds, policy) "
+                "is not covered by the checksum; re-export it with `mittd model upgrade`")
 
     @property
     def version_id(self) -> str:
@@ -473,6 +482,7 @@ def save_bundle(bundle: Bundle, path: str | Path, *, validate: bool = True) -> s
     except OutputError as e:  # ENOSPC, EFBIG, EACCES: the partial is gone already
         raise BundleError(str(e)) from None
     bundle.sha256 = sha
+    bundle.format_version = VERSION
     return sha
 
 
@@ -532,6 +542,7 @@ def load_bundle(path: str | Path, expect_featuriser: Mapping[str, Any] | None = 
     else:  # version 1: the payload hash only (see the module docstring)
         sha = manifest["payload_sha256"]
     bundle = _build(where, manifest, arrays, sha)
+    bundle.format_version = version
     if expect_featuriser is not None and not _same_featuriser(bundle.featuriser,
                                                                expect_featuriser):
         feat = bundle.featuriser

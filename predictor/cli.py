@@ -1,4 +1,5 @@
-"""``mittd model describe``: a model's Table 1 row, a bundle's contents."""
+"""``mittd model describe``: a model's Table 1 row, a bundle's contents;
+``mittd model upgrade``: re-export a bundle in the current format (same weights)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import argparse
 import json
 from pathlib import Path
 
-from mittd.predictor.bundle import BundleError, bundle_summary, load_bundle
+from mittd.predictor.bundle import VERSION, BundleError, bundle_summary, load_bundle, save_bundle
 from mittd.predictor.graph import GraphError
 from mittd.predictor.models import MODELS, PAPER_TABLE1, build_model
+from mittd.traces.argtypes import output_file
 
 USER_ERRORS = (BundleError, GraphError)
 
@@ -58,6 +60,9 @@ def cmd_describe(args: argparse.Namespace) -> int:
         except ValueError as e:
             policy = f"invalid ({e})"
         print(f"decision policy: {policy}")
+        old = bundle.old_format_warning()
+        if old is not None:
+            print(f"WARNING {old}")
         reason = bundle.degenerate_reason()
         if reason is not None:
             print(f"WARNING degenerate model (its decisions are not to be trusted): "
@@ -67,6 +72,19 @@ def cmd_describe(args: argparse.Namespace) -> int:
         for r in s["layers"]:
             print(f"  {r['layer']:<16}{r['shape']:>10}{r['weights']:>10,}{r['nonzero']:>10,}"
                   f"{r['sparsity']:>10.1%}")
+    return 0
+
+
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    """Read (every check of load_bundle), write in the current format, read back."""
+    src = Path(args.bundle)
+    out = Path(args.output) if args.output else src
+    bundle = load_bundle(src)
+    before = bundle.format_version
+    sha = save_bundle(bundle, out)
+    again = load_bundle(out)
+    print(f"{out}: bundle format {before} -> {again.format_version}, sha256 {sha[:16]}…, "
+          "same weights")
     return 0
 
 
@@ -83,3 +101,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     d.add_argument("model", help=f"a model name ({', '.join(MODELS)}) or a .mittd bundle")
     d.add_argument("--json", action="store_true", help="print as JSON")
     d.set_defaults(func=cmd_describe)
+    u = sub.add_parser(
+        "upgrade", help="re-export a bundle in the current format (same weights)",
+        description=f"Read a bundle with every check, write it as format {VERSION} (whose "
+        "sha256 covers the manifest too, so an edited threshold or policy is refused) "
+        "atomically, and read it back. The weights, thresholds and policy are unchanged; "
+        "the sha256 (the daemon's model_sha) changes.")
+    u.add_argument("bundle", help="the .mittd bundle to upgrade")
+    u.add_argument("-o", "--output", type=output_file,
+                   help="write here instead of replacing BUNDLE in place")
+    u.set_defaults(func=cmd_upgrade)

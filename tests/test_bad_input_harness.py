@@ -88,6 +88,7 @@ BASE: dict[str, list[str]] = {
     "trace formats": [],
     "collect": ["{tmp}/dev", "-o", "{tmp}/c.parquet"],
     "model describe": ["{B}"],
+    "model upgrade": ["{B}", "-o", "{tmp}/u.mittd"],  # never in place: B is shared
     "bench predictor": [],
     "bench rpc": [],
     "bench live": [],
@@ -193,6 +194,7 @@ PATH_SLOTS: dict[str, list[list[str]]] = {
     "trace convert": [["{X}", "{tmp}/conv.parquet"]],
     "collect": [["{tmp}/dev", "-o", "{tmp}/c.parquet", "--size", "1M", "--replay", "{X}"]],
     "model describe": [["{X}"]],
+    "model upgrade": [["{X}", "-o", "{tmp}/u.mittd"]],
     "bench records": [["--bundle", "{X}", "--ios", "100", "--rounds", "1"],
                       ["--latencies", "{X}", "--ios", "100", "--rounds", "1"]],
     "bench rpc": [["--bundle", "{X}"]],
@@ -215,7 +217,7 @@ PATH_SLOTS: dict[str, list[list[str]]] = {
     "status": [["--config", "{X}"]],
 }
 # Which slots take a bundle (they also get the wrong-manifest bundles).
-BUNDLE_SLOTS = {("model describe", 0), ("bench records", 0), ("bench embedded", 0),
+BUNDLE_SLOTS = {("model describe", 0), ("model upgrade", 0), ("bench records", 0), ("bench embedded", 0),
                 ("bench shadow", 0), ("bench live", 0), ("eie report", 0), ("replay", 1),
                 ("prune", 0), ("compress", 0), ("evaluate", 0), ("bench rpc", 0)}
 BAD_FILES = ["missing", "adir", "empty", "garbage", "trunc_parquet", "trunc_bundle",
@@ -249,6 +251,7 @@ def output_cases() -> list[Case]:
         "train": (["{T}", "-o", "{O}"], "{T}"),
         "prune": (["{B}", "--sparsity", "0.5", "-o", "{O}"], "{B}"),
         "compress": (["{B}", "--weights", "fp16", "-o", "{O}"], "{B}"),
+        "model upgrade": (["{B}", "-o", "{O}"], ""),  # in place is its default
         "tune": (["{T}", "--json", "{O}"], "{T}"),
         "evaluate": (["{B}", "--trace", "{T}", "--json", "{O}"], "{T}"),
         "evaluate bundle": (["{B}", "--trace", "{T}", "--json", "{O}"], "{B}"),

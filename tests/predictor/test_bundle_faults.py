@@ -181,23 +181,38 @@ def test_an_edited_manifest_fails_the_checksum(good: Path, tmp_path: Path) -> No
     assert b.version_id == f"precise_linear@{b.sha256[:12]}"
 
 
+def _as_version_1(m: dict) -> None:
+    """A format-1 manifest: no whole-bundle sha256 (as every bundle before format 2)."""
+    m["version"] = 1
+    del m["sha256"]
+
+
 def test_version_1_bundles_still_load_with_the_payload_hash(tmp_path: Path) -> None:
-    """The shipped bundles are version 1: readable, their sha is the payload hash."""
-    path = shipped_bundle("heimdall")
+    """Format 1 is read (its sha is the payload hash), warned of and upgraded."""
+    path = rewrite(shipped_bundle("heimdall"), tmp_path / "v1.mittd", _as_version_1)
     m = json.loads(zipfile.ZipFile(path).read(MANIFEST))
-    assert m["version"] == 1
-    assert load_bundle(path).sha256 == m["payload_sha256"]
+    v1 = load_bundle(path)
+    assert (v1.sha256, v1.format_version) == (m["payload_sha256"], 1)
+    assert "mittd model upgrade" in (v1.old_format_warning() or "")
     # a bad field is refused in version 1 too
-    bad = rewrite(path, tmp_path / "v1.mittd", setter("thresholds", "p_slow", value=[2]))
+    bad = rewrite(path, tmp_path / "bad1.mittd", setter("thresholds", "p_slow", value=[2]))
     with pytest.raises(BundleError, match=r"thresholds\.p_slow\[0\]"):
         load_bundle(bad)
-    # re-exporting gives version 2, same weights
-    again = load_bundle(path)
-    save_bundle(again, tmp_path / "v2.mittd")
+    # mittd model upgrade: version 2, same weights, thresholds and policy, no warning
+    assert main(["model", "upgrade", str(path), "-o", str(tmp_path / "v2.mittd")]) == 0
     v2 = load_bundle(tmp_path / "v2.mittd")
-    assert v2.sha256 != m["payload_sha256"]
-    for name, (k, b) in again.params.items():
+    assert v2.sha256 != m["payload_sha256"] and v2.format_version == VERSION
+    assert v2.old_format_warning() is None
+    assert (v2.thresholds, v2.policy) == (v1.thresholds, v1.policy)
+    for name, (k, b) in v1.params.items():
         assert np.array_equal(v2.params[name][0], k) and np.array_equal(v2.params[name][1], b)
+
+
+def test_the_shipped_bundles_are_the_current_format() -> None:
+    """So an edited shipped manifest is a checksum mismatch, not a silent change."""
+    for name in ("heimdall", "linnos", "precise_linear_node95", "precise_linear_hist_node95"):
+        b = load_bundle(shipped_bundle(name))
+        assert b.format_version == VERSION and b.old_format_warning() is None, name
 
 
 def test_an_unloadable_bundle_is_not_written(tmp_path: Path) -> None:
@@ -288,6 +303,16 @@ def test_check_and_describe_show_the_degenerate_flag(tmp_path: Path,
     assert "warn  d0" in out and "degenerate model" in out and "one class only" in out
     assert main(["model", "describe", str(path)]) == 0
     assert "WARNING degenerate model" in capsys.readouterr().out
+
+
+def test_check_and_describe_warn_of_a_format_1_bundle(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    path = rewrite(shipped_bundle("heimdall"), tmp_path / "v1.mittd", _as_version_1)
+    assert main(["check", "--config", str(_config(tmp_path, path))]) == 0
+    out = capsys.readouterr().out
+    assert "warn  d0" in out and "bundle format 1" in out and "mittd model upgrade" in out
+    assert main(["model", "describe", str(path)]) == 0
+    assert "WARNING bundle format 1" in capsys.readouterr().out
 
 
 # -- atomic, durable writes ------------------------------------------------------------------
