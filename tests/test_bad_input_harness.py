@@ -90,6 +90,7 @@ BASE: dict[str, list[str]] = {
     "model describe": ["{B}"],
     "model upgrade": ["{B}", "-o", "{tmp}/u.mittd"],  # never in place: B is shared
     "bench predictor": [],
+    "bench cold": ["--ios", "1", "--idle-ms", "1"],
     "bench rpc": [],
     "bench live": [],
     "bench tailcut": [],
@@ -198,6 +199,7 @@ PATH_SLOTS: dict[str, list[list[str]]] = {
     "bench records": [["--bundle", "{X}", "--ios", "100", "--rounds", "1"],
                       ["--latencies", "{X}", "--ios", "100", "--rounds", "1"]],
     "bench rpc": [["--bundle", "{X}"]],
+    "bench cold": [["--bundle", "{X}", "--ios", "1", "--idle-ms", "1"]],
     "bench embedded": [["--model", "{X}", "--no-io", "--ops", "10", "--rounds", "1"]],
     "bench shadow": [["--dir", "{tmp}", "--bundle", "{X}", "--seconds", "0.5",
                       "--records", "{tmp}/rec", "--busy", "0", "--size", "1M"]],
@@ -217,9 +219,10 @@ PATH_SLOTS: dict[str, list[list[str]]] = {
     "status": [["--config", "{X}"]],
 }
 # Which slots take a bundle (they also get the wrong-manifest bundles).
-BUNDLE_SLOTS = {("model describe", 0), ("model upgrade", 0), ("bench records", 0), ("bench embedded", 0),
-                ("bench shadow", 0), ("bench live", 0), ("eie report", 0), ("replay", 1),
-                ("prune", 0), ("compress", 0), ("evaluate", 0), ("bench rpc", 0)}
+BUNDLE_SLOTS = {("model describe", 0), ("model upgrade", 0), ("bench records", 0),
+                ("bench embedded", 0), ("bench shadow", 0), ("bench live", 0), ("eie report", 0),
+                ("replay", 1), ("prune", 0), ("compress", 0), ("evaluate", 0), ("bench rpc", 0),
+                ("bench cold", 0)}
 BAD_FILES = ["missing", "adir", "empty", "garbage", "trunc_parquet", "trunc_bundle",
              "garbage_parquet"]
 BAD_BUNDLES = ["man_list", "man_empty", "man_null", "man_str", "man_notjson", "no_manifest",
@@ -264,6 +267,8 @@ def output_cases() -> list[Case]:
         "bench live trace": (["--trace", "{T}", "--json", "{O}", "--duration", "1"], "{T}"),
         "bench live png": (["--model", "{B}", "--png", "{O}", "--duration", "1"], "{B}"),
         "bench records": (["--bundle", "{B}", "--json", "{O}"], "{B}"),
+        "bench cold": (["--bundle", "{B}", "--ios", "1", "--idle-ms", "1", "--json", "{O}"],
+                       "{B}"),
         "bench records latencies": (["--latencies", "{T}", "--json", "{O}"], "{T}"),
         "bench shadow": (["--dir", "{tmp}", "--bundle", "{B}", "--seconds", "1",
                           "--records", "{tmp}/rec", "--json", "{O}"], "{B}"),

@@ -13,13 +13,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mittd.daemon.bench.tailcut.run import MODELS as TAILCUT_MODELS
+from mittd.daemon.config import KEEP_WARM_MS_MAX, ServerConfig
 from mittd.daemon.replay.report import jsonable
-from mittd.predictor.bundle import BundleError
+from mittd.predictor.bundle import BundleError, load_bundle
 from mittd.predictor.engines import ENGINES
-from mittd.predictor.shipped import shipped_bundle
+from mittd.predictor.shipped import SHIPPED_BUNDLES, shipped_bundle
 from mittd.predictor.slo import parse_slo
 from mittd.traces.argtypes import (
     MAX_COUNT,
+    at_most,
     count,
     non_negative_count,
     non_negative_float,
@@ -28,6 +30,7 @@ from mittd.traces.argtypes import (
     output_file,
     png_file,
     positive_float,
+    positive_int,
     probability,
     share,
     sparsity,
@@ -101,12 +104,10 @@ def _progress(quiet: bool) -> Callable[[str], None]:
 
 
 def _write_json(path: str | None, result: dict) -> int:
-    """``--json FILE``: the results as JSON; an unwritable FILE is one line, exit 2."""
+    """``--json FILE``: the results as JSON, atomically; an unwritable FILE is one
+    line, exit 2 (``OutputError``, a user error of the CLI)."""
     if path:
-        try:
-            write_text(path, json.dumps(result, indent=1, default=jsonable))
-        except OSError as e:
-            return _fail(f"--json {path}: {e.strerror or e}")
+        write_text(path, json.dumps(result, indent=1, default=jsonable))
     return 0
 
 
@@ -243,6 +244,22 @@ def cmd_bench_records(args: argparse.Namespace) -> int:
     except records.RecordsBenchError as e:
         return _fail(str(e))
     print(records.render(r))
+    return _write_json(args.json, r)
+
+
+def cmd_bench_cold(args: argparse.Namespace) -> int:
+    from mittd.daemon.bench import cold
+
+    names = args.bundle or ["heimdall", "linnos"]
+    bundles = [str(shipped_bundle(n)) if n in SHIPPED_BUNDLES else n for n in names]
+    for b in bundles:  # a bad bundle is one line before minutes of idling
+        load_bundle(b)
+    if msg := _clobbered({"--json": args.json}, bundles):
+        return _fail(msg)
+    r = cold.run_cold(bundles, idle_ms=args.idle_ms, ios=args.ios, rounds=args.rounds,
+                      keep_warm_ms=args.keep_warm_ms, engine=args.engine,
+                      budget_us=args.budget_us, seed=args.seed, say=_progress(args.quiet))
+    print(cold.render(r))
     return _write_json(args.json, r)
 
 
@@ -508,6 +525,38 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                    help="also write the results as JSON")
     r.add_argument("--quiet", action="store_true", help="no progress")
     r.set_defaults(func=cmd_bench_records)
+
+    c = bsub.add_parser(
+        "cold", help="decisions after an idle spell: time, overruns, keep-warm off/on",
+        description="Per bundle, the in-process admission (Embedded) decides --ios IOs "
+        "each after --idle-ms of nothing, with the keep-warm thread off and at "
+        "--keep-warm-ms, interleaved round by round, beside its back-to-back (warm) "
+        "decisions. A cold prediction slower than --budget-us is an overrun: admitted "
+        "unjudged (fail_open_on_overrun), counted in cold_overruns. Prints warm p50, "
+        "cold p50/p90/max, cold p90 over warm p50 and the overruns.",
+        epilog="Takes about bundles x 2 x rounds x ios x idle-ms (80 s by default). "
+        "Timings are per machine.")
+    c.add_argument("--bundle", action="append", metavar="B.mittd|NAME",
+                   help=f"a bundle or a shipped one's name ({', '.join(SHIPPED_BUNDLES)}); repeat "
+                   "for several (default: heimdall and linnos)")
+    c.add_argument("--idle-ms", type=positive_float, default=1000.0,
+                   help="idle time before each measured decision (1000)")
+    c.add_argument("--ios", type=at_most(positive_int, 100_000), default=20,
+                   help="measured decisions per bundle, setting and round (20)")
+    c.add_argument("--rounds", type=at_most(positive_int, 1000), default=1,
+                   help="interleaved rounds (1)")
+    c.add_argument("--keep-warm-ms", type=at_most(positive_int, KEEP_WARM_MS_MAX),
+                   default=ServerConfig.keep_warm_ms,
+                   help=f"the keep-warm setting compared with off ({ServerConfig.keep_warm_ms})")
+    c.add_argument("--engine", choices=list(ENGINES), default="auto",
+                   help="inference engine (auto)")
+    c.add_argument("--budget-us", type=positive_float, default=ServerConfig.predict_budget_us,
+                   help=f"predict_budget_us ({ServerConfig.predict_budget_us:g})")
+    c.add_argument("--seed", type=non_negative_int, default=0, help="seed of offsets (0)")
+    c.add_argument("--json", type=output_file, metavar="FILE",
+                   help="also write the results as JSON")
+    c.add_argument("--quiet", action="store_true", help="no progress")
+    c.set_defaults(func=cmd_bench_cold)
 
     s = bsub.add_parser(
         "shadow", help="a recording session before enforcing: live model quality beside "

@@ -1,0 +1,37 @@
+"""``mittd bench cold``: both keep-warm settings measured side by side, ticks only when on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mittd.daemon.bench.cold import render, run_cold
+from mittd.daemon.cli import main
+from mittd.predictor.shipped import shipped_bundle
+
+
+def test_runs_both_settings_and_counts_ticks_only_when_on() -> None:
+    r = run_cold([shipped_bundle("heimdall")], idle_ms=40, ios=3, rounds=2, keep_warm_ms=10,
+                 engine="csr")
+    rows = {x["keep_warm_ms"]: x for x in r["rows"]}
+    assert set(rows) == {0, 10}
+    for x in rows.values():
+        assert x["cold_ios"] == 6  # 3 per round, 2 rounds
+        assert x["warm_p50_us"] > 0 and x["cold_p50_us"] <= x["cold_p90_us"] <= x["cold_max_us"]
+        assert 0 <= x["cold_overruns"] <= x["overruns"] <= x["cold_ios"]
+    assert rows[0]["warm_ticks"] == 0
+    assert rows[10]["warm_ticks"] > 0  # 40 ms idle, a tick after 10 ms of it
+    text = render(r)
+    assert "heimdall.mittd" in text and "off" in text and "10 ms" in text
+
+
+def test_cli_writes_json_and_refuses_a_bad_bundle(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cold.json"
+    assert main(["bench", "cold", "--bundle", "linnos", "--ios", "1", "--idle-ms", "5",
+                 "--quiet", "--json", str(out)]) == 0
+    assert len(json.loads(out.read_text())["rows"]) == 2
+    assert main(["bench", "cold", "--bundle", str(tmp_path / "no.mittd")]) == 2
+    assert "no.mittd: no such bundle file" in capsys.readouterr().err
