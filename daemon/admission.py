@@ -179,8 +179,9 @@ class Counts:
     """A device's monotonic decision counters: the one list of their names (the live
     :class:`Counters`, the stats snapshot and the Prometheus collector all use it).
 
-    ``fail_open`` counts predictor faults (the IO was admitted unjudged);
-    ``overruns`` predictions slower than the budget; ``probes`` predicted
+    ``fail_open`` counts IOs admitted unjudged: predictor faults, and late
+    predictions of "slow" admitted by ``fail_open_on_overrun`` (both reply
+    ``fail_open``); ``overruns`` predictions slower than the budget; ``probes`` predicted
     rejections admitted by the probe rule; ``capped`` predicted rejections
     admitted because the device already rejects ``max_reject_share`` of its
     decisions; ``beyond_model`` IOs whose deadline no trained threshold covers

@@ -178,7 +178,8 @@ def rule(cnt, fdev, status, reject, overrun):  # pragma: no cover - compiled
       verdict of the model was overruled); in shadow mode a shadow-reject;
     - the predictor failed: admit (fail open; counted where it failed);
     - the prediction overran its budget: counted; a would-be rejection is
-      admitted with ``fail_open_on_overrun`` (a late "busy" is worth nothing);
+      admitted with ``fail_open_on_overrun`` (a late "busy" is worth nothing),
+      and counted as a fail-open too (the reply says ``fail_open``);
     - a predicted rejection while the device already rejects its
       ``max_reject_share`` of predicted decisions is admitted (the cap: no model
       can lock itself into rejecting everything);
@@ -206,6 +207,7 @@ def rule(cnt, fdev, status, reject, overrun):  # pragma: no cover - compiled
         if not reject:
             out = O_OVERRUN_ADMIT
         elif fdev[F_FAIL_OPEN_OVERRUN] != 0.0:
+            cnt[C_FAIL_OPEN] += 1  # admitted unjudged, as a predictor fault: a fail-open
             out = O_OVERRUN_LATE
         else:
             out = O_OVERRUN_REJECT

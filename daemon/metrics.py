@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 #: ``mittd_decisions_total{outcome}``: the outcomes partition the decisions (they sum
 #: to every IO decided). ``admit``: judged and let through (probes, reject-cap and
 #: shadow admissions included); ``fail_open``: admitted unjudged because the
-#: predictor failed; ``beyond_model``: admitted with no prediction needed. The core
+#: predictor failed or answered "slow" too late (``fail_open_on_overrun``);
+#: ``beyond_model``: admitted with no prediction needed. The core
 #: counts the last two as admitted too, so ``admit`` is what is left of it.
 #: ``ebusy`` includes the IOs rejected unasked for a deadline below the model
 #: (``mittd_below_model_total`` counts those).
@@ -105,8 +106,8 @@ class CoreCollector(Collector):
         stats = self._stats()
         decisions = CounterMetricFamily(
             "mittd_decisions", "Admission decisions by device and outcome (admit: judged "
-            "and let through; ebusy; fail_open: admitted unjudged, the predictor failed; "
-            "beyond_model: admitted, no prediction needed); they sum to every decision",
+            "and let through; ebusy; fail_open: admitted unjudged, the predictor failed or "
+            "was late; beyond_model: admitted, no prediction needed); they sum to every decision",
             labels=["device", "outcome"])
         overruns = CounterMetricFamily(
             "mittd_prediction_overruns", "Predictions slower than the budget",

@@ -85,6 +85,11 @@ class MittdServicer:
         op, zero length, offset/length out of the device's bounds, duplicate
         pending request_id); NOT_FOUND for an unknown device alias. EBUSY is not
         an error here: it is a normal reply with decision = EBUSY.
+
+        Every RPC: request bytes that do not parse as the request message answer
+        INVALID_ARGUMENT "request is not a valid <Message>" (counted in
+        mittd_bad_requests_total{method}; in an AdmitStream, that stream ends with
+        it and the others go on).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

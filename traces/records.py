@@ -73,7 +73,6 @@ def reached_device(batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch | pa.Tabl
 # these, so "which files does this argument name" has one answer.
 
 import glob  # noqa: E402
-import json  # noqa: E402
 from collections.abc import Iterator, Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -81,7 +80,12 @@ from typing import Any  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from mittd.traces.errors import BadLines, TraceError  # noqa: E402
-from mittd.traces.schema import PARQUET_ERRORS, corrupted, iter_parquet  # noqa: E402
+from mittd.traces.schema import (  # noqa: E402
+    PARQUET_ERRORS,
+    corrupted,
+    iter_parquet,
+    json_metadata,
+)
 
 GLOB_CHARS = frozenset("*?[")
 PARQUET_MAGIC = b"PAR1"
@@ -177,14 +181,7 @@ def is_record_file(path: str | Path) -> bool:
 
 def record_metadata(path: str | Path) -> dict[str, Any]:
     """A segment's record provenance (``mittd.records``: device alias, ...); {} if none."""
-    try:
-        raw = (pq.read_schema(path).metadata or {}).get(RECORD_KEY)
-    except PARQUET_ERRORS as e:
-        raise corrupted(path, e) from None
-    try:
-        return json.loads(raw) if raw else {}
-    except ValueError:
-        return {}
+    return json_metadata(path, RECORD_KEY)
 
 
 def iter_records(

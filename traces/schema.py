@@ -244,16 +244,22 @@ def is_parquet(path: str | Path) -> bool:
         return f.read(4) == b"PAR1"
 
 
-def trace_metadata(path: str | Path) -> dict[str, Any]:
-    """Provenance of a canonical trace file (empty dict when absent)."""
+def json_metadata(path: str | Path, key: bytes) -> dict[str, Any]:
+    """The JSON under ``key`` in a Parquet file's schema metadata ({} when absent);
+    an unreadable file is one "corrupted Parquet" line."""
     try:
-        raw = (pq.read_schema(path).metadata or {}).get(METADATA_KEY)
+        raw = (pq.read_schema(path).metadata or {}).get(key)
     except PARQUET_ERRORS as e:
         raise corrupted(path, e) from None
     try:
         return json.loads(raw) if raw else {}
     except ValueError:
         return {}  # provenance is informative only: damaged JSON is no reason to refuse
+
+
+def trace_metadata(path: str | Path) -> dict[str, Any]:
+    """Provenance of a canonical trace file (empty dict when absent)."""
+    return json_metadata(path, METADATA_KEY)
 
 
 def _type_ok(have: pa.DataType, want: pa.DataType) -> bool:

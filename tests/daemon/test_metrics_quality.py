@@ -162,3 +162,26 @@ def test_decision_outcomes_partition_the_decisions_and_fail_opens_are_not_admits
     assert got["fail_open"] == s.fail_open and got["beyond_model"] == s.beyond_model
     assert got["admit"] == s.admitted - s.fail_open - s.beyond_model
     assert sum(got.values()) == 300  # every decision once
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_a_late_slow_verdict_admitted_unjudged_is_a_fail_open(fuse: bool) -> None:
+    """Issue 15: with fail_open_on_overrun a would-be EBUSY that overran the budget
+    replies fail_open, and was exported as outcome="admit"; it is a fail-open."""
+    from mittd.daemon.devices import build_state
+    from mittd.predictor.bundle import load_bundle
+    from mittd.predictor.shipped import shipped_bundle
+
+    st = build_state(load_bundle(shipped_bundle("heimdall")), "csr",
+                     decision_threshold=1e-4, max_reject_share=1.0)  # every IO "slow"
+    core = AdmissionCore({"d": st}, predict_budget_us=1e-3, probe_after=0, fuse=fuse)
+    for i in range(10):  # every prediction overruns a 1 ns budget
+        d = core.admit("d", 0, 4096 * i, 4096, 0.0, i + 1, 1_000 + i)
+        assert (d.admit, d.reason, d.fail_open) == (True, "overrun", True)
+    s = core.stats()["d"]
+    assert (s.admitted, s.overruns, s.fail_open, s.rejected) == (10, 10, 10, 0)
+    reg = CollectorRegistry()
+    reg.register(CoreCollector(core.stats))
+    got = {o: reg.get_sample_value("mittd_decisions_total", {"device": "d", "outcome": o})
+           for o in ("admit", "ebusy", "fail_open", "beyond_model")}
+    assert got == {"admit": 0, "ebusy": 0, "fail_open": 10, "beyond_model": 0}

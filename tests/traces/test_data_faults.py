@@ -367,7 +367,8 @@ def test_enospc_mid_stream_is_one_output_error_and_removes_the_partial(
 COLLECT_CASES = [
     (["--bs", "0"], "--bs"),
     (["--bs", "4k,0"], "--bs"),
-    (["--rwmixread", "200"], "--rwmixread must be an integer from 0 to 100"),
+    (["--rwmixread", "200"], "--rwmixread: must be an integer in [0, 100]"),
+    (["--job", "rwmixread=200"], "rwmixread must be an integer from 0 to 100"),
     (["--rwmixread", "-1"], "--rwmixread"),
     (["--runtime", "0s"], "--runtime must be > 0"),
     (["--keep-logs", "{file}"], "is a file, expected a directory"),

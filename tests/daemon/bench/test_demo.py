@@ -78,4 +78,4 @@ def test_evaluate_scores_shipped_bundles_on_a_trace(tmp_path: Path) -> None:
     assert rows[0]["ios"] == rows[1]["ios"] < 0.11 * 130_923
     bad = run_cli("evaluate", str(bundles / "heimdall.mittd"), "--trace", str(SAMPLE),
                   "--from", "2")
-    assert bad.returncode == 2 and "--from must be in [0, 1)" in bad.stderr
+    assert bad.returncode == 2 and "--from: must be a number in [0, 1)" in bad.stderr
