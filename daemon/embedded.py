@@ -296,9 +296,9 @@ class Embedded:
         """Keep idle devices warm: for ``device`` (default: every device) that has
         decided nothing for ``idle_ms``, run one untimed dummy prediction
         (``AdmissionCore.warm``: no decision, tracker, record or counter but
-        ``warm_ticks`` changes). The keep-warm thread (``keep_warm_ms``, default
-        100, as ``mittd serve``) calls it; with ``keep_warm_ms=0`` a host may call
-        it from its own timer. Returns the devices warmed."""
+        ``warm_ticks`` changes). The keep-warm thread (``keep_warm_ms`` > 0, as
+        ``mittd serve``; off by default) calls it; a host may call it from its own
+        timer instead. Returns the devices warmed."""
         aliases = self.devices if device is None else (device,)
         idle_us = int(idle_ms * 1000)
         return [a for a in aliases if self.core.warm(a, idle_us)]

@@ -10,10 +10,11 @@
   the same); a device whose new bundle is bad keeps its old model, with a log
   line — a failed reload never takes the daemon down. Adding or removing
   devices or changing listen addresses needs a restart (logged);
-- idle: with ``server.keep_warm_ms`` (default 100, 0 off), a device that has
+- idle: with ``server.keep_warm_ms`` > 0 (default 0, off), a device that has
   decided nothing that long gets one untimed dummy prediction (no decision,
-  tracker, record or counter but ``warm_ticks``), so the first IO after a quiet
-  spell is not judged on cold caches;
+  tracker, record or counter but ``warm_ticks``), meant to keep the first IO
+  after a quiet spell off cold caches (``mittd bench cold`` measures whether it
+  does);
 - TERM/INT: STOPPING=1, health NOT_SERVING, stop accepting, let in-flight
   calls finish (``grace_s``), write the last IO records, exit 0.
 

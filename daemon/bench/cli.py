@@ -546,8 +546,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     c.add_argument("--rounds", type=at_most(positive_int, 1000), default=1,
                    help="interleaved rounds (1)")
     c.add_argument("--keep-warm-ms", type=at_most(positive_int, KEEP_WARM_MS_MAX),
-                   default=ServerConfig.keep_warm_ms,
-                   help=f"the keep-warm setting compared with off ({ServerConfig.keep_warm_ms})")
+                   default=100, help="the keep-warm setting compared with off (100)")
     c.add_argument("--engine", choices=list(ENGINES), default="auto",
                    help="inference engine (auto)")
     c.add_argument("--budget-us", type=positive_float, default=ServerConfig.predict_budget_us,

@@ -158,6 +158,6 @@ def test_keep_warm_off_and_bounds(tmp_path: Path) -> None:
     d = Daemon(_toml(tmp_path, "keep_warm_ms = 0"))
     d.start_keep_warm()
     assert d._warmer is None
-    assert Daemon(_toml(tmp_path, "")).config.server.keep_warm_ms == 100
+    assert Daemon(_toml(tmp_path, "")).config.server.keep_warm_ms == 0  # off by default
     with pytest.raises(ConfigError, match=r"server.keep_warm_ms: -1 is out of range"):
         parse_config({"server": {"keep_warm_ms": -1}, "devices": {}}, tmp_path / "x.toml")
