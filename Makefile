@@ -4,6 +4,10 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# setuptools tells every editable install, as a warning, to mind folders named like
+# the package ("Editable installation."): information, not a problem; kept off the
+# set-up output so that a real warning stands out.
+PIP    := PYTHONWARNINGS="ignore:Editable installation:UserWarning" $(BIN)/pip
 DEMO   ?= out/demo
 
 .PHONY: demo test lint fio clean
@@ -12,16 +16,16 @@ $(VENV)/.base: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
 	  || { echo "mittd needs Python >= 3.11 (found $$($(PYTHON) --version 2>&1)); set PYTHON=..."; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e .
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e .
 	@touch $@
 
 $(VENV)/.plot: $(VENV)/.base
-	$(BIN)/pip install --quiet -e ".[plot]"
+	$(PIP) install --quiet -e ".[plot]"
 	@touch $@
 
 $(VENV)/.dev: $(VENV)/.base
-	$(BIN)/pip install --quiet -e ".[train,dev]"
+	$(PIP) install --quiet -e ".[train,dev]"
 	@touch $@
 
 # fio measures real IO for `mittd collect`; install it where we can (root with apt-get).
