@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from mittd.predictor.bundle import load_bundle
 from mittd.predictor.engines import make_engine
@@ -28,6 +27,7 @@ from mittd.traces.argtypes import number, output_file, probability
 from mittd.traces.atomic import write_text
 from mittd.traces.records import D_REJECT, DECISIONS, iter_records
 from mittd.traces.registry import TraceStream, open_trace
+from mittd.traces.schema import open_parquet
 from mittd.training import evaluate as ev
 
 __all__ = ["Served", "add_commands", "evaluate_bundle", "served_columns"]
@@ -69,7 +69,7 @@ def served_columns(stream: TraceStream) -> Served | None:
     shas: list[np.ndarray] = []
     for path in stream.paths:
         if path not in records:  # a plain trace in the set: rows with nothing served
-            n = pq.ParquetFile(path).metadata.num_rows
+            n = open_parquet(path).metadata.num_rows  # damaged: one TraceError line
             ps.append(np.full(n, np.nan))
             ks.append(np.full(n, -1, np.int8))
             shas.append(np.full(n, "", object))
