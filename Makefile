@@ -1,6 +1,7 @@
 # mittd — the two set-up commands of the README:
 #   make demo   creates .venv, installs mittd, runs `mittd demo` (offline replay + live run)
-#   make test   creates .venv, installs mittd with the train and dev extras, runs ruff and pytest
+#   make test   creates .venv, installs mittd with the train, dev and cluster extras (Ray for
+#               `mittd fleet`), runs ruff and pytest
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -25,7 +26,7 @@ $(VENV)/.plot: $(VENV)/.base
 	@touch $@
 
 $(VENV)/.dev: $(VENV)/.base
-	$(PIP) install --quiet -e ".[train,dev]"
+	$(PIP) install --quiet -e ".[train,dev,cluster]"
 	@touch $@
 
 # fio measures real IO for `mittd collect`; install it where we can (root with apt-get).

@@ -16,6 +16,7 @@ from mittd.daemon import check, serve, status
 from mittd.daemon.bench import cli as bench_cli
 from mittd.daemon.bench import demo
 from mittd.daemon.replay import cli as replay_cli
+from mittd.fleet import cli as fleet_cli
 from mittd.predictor import cli as predictor_cli
 from mittd.predictor import eie_report
 from mittd.traces import cli as traces_cli
@@ -28,7 +29,8 @@ from mittd.training import offline_eval
 USER_ERRORS: tuple[type[BaseException], ...] = (
     TraceError, OutputError, training_cli.TrainingError, *predictor_cli.USER_ERRORS,
     *check.USER_ERRORS, *replay_cli.USER_ERRORS, *demo.USER_ERRORS,
-    *offline_eval.USER_ERRORS, *status.USER_ERRORS, *serve.USER_ERRORS)
+    *offline_eval.USER_ERRORS, *status.USER_ERRORS, *serve.USER_ERRORS,
+    *fleet_cli.USER_ERRORS)
 
 
 def _version() -> str:
@@ -63,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_commands(commands)
     training_cli.add_commands(commands)
     offline_eval.add_commands(commands)
+    fleet_cli.add_commands(commands)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""The runtime stays free of TensorFlow: the daemon path must start fast and small."""
+"""The runtime stays free of TensorFlow and Ray: the daemon path must start fast and small."""
 
 from __future__ import annotations
 
@@ -33,6 +33,22 @@ def test_runtime_imports_no_tensorflow() -> None:
     assert out.stdout.strip() == ""
 
 
+def test_runtime_imports_no_ray() -> None:
+    """Ray (the cluster extra, ``mittd fleet``) is imported only inside the fleet
+    functions: ``mittd --help``, the daemon and building the parser (which registers
+    ``mittd fleet``) never load it."""
+    code = (
+        "import importlib, sys\n"
+        f"for m in {RUNTIME_MODULES!r}: importlib.import_module(m)\n"
+        "from mittd.daemon.cli import build_parser\n"
+        "build_parser()\n"
+        "bad = [k for k in sys.modules if k.split('.')[0] in ('ray', 'optuna')]\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
 def test_mittd_is_a_namespace_over_the_top_level_folders() -> None:
     import mittd.daemon
     import mittd.traces
@@ -47,6 +63,7 @@ LAYERS = {  # a package may import only from the packages listed for it
     "predictor": {"traces", "predictor"},
     "training": {"traces", "predictor", "training", "daemon"},  # the replayer picks policies
     "proto": {"proto"},
+    "fleet": {"traces", "predictor", "training", "daemon", "fleet"},  # runs the others per device
 }
 
 
