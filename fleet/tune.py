@@ -388,8 +388,10 @@ def render(rows: Sequence[Mapping[str, Any]], metric: str) -> str:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from mittd.fleet.runner import FleetInterrupted, require_ray
+    from mittd.training.cli import TF_MODULES, _require
 
     require_ray()
+    _require("fleet tune", (*TF_MODULES, "optuna"))
     jobs = load_fleet(args.spec, model=args.model)
     if args.per == "class":
         _group(jobs)  # a class mixing models is refused before any cluster starts
