@@ -26,6 +26,7 @@ from mittd.fleet.manifest import DEFAULT_MODEL, DeviceJob, FleetError, load_flee
 from mittd.predictor.engines import ENGINE_NAMES
 from mittd.predictor.models import MODELS
 from mittd.traces.argtypes import (
+    at_most,
     count,
     non_negative_int,
     number,
@@ -39,6 +40,8 @@ __all__ = ["EXIT_PARTIAL", "USER_ERRORS", "add_cluster_options", "add_commands",
 
 USER_ERRORS: tuple[type[BaseException], ...] = (FleetError,)
 EXIT_PARTIAL = 3
+MAX_WORKERS = 4096  # CPUs of a local Ray cluster: beyond this a count is a typo
+MAX_RETRIES = 100  # a task whose worker dies 100 times will die again
 REPORT_DIRNAME = "fleet_report"
 
 learning_rate = number(0.0, 1.0, lo_open=True, hi_open=False, doc="A learning rate in (0, 1].")
@@ -53,13 +56,14 @@ SPEC_HELP = ("the fleet: a directory (one device per trace file, named by its st
 def add_cluster_options(p: argparse.ArgumentParser) -> None:
     """The options every fleet command shares (how many workers, which cluster)."""
     g = p.add_argument_group("cluster")
-    g.add_argument("--workers", type=positive_int, metavar="N",
+    g.add_argument("--workers", type=at_most(positive_int, MAX_WORKERS), metavar="N",
                    help="CPUs of the local Ray cluster = devices run at once (default: all "
                         "CPUs); ignored with --address")
     g.add_argument("--address", metavar="ADDR",
                    help="an existing Ray cluster (ray://host:10001, host:6379 or auto; default "
                         "$RAY_ADDRESS, else a local cluster started in-process)")
-    g.add_argument("--retries", type=non_negative_int, default=2, metavar="N",
+    g.add_argument("--retries", type=at_most(non_negative_int, MAX_RETRIES), default=2,
+                   metavar="N",
                    help="re-run a device's task when its worker dies, up to N times "
                         "(default 2)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")

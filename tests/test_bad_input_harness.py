@@ -90,6 +90,11 @@ BASE: dict[str, list[str]] = {
     "model describe": ["{B}"],
     "model upgrade": ["{B}", "-o", "{tmp}/u.mittd"],  # never in place: B is shared
     "bench predictor": [],
+    "fleet train": ["{T}", "-o", "{tmp}/fm"],
+    "fleet replay": ["{T}", "--models", "{tmp}/fm"],
+    "fleet report": ["{tmp}"],
+    "fleet tune": ["{T}"],
+    "fleet bench": [],
     "bench cold": ["--ios", "1", "--idle-ms", "1"],
     "bench rpc": [],
     "bench live": [],
@@ -129,6 +134,11 @@ VALID: dict[tuple[str, str], set[str]] = {
     ("train", "--validation-fraction"): {"0"},
     ("collect", "--rwmixread"): {"0"},  # writes only
     ("serve", "--grace"): {"0"},  # stop at once on TERM
+    ("fleet train", "--retries"): {"0"},  # never re-run a dead worker's task
+    ("fleet replay", "--retries"): {"0"},
+    ("fleet tune", "--retries"): {"0"},
+    ("fleet train", "--from"): {"0"},  # replay the whole trace
+    ("fleet replay", "--from"): {"0"},
     ("bench tailcut", "--slo"): {"1e300"},  # µs: silly but grammatical (predictor/slo.py)
 }
 for _leaf in LEAVES:  # every seed may be 0; numpy's default_rng takes any size
@@ -196,6 +206,7 @@ PATH_SLOTS: dict[str, list[list[str]]] = {
     "collect": [["{tmp}/dev", "-o", "{tmp}/c.parquet", "--size", "1M", "--replay", "{X}"]],
     "model describe": [["{X}"]],
     "model upgrade": [["{X}", "-o", "{tmp}/u.mittd"]],
+    "fleet report": [["{X}"]],
     "bench records": [["--bundle", "{X}", "--ios", "100", "--rounds", "1"],
                       ["--latencies", "{X}", "--ios", "100", "--rounds", "1"]],
     "bench rpc": [["--bundle", "{X}"]],
