@@ -120,14 +120,11 @@ def tune_devices(jobs: Sequence[DeviceJob], settings: Mapping[str, Any], *,
 # -- per class: Ray Tune + OptunaSearch over the trials of one search ----------------
 
 def suggest(trial: Any) -> None:
-    """The search space of ``mittd tune`` (training/tune.py's objective), define-by-run
-    for ``OptunaSearch``: method, sparsity, and the SIMD group only where it matters."""
-    from mittd.training.pipeline import PRUNE_METHODS
+    """``mittd tune``'s search space (one home: ``training.tune.suggest``), as the
+    define-by-run space ``OptunaSearch`` wants (it returns nothing)."""
+    from mittd.training.tune import suggest as space
 
-    method = trial.suggest_categorical("method", list(PRUNE_METHODS))
-    trial.suggest_float("sparsity", 0.5, 0.99)
-    if method in ("simd", "scalpel"):
-        trial.suggest_categorical("group", [4, 8, 16])
+    space(trial)
 
 
 def check_device(job: DeviceJob, settings: Mapping[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,17 @@ from mittd.training.pipeline import (
 )
 
 
+def suggest(trial: Any) -> tuple[str, float, int]:
+    """The search space of ``mittd tune`` (and ``mittd fleet tune``'s OptunaSearch),
+    define-by-run: method, sparsity, and the SIMD group only where it matters (8,
+    unused, elsewhere). Returns (method, sparsity, group)."""
+    method = trial.suggest_categorical("method", list(PRUNE_METHODS))
+    sparsity = trial.suggest_float("sparsity", 0.5, 0.99)
+    group = trial.suggest_categorical("group", [4, 8, 16]) if method in (
+        "simd", "scalpel") else 8
+    return method, sparsity, group
+
+
 def tune(traces: Sequence[str], model_name: str, *, floor: float, metric: str = "accuracy",
          trials: int = 12, slo: str = "auto", epochs: int = 6, prune_epochs: int = 2,
          seed: int = 0, say: Callable[[str], None] = print) -> dict[str, Any]:
@@ -40,10 +51,7 @@ def tune(traces: Sequence[str], model_name: str, *, floor: float, metric: str = 
     say(f"dense: {metric} {m0[metric]:.4f}, {us0:.2f} µs per decision")
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
-        method = trial.suggest_categorical("method", list(PRUNE_METHODS))
-        sparsity = trial.suggest_float("sparsity", 0.5, 0.99)
-        group = trial.suggest_categorical("group", [4, 8, 16]) if method in (
-            "simd", "scalpel") else 8
+        method, sparsity, group = suggest(trial)
         params = run_prune(to_keras(dense.graph, dense.params), dense.graph, ds, method,
                            sparsity, group=group, epochs=prune_epochs, seed=seed)
         m = evaluate_params(dense.graph, params, ds)
