@@ -215,3 +215,38 @@ def test_fleet_train_partial_resumable_and_forced(ray_address: str, tmp_path: Pa
 
     assert main(["fleet", "report", str(models)]) == 0
     assert "devices: 2 (2 ok, 0 skipped, 0 error)" in capsys.readouterr().out
+
+
+def _quick_or_slow(job: DeviceJob) -> dict[str, object]:
+    import time as _time
+
+    if job.device != "quick":
+        _time.sleep(60)  # still running when Ctrl-C comes
+    return {"device": job.device, "status": "ok"}
+
+
+def test_ctrl_c_cancels_what_runs_and_keeps_what_finished(ray_address: str) -> None:
+    """Ctrl-C (SIGINT: KeyboardInterrupt in the main thread) during a run: the
+    finished rows come back in FleetInterrupted, the running tasks are cancelled at
+    once (no 60 s wait), and the cluster is usable for the next run."""
+    import _thread
+    import threading
+    import time
+
+    from mittd.fleet.runner import FleetInterrupted, run_fleet
+
+    jobs = [DeviceJob("quick", ("x",)), DeviceJob("slow", ("y",))]
+    timer = threading.Timer(5.0, _thread.interrupt_main)
+    t0 = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(FleetInterrupted) as e:
+            run_fleet(jobs, _quick_or_slow, address=ray_address, progress=False)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - t0 < 40
+    assert [r["device"] for r in e.value.rows] == ["quick"] and e.value.total == 2
+    assert "interrupted: 1 of 2 devices finished" in str(e.value)
+    again = run_fleet([DeviceJob("quick", ("x",))], _quick_or_slow, address=ray_address,
+                      progress=False)
+    assert again == [{"device": "quick", "status": "ok"}]
