@@ -64,13 +64,17 @@ def make_core(config: Config) -> AdmissionCore:
 
 
 class Server:
-    def __init__(self, root: Path, **server: Any) -> None:
+    """A daemon's gRPC server in this process, on the test config (also the stream
+    limit tests' server, with fewer workers)."""
+
+    def __init__(self, root: Path, workers: int = 4, **server: Any) -> None:
         self.config = make_config(root, **server)
         self.core = make_core(self.config)
         self.servicer = MittdServicer(self.core, self.config)
-        self.server, self.health = build_server(self.core, self.config, max_workers=4,
+        self.server, self.health = build_server(self.core, self.config, max_workers=workers,
                                                 servicer=self.servicer)
-        self.channel = grpc.insecure_channel(f"unix:{self.config.server.unix_socket}")
+        self.target = f"unix:{self.config.server.unix_socket}"
+        self.channel = grpc.insecure_channel(self.target)
         self.stub = mittd_pb2_grpc.MittdStub(self.channel)
         self.version = self.core.state("disk").model_version
 

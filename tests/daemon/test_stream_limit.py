@@ -22,36 +22,18 @@ import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from mittd.daemon.client import Client, MittdUnavailable
-from mittd.daemon.service import RPCS_PER_WORKER, MittdServicer, build_server, max_rpcs
+from mittd.daemon.service import RPCS_PER_WORKER, MittdServicer, max_rpcs
 from mittd.proto import mittd_pb2 as pb
-from mittd.proto import mittd_pb2_grpc
-from tests.daemon.test_service import admit_req, make_config, make_core
+from tests.daemon.test_service import Server, admit_req
 
 WORKERS = 2
 QUICK_S = 3.0  # a refusal must come well inside this; the calls' deadlines are longer
 EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-class Server:
-    def __init__(self, root: Path, workers: int = WORKERS) -> None:
-        self.config = make_config(root)
-        self.core = make_core(self.config)
-        self.servicer = MittdServicer(self.core, self.config)
-        self.server, _ = build_server(self.core, self.config, max_workers=workers,
-                                      servicer=self.servicer)
-        self.target = f"unix:{self.config.server.unix_socket}"
-        self.channel = grpc.insecure_channel(self.target)
-        self.stub = mittd_pb2_grpc.MittdStub(self.channel)
-
-    def close(self) -> None:
-        self.channel.close()
-        self.server.stop(None)
-        self.servicer.close()
-
-
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    s = Server(tmp_path_factory.mktemp("limit"))
+    s = Server(tmp_path_factory.mktemp("limit"), workers=WORKERS)
     yield s
     s.close()
 
