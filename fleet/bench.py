@@ -103,20 +103,13 @@ def _probe() -> dict[str, Any]:
 def _one(jobs: Sequence[DeviceJob], workers: int, model_dir: Path, epochs: int,
          replay: bool, progress: bool, probe: bool) -> dict[str, Any]:
     """One ``fleet train`` of every device with a local Ray of ``workers`` CPUs."""
-    import ray
-
-    from mittd.fleet.runner import LOCAL_OBJECT_STORE, run_fleet
+    from mittd.fleet.cluster import ray_session
+    from mittd.fleet.runner import run_fleet
     from mittd.fleet.tasks import train_device
 
-    if ray.is_initialized():
-        raise FleetError("fleet bench starts its own local Ray clusters; a Ray is already "
-                         "initialised in this process")
     model_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
-             object_store_memory=LOCAL_OBJECT_STORE,
-             runtime_env={"env_vars": dict(THREAD_ENV)})
-    try:
+    with ray_session(workers, fresh=True) as ray:
         start_s = time.perf_counter() - t0
         fn = partial(train_device, model_dir=str(model_dir.resolve()),
                      settings={"epochs": epochs}, force=True, replay=replay)
@@ -125,8 +118,6 @@ def _one(jobs: Sequence[DeviceJob], workers: int, model_dir: Path, epochs: int,
                          kind=f"train ×{workers}")
         wall = time.perf_counter() - t1
         seen = ray.get(ray.remote(num_cpus=1)(_probe).remote()) if probe else None
-    finally:
-        ray.shutdown()
     ok = [r for r in rows if r.get("status") == "ok"]
     errors = sorted({str(r.get("error")) for r in rows if r.get("status") == "error"})
     task_s = [float(r["seconds"]) for r in ok if r.get("seconds") is not None]
@@ -198,7 +189,7 @@ def render(res: dict[str, Any]) -> str:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from mittd.fleet.runner import require_ray
+    from mittd.fleet.cluster import require_ray
     from mittd.training.cli import TF_MODULES, _require
 
     require_ray()

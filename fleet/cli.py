@@ -70,7 +70,7 @@ def add_cluster_options(p: argparse.ArgumentParser) -> None:
 
 
 def _require_ray() -> None:
-    from mittd.fleet.runner import require_ray
+    from mittd.fleet.cluster import require_ray
 
     require_ray()
 

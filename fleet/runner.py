@@ -8,7 +8,7 @@ task (``mittd.fleet.tasks``) turns its own failures into error rows, Ray retries
 task whose worker died (``max_retries``), and a task that died on every attempt is
 an error row too — the run always ends with one row per device.
 
-Ray is imported only inside :func:`run_fleet`.
+Ray is imported only inside :func:`run_fleet` (through :mod:`mittd.fleet.cluster`).
 """
 
 from __future__ import annotations
@@ -20,13 +20,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from mittd.fleet.cluster import import_ray, ray_session
 from mittd.fleet.manifest import DeviceJob, FleetError
 from mittd.fleet.tasks import THREAD_ENV, error_row, one_line
 
-__all__ = ["FleetInterrupted", "require_ray", "run_fleet"]
-
-CLUSTER_EXTRA = "fleet needs the cluster extra: pip install 'mittd[cluster]' (missing module {})"
-LOCAL_OBJECT_STORE = 128 << 20  # rows are small: keep a local cluster's /dev/shm use small
+__all__ = ["FleetInterrupted", "run_fleet"]
 
 
 class FleetInterrupted(Exception):
@@ -37,27 +35,6 @@ class FleetInterrupted(Exception):
                          "were cancelled (re-run to resume: finished bundles are kept)")
         self.rows = rows
         self.total = total
-
-
-def require_ray() -> None:
-    """Refuse in one line (FleetError) when Ray is not installed; imports nothing."""
-    import importlib.util
-
-    try:
-        found = importlib.util.find_spec("ray") is not None
-    except (ImportError, ValueError):  # sys.modules["ray"] = None, or a broken install
-        found = False
-    if not found:
-        raise FleetError(CLUSTER_EXTRA.format("ray"))
-
-
-def _import_ray() -> Any:
-    require_ray()
-    try:
-        import ray
-    except ImportError as e:
-        raise FleetError(CLUSTER_EXTRA.format(e.name or "ray")) from None
-    return ray
 
 
 def _call(fn: Callable[[DeviceJob], dict[str, Any]], job: DeviceJob) -> dict[str, Any]:
@@ -78,32 +55,13 @@ def run_fleet(jobs: Sequence[DeviceJob], fn: Callable[[DeviceJob], dict[str, Any
     running. A task whose worker dies is retried ``retries`` times, then is an error
     row ``worker died (N attempts)``. Ctrl-C cancels what is still running and
     raises :class:`FleetInterrupted` with the rows that finished."""
-    ray = _import_ray()
     if retries < 0:
         raise FleetError(f"--retries must be >= 0, got {retries}")
     if not jobs:
+        import_ray()  # a missing extra is still the one-line error
         return []
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    started = not ray.is_initialized()
-    if started:
-        opts: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                "ignore_reinit_error": True,
-                                "runtime_env": {"env_vars": dict(THREAD_ENV)}}
-        if address:
-            opts["address"] = address
-        else:
-            opts.update(num_cpus=workers or os.cpu_count() or 1,
-                        object_store_memory=LOCAL_OBJECT_STORE)
-        try:
-            ray.init(**opts)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
-            raise FleetError(f"cannot start or reach {where}: {one_line(e)}") from None
-    try:
+    with ray_session(workers, address) as ray:
         return _run(ray, jobs, fn, retries, progress, kind)
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def _run(ray: Any, jobs: Sequence[DeviceJob], fn: Callable[[DeviceJob], dict[str, Any]],
@@ -130,8 +88,8 @@ def _run(ray: Any, jobs: Sequence[DeviceJob], fn: Callable[[DeviceJob], dict[str
                 i = refs[ref]
                 rows[i] = _row(ray, ref, jobs[i], kind, retries, time.perf_counter() - t0[i])
                 failed += rows[i].get("status") == "error"
+                bar.set_postfix_str(f"{failed} failed" if failed else "", refresh=False)
                 bar.update(1)
-                bar.set_postfix_str(f"{failed} failed" if failed else "")
     except KeyboardInterrupt:
         for ref in pending:
             with contextlib.suppress(Exception):  # already finished, or the cluster is going

@@ -34,7 +34,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -202,37 +202,6 @@ def pareto_front(rows: Sequence[Mapping[str, Any]], metric: str) -> list[dict[st
     return sorted((dict(r) for r in rows if not dominated(r)), key=lambda r: r["decision_us"])
 
 
-@contextlib.contextmanager
-def _ray(workers: int | None, address: str | None) -> Iterator[Any]:
-    """Ray for a per-class run (Ray Tune needs it initialised before ``Tuner.fit``), as
-    :func:`mittd.fleet.runner.run_fleet` starts it; an initialised Ray is left as it is."""
-    from mittd.fleet.runner import LOCAL_OBJECT_STORE, require_ray
-
-    require_ray()
-    import ray
-
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    started = not ray.is_initialized()
-    if started:
-        opts: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                "runtime_env": {"env_vars": dict(THREAD_ENV)}}
-        if address:
-            opts["address"] = address
-        else:  # the object store holds each class's data set, once, for its trials
-            opts.update(num_cpus=workers or os.cpu_count() or 1,
-                        object_store_memory=max(LOCAL_OBJECT_STORE, 512 << 20))
-        try:
-            ray.init(**opts)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
-            raise FleetError(f"cannot start or reach {where}: {one_line(e)}") from None
-    try:
-        yield ray
-    finally:
-        if started:
-            ray.shutdown()
-
-
 def _group(jobs: Sequence[DeviceJob]) -> dict[str, list[DeviceJob]]:
     """Devices by class; one class must share one model and SLO (a manifest mistake)."""
     classes: dict[str, list[DeviceJob]] = {}
@@ -322,10 +291,14 @@ def tune_classes(jobs: Sequence[DeviceJob], settings: Mapping[str, Any], *,
                  progress: bool = True, storage: str | Path | None = None,
                  say: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Error rows for the devices whose traces do not load, then one row per class."""
+    from mittd.fleet.cluster import LOCAL_OBJECT_STORE, ray_session
     from mittd.fleet.runner import run_fleet
 
     classes = _group(jobs)
-    with _ray(workers, address) as ray, contextlib.ExitStack() as stack:
+    # the object store holds each class's data set, once, for its trials
+    store = max(LOCAL_OBJECT_STORE, 512 << 20)
+    with ray_session(workers, address, object_store=store) as ray, \
+            contextlib.ExitStack() as stack:
         checked = run_fleet(jobs, partial(check_device, settings=dict(settings)),
                             workers=workers, retries=retries, progress=progress, kind="check")
         bad = {r["device"] for r in checked if r.get("status") != "ok"}
@@ -384,7 +357,8 @@ def render(rows: Sequence[Mapping[str, Any]], metric: str) -> str:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from mittd.fleet.runner import FleetInterrupted, require_ray
+    from mittd.fleet.cluster import require_ray
+    from mittd.fleet.runner import FleetInterrupted
     from mittd.training.cli import TF_MODULES, _require
 
     require_ray()

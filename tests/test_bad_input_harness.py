@@ -391,6 +391,10 @@ def value_cases() -> list[Case]:
           ("tune {T} --trials=0", []),
           ("prune {B} --sparsity=0.5 --group=0", ["-o", "{tmp}/p.mittd"]),
           ]
+    for address in ["127.0.0.1:1", "ray://127.0.0.1:1", "nohost", "host:99999"]:
+        v += [(f"fleet train {{T}} --address={address}", ["-o", "{tmp}/fm"]),
+              (f"fleet replay {{T}} --address={address}", ["--models", "{tmp}/fm"]),
+              (f"fleet tune {{T}} --address={address}", [])]
     cases = []
     for text, rest in v:
         words = text.split()

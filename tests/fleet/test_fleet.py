@@ -133,13 +133,11 @@ def test_fleet_import_loads_neither_ray_nor_tensorflow() -> None:
 
 @pytest.fixture(scope="module")
 def ray_address() -> str:
-    ray = pytest.importorskip("ray")
-    from mittd.fleet.tasks import THREAD_ENV
+    pytest.importorskip("ray")
+    from mittd.fleet.cluster import ray_session
 
-    ctx = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                   object_store_memory=128 << 20, runtime_env={"env_vars": THREAD_ENV})
-    yield ctx.address_info["address"]
-    ray.shutdown()
+    with ray_session(2) as ray:  # the fleet's own start-up, quiet; the runs reuse it
+        yield ray.get_runtime_context().gcs_address
 
 
 def _die_first_time(job: DeviceJob, marker_dir: str) -> dict[str, object]:

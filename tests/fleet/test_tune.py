@@ -18,7 +18,6 @@ pytest.importorskip("tensorflow_model_optimization")
 pytest.importorskip("optuna")
 
 from mittd.daemon.cli import main
-from mittd.fleet.tasks import THREAD_ENV
 from mittd.fleet.tune import pareto_front, suggest
 from mittd.traces.schema import build_metadata, make_batch, write_trace
 
@@ -42,12 +41,12 @@ def local_ray() -> Iterator[None]:
     """One local 2-CPU Ray for the module (run_fleet and Ray Tune use it as it is)."""
     import ray
 
+    from mittd.fleet.cluster import ray_session
+
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             object_store_memory=256 << 20, runtime_env={"env_vars": dict(THREAD_ENV)})
-    yield
-    ray.shutdown()
+    with ray_session(2, object_store=256 << 20):
+        yield
 
 
 @pytest.fixture(scope="module")
