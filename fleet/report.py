@@ -149,6 +149,7 @@ def _png(path: Path, rows: Sequence[Mapping[str, Any]], title: str) -> bool:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         return False
     good = [r for r in rows if r.get("status") != "error"]
@@ -158,6 +159,7 @@ def _png(path: Path, rows: Sequence[Mapping[str, Any]], title: str) -> bool:
         a.hist(auc, bins=min(30, max(5, len(auc))), range=(min(0.5, *auc), 1.0), color="C0")
     a.set_xlabel("test ROC-AUC")
     a.set_ylabel("devices")
+    a.yaxis.set_major_locator(MaxNLocator(integer=True))  # whole devices
     a.set_title(f"ROC-AUC per device ({len(auc)} devices)")
     pts = [(r["p99_baseline_us"], r.get("p99_hedge_us"), r["p99_mittd_us"]) for r in good
            if _num(r.get("p99_baseline_us")) and _num(r.get("p99_mittd_us"))]
