@@ -31,7 +31,14 @@ import numpy as np
 from mittd.predictor import kernels as K
 from mittd.predictor.eie import make_eie
 from mittd.predictor.engine import Engine, WeightMap
-from mittd.predictor.formats import KIND_BLOCK, KIND_CSC, KIND_CSR, KIND_DENSE, KIND_NAMES
+from mittd.predictor.formats import (
+    KIND_BLOCK,
+    KIND_CSC,
+    KIND_CSR,
+    KIND_DENSE,
+    KIND_NAMES,
+    KIND_SELL,
+)
 from mittd.predictor.graph import (
     Graph,
     GraphBuilder,
@@ -41,6 +48,7 @@ from mittd.predictor.graph import (
 from mittd.predictor.plan import Plan, compact_nodes, compile_plan
 
 MIN_CHUNK, MAX_CHUNK = 64, 1024  # batched path: columns per kernel call
+BATCH_AS_CSR = (KIND_CSC, KIND_SELL)  # batch-1 layouts; the batched kernel reads them as CSR
 
 
 class DenseNumpyEngine(Engine):
@@ -137,11 +145,12 @@ class CompiledEngine(Engine):
         # kernel it scatters into the outputs and runs ~1.4x slower than CSR
         # (95 % precise_linear, 512 rows: 3.5 vs 2.4 µs/row). Batches run a twin
         # plan with the CSC layers stored as CSR (same weights, same result).
+        # SELL's gather is a batch-1 layout too: batches read those layers as CSR.
         self._batch_plan = self.plan
-        if any(k == KIND_CSC for k in kinds.values()):
+        if any(k in BATCH_AS_CSR for k in kinds.values()):
             self._batch_plan = compile_plan(
-                graph, params, {n: KIND_CSR if k == KIND_CSC else k for n, k in kinds.items()},
-                group)
+                graph, params, {n: KIND_CSR if k in BATCH_AS_CSR else k
+                                for n, k in kinds.items()}, group)
         self._ints = self.plan.ints
         self._arena = self.plan.arena
         self._input = self.plan.input
@@ -250,6 +259,10 @@ def make_csc(graph: Graph, params: WeightMap, **_: Any) -> Engine:
     return _named(CompiledEngine(graph, params, _uniform(graph, KIND_CSC)), "csc")
 
 
+def make_sell(graph: Graph, params: WeightMap, **_: Any) -> Engine:
+    return _named(CompiledEngine(graph, params, _uniform(graph, KIND_SELL)), "sell")
+
+
 def make_blocksparse(graph: Graph, params: WeightMap, group: int = 8, **_: Any) -> Engine:
     return _named(CompiledEngine(graph, params, _uniform(graph, KIND_BLOCK), group),
                   "blocksparse")
@@ -262,7 +275,7 @@ def make_nodepruned(graph: Graph, params: WeightMap, **_: Any) -> Engine:
 
 # -- auto: per-layer choice by measured speed ---------------------------------------
 
-CANDIDATES = (KIND_DENSE, KIND_CSR, KIND_BLOCK, KIND_CSC)
+CANDIDATES = (KIND_DENSE, KIND_CSR, KIND_BLOCK, KIND_CSC, KIND_SELL)
 
 
 def _time_plan(engine: CompiledEngine, inputs: np.ndarray, repeats: int = 300) -> float:
@@ -348,6 +361,7 @@ ENGINES: dict[str, Callable[..., Engine]] = {
     "csr": make_csr,
     "blocksparse": make_blocksparse,
     "csc": make_csc,
+    "sell": make_sell,
     "nodepruned": make_nodepruned,
     "auto": make_auto,
 }

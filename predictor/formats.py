@@ -11,6 +11,13 @@ since the kernels compute one output at a time.
   its weights is non-zero, and its zeros are stored, so a group is one SIMD load.
 - ``csc``: compressed sparse columns, for EIE-style computation that skips zero
   input activations (a whole column of work per zero input).
+- ``sell``: sliced ELLPACK (SELL-8): the rows, sorted by their count of non-zeros
+  (an exact relabelling: each row keeps its original index, ``perm``), in chunks
+  of 8 consecutive rows padded to the chunk's longest row (a few % padding once
+  sorted), stored slice-major — slice k of a chunk is the k-th non-zero of its 8
+  rows, 8 values then 8 column ids — so one slice is one SIMD load of values, one
+  gather of the inputs and one multiply-add into 8 row sums. Padding repeats the
+  row's last column with a zero weight (a finite input times 0 adds nothing).
 
 Every encoder returns (float values, int32 indices) ready to be appended to the
 plan's arenas, plus the count of stored weights.
@@ -22,8 +29,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-KIND_DENSE, KIND_CSR, KIND_BLOCK, KIND_CSC = 0, 1, 2, 3
-KIND_NAMES = {KIND_DENSE: "dense", KIND_CSR: "csr", KIND_BLOCK: "block", KIND_CSC: "csc"}
+KIND_DENSE, KIND_CSR, KIND_BLOCK, KIND_CSC, KIND_SELL = 0, 1, 2, 3, 4
+KIND_NAMES = {KIND_DENSE: "dense", KIND_CSR: "csr", KIND_BLOCK: "block", KIND_CSC: "csc",
+              KIND_SELL: "sell"}
+SELL_LANES = 8  # rows per SELL chunk: one AVX2 register of float32
 KIND_BY_NAME = {v: k for k, v in KIND_NAMES.items()}
 
 
@@ -68,7 +77,39 @@ def encode(kind: int, w_out_in: np.ndarray, group: int = 8) -> Encoded:
         values = blocks[keep].ravel()
         return Encoded(kind, values, np.concatenate([rowptr, starts]).astype(np.int32),
                        int(values.size))
+    if kind == KIND_SELL:
+        return _encode_sell(w)
     raise ValueError(f"unknown storage kind {kind}")
+
+
+def _encode_sell(w: np.ndarray) -> Encoded:
+    """Indices: chunk pointers (in slices, n_chunks + 1), then ``perm`` (the original
+    row of each lane, -1 for lanes past the last row), then the column ids."""
+    n_out = w.shape[0]
+    c = SELL_LANES
+    n_chunks = -(-n_out // c)
+    nnz = (w != 0).sum(axis=1)
+    order = np.argsort(-nnz, kind="stable")
+    perm = np.full(n_chunks * c, -1, np.int64)
+    perm[:n_out] = order
+    lengths = np.zeros(n_chunks, np.int64)
+    for k in range(n_chunks):
+        rows = order[k * c:(k + 1) * c]
+        lengths[k] = nnz[rows].max(initial=0)
+    ptr = np.zeros(n_chunks + 1, np.int64)
+    ptr[1:] = np.cumsum(lengths)
+    values = np.zeros((int(ptr[-1]), c), np.float32)
+    cols = np.zeros((int(ptr[-1]), c), np.int64)
+    for k in range(n_chunks):
+        lo, hi = ptr[k], ptr[k + 1]
+        for lane, r in enumerate(order[k * c:(k + 1) * c]):
+            nz = np.flatnonzero(w[r])
+            values[lo:lo + nz.size, lane] = w[r, nz]
+            cols[lo:lo + nz.size, lane] = nz
+            cols[lo + nz.size:hi, lane] = nz[-1] if nz.size else 0
+    return Encoded(KIND_SELL, values.ravel(),
+                   np.concatenate([ptr, perm, cols.ravel()]).astype(np.int32),
+                   int(values.size))
 
 
 def decode(enc: Encoded, n_out: int, n_in: int, group: int = 8) -> np.ndarray:
@@ -85,6 +126,20 @@ def decode(enc: Encoded, n_out: int, n_in: int, group: int = 8) -> np.ndarray:
         ptr, rows = enc.indices[: n_in + 1], enc.indices[n_in + 1:]
         for i in range(n_in):
             w[rows[ptr[i]:ptr[i + 1]], i] = enc.values[ptr[i]:ptr[i + 1]]
+        return w
+    if enc.kind == KIND_SELL:
+        c = SELL_LANES
+        n_chunks = -(-n_out // c)
+        ptr = enc.indices[:n_chunks + 1]
+        perm = enc.indices[n_chunks + 1:n_chunks + 1 + n_chunks * c]
+        cols = enc.indices[n_chunks + 1 + n_chunks * c:].reshape(-1, c)
+        vals = enc.values.reshape(-1, c)
+        for k in range(n_chunks):
+            for lane in range(c):
+                r = perm[k * c + lane]
+                if r >= 0:
+                    for q in range(ptr[k], ptr[k + 1]):
+                        w[r, cols[q, lane]] += vals[q, lane]
         return w
     ptr, starts = enc.indices[: n_out + 1], enc.indices[n_out + 1:]
     wide = np.zeros((n_out, n_in + group), np.float32)

@@ -9,7 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mittd.predictor.engines import ENGINES, make_engine
-from mittd.predictor.formats import KIND_BLOCK, KIND_CSC, KIND_CSR, KIND_DENSE, decode, encode
+from mittd.predictor.formats import (
+    KIND_BLOCK,
+    KIND_CSC,
+    KIND_CSR,
+    KIND_DENSE,
+    KIND_SELL,
+    decode,
+    encode,
+)
 from mittd.predictor.graph import GraphBuilder, decision_margin, forward, init_params
 from mittd.predictor.models import build_model
 from mittd.predictor.plan import compact_nodes
@@ -93,7 +101,7 @@ def test_random_networks(n_in: int, hidden: int, n_out: int, density: float, see
     assert close(np.stack([e.logits1(v) for v in x]), ref)
 
 
-@pytest.mark.parametrize("kind", [KIND_DENSE, KIND_CSR, KIND_BLOCK, KIND_CSC])
+@pytest.mark.parametrize("kind", [KIND_DENSE, KIND_CSR, KIND_BLOCK, KIND_CSC, KIND_SELL])
 @pytest.mark.parametrize("group", [8, 16])
 def test_formats_are_lossless(kind: int, group: int) -> None:
     rng = np.random.default_rng(0)
@@ -112,6 +120,65 @@ def test_block_format_keeps_aligned_groups() -> None:
     enc = encode(KIND_BLOCK, w, 8)
     assert enc.indices.tolist() == [0, 1, 2, 8, 16]  # row pointers, then group starts
     assert enc.stored == 16
+
+
+def test_sell_format_sorts_rows_and_pads_chunks() -> None:
+    """Rows sorted by their non-zeros (perm keeps where each belongs), chunks of 8
+    padded to their longest row with zero weights on the row's last column, lanes
+    past the last row marked -1."""
+    w = np.zeros((10, 6), np.float32)
+    w[7, [0, 2, 5]] = [1, 2, 3]  # the longest row: first in the first chunk
+    w[3, 4] = 4.0
+    enc = encode(KIND_SELL, w)
+    ptr, perm = enc.indices[:3], enc.indices[3:19]
+    cols = enc.indices[19:].reshape(-1, 8)
+    vals = enc.values.reshape(-1, 8)
+    assert ptr.tolist() == [0, 3, 3]  # chunk 0: 3 slices; chunk 1 (rows without weights): 0
+    assert perm[:2].tolist() == [7, 3] and sorted(perm[:10].tolist()) == list(range(10))
+    assert perm[10:].tolist() == [-1] * 6
+    assert cols[:, 0].tolist() == [0, 2, 5] and vals[:, 0].tolist() == [1, 2, 3]
+    assert cols[:, 1].tolist() == [4, 4, 4] and vals[:, 1].tolist() == [4, 0, 0]
+    assert enc.stored == 24
+
+
+def test_sell_scalar_path_matches_the_gather(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel built for a CPU without AVX2 gathers (scalar loads) gives the
+    same sums as the one this CPU runs."""
+    import numba
+
+    from mittd.predictor import kernels as K
+
+    def build():  # type: ignore[no-untyped-def]
+        @numba.njit(cache=False)
+        def chunk(vals, cols, x, start, count):  # type: ignore[no-untyped-def]
+            return K._sell_chunk(vals, cols, x, start, count)
+        return chunk
+
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((20, 50)).astype(np.float32)
+    w[rng.random(w.shape) < 0.7] = 0
+    enc = encode(KIND_SELL, w)
+    cols = enc.indices[4 + 24:]
+    x = rng.standard_normal(50).astype(np.float32)
+    def run():  # type: ignore[no-untyped-def]
+        f = build()
+        sums = [f(enc.values, cols, x, int(enc.indices[c]),
+                  int(enc.indices[c + 1] - enc.indices[c])) for c in range(3)]
+        return sums, "vgatherdps" in f.inspect_asm(f.signatures[0])
+
+    here, gathers = run()
+    assert gathers == K.HAVE_AVX2
+    monkeypatch.setattr(K, "HAVE_AVX2", False)
+    scalar, gathers = run()
+    assert not gathers
+    assert np.allclose(np.array(here), np.array(scalar), rtol=1e-6, atol=1e-6)
+    perm = enc.indices[4:4 + 24]
+    ref = w @ x
+    for c in range(3):
+        for lane in range(8):
+            r = perm[c * 8 + lane]
+            if r >= 0:
+                assert here[c][lane] == pytest.approx(ref[r], rel=1e-5, abs=1e-5)
 
 
 def test_node_compaction_removes_dead_nodes_exactly() -> None:
