@@ -12,9 +12,13 @@ in ``traces/samples`` (so activation sparsity is realistic), it measures:
 
 and, side by side in the same run when TensorFlow is installed, the same
 network through TF eager, a ``tf.function`` and the TF Lite interpreter
-(``training.tf_bench``). Every call is timed on its own with
-``time.perf_counter_ns``; medians (p50) and p99 are quoted, as this machine is
-shared and noisy.
+(``training.tf_bench``). Each configuration also gets its floor on this CPU
+(``predictor.floor``: multiply-adds after zero-skipping and the bytes they read,
+at rates measured here) and every engine's ratio to it. BLAS is capped at one
+thread for the whole run (``limit_blas_threads``): on a busy machine OpenBLAS's
+spinning threads made the batch-256 column collapse to hundreds of decisions/s.
+Every call is timed on its own with ``time.perf_counter_ns``; medians (p50) and
+p99 are quoted, as this machine is shared and noisy.
 """
 
 from __future__ import annotations
@@ -201,11 +205,17 @@ def run(configs: Iterable[tuple[str, Iterable[float]]] = DEFAULT_CONFIGS,
         calls: int = 20_000, batch: int = 256, with_tf: bool = True,
         trace_path: Path = SAMPLE_TRACE, progress: Callable[[str], None] | None = None
         ) -> dict[str, Any]:
+    from mittd.predictor.engines import limit_blas_threads
+    from mittd.predictor.floor import machine_rates
+
     engines = list(engines or ENGINES)
+    limit_blas_threads(1)
     table = read_trace(trace_path)
     trace = TraceInputs.from_table(table.slice(0, 20_000))
+    rates = machine_rates()
     results: dict[str, Any] = {"host": _host(), "calls": calls, "batch": batch,
-                               "trace": str(trace_path), "configs": []}
+                               "trace": str(trace_path), "rates": rates.as_dict(),
+                               "configs": []}
     tf_mod = None
     if with_tf:
         try:
@@ -224,6 +234,7 @@ def run(configs: Iterable[tuple[str, Iterable[float]]] = DEFAULT_CONFIGS,
                 entry = {
                     "model": model, "sparsity": s, "method": method,
                     "featurise": percentiles(feat_ns),
+                    "floor": _floor(model, s, method, x, rates),
                     "engines": bench_config(model, s, method, trace, x, engines, calls,
                                             batch, featuriser),
                 }
@@ -238,6 +249,19 @@ def run(configs: Iterable[tuple[str, Iterable[float]]] = DEFAULT_CONFIGS,
                     entry["tf"] = tf
                 results["configs"].append(entry)
     return results
+
+
+def _floor(model: str, sparsity: float, method: str, x: np.ndarray,
+           rates: Any) -> dict[str, float]:
+    """The configuration's work (on the compacted network, as the engines run it)
+    and its floor on this CPU (``predictor.floor``)."""
+    from mittd.predictor.floor import floor_us, network_work
+    from mittd.predictor.plan import compact_nodes
+
+    b = synthetic_bundle(model, sparsity, method, seed=0)
+    g, p, _ = compact_nodes(b.graph, b.params)
+    work = network_work(g, p, x)
+    return {**work.as_dict(), "floor_us": floor_us(work, rates)}
 
 
 class _NoEngine:
@@ -260,7 +284,12 @@ def _host() -> dict[str, Any]:
         pass
     import os
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+    import llvmlite.binding as llvm
+
+    feats = llvm.get_host_cpu_features()
+    simd = [f for f in ("avx512f", "avx2", "fma") if feats.get(f)]
+    return {"cpu": cpu, "cpu_name": llvm.get_host_cpu_name(), "simd": simd,
+            "cores": os.cpu_count(), "python": platform.python_version(),
             "numpy": np.__version__, "numba": numba.__version__}
 
 
@@ -276,9 +305,18 @@ TARGETS = {
 def render(results: dict[str, Any]) -> str:
     """Markdown tables, one per model/sparsity/pruning method."""
     h = results["host"]
-    lines = [f"Host: {h['cpu']}, {h['cores']} cores, Python {h['python']}, numpy "
-             f"{h['numpy']}, numba {h['numba']}; {results['calls']:,} timed calls per "
-             f"cell, batch {results['batch']}; inputs featurised from {results['trace']}."]
+    simd = "/".join(h.get("simd", [])) or "no AVX2"
+    lines = [f"Host: {h['cpu']} ({h.get('cpu_name', '?')}, {simd}), {h['cores']} cores, "
+             f"Python {h['python']}, numpy {h['numpy']}, numba {h['numba']}; "
+             f"{results['calls']:,} timed calls per cell, batch {results['batch']}; "
+             f"inputs featurised from {results['trace']}."]
+    rt = results.get("rates")
+    if rt:
+        lines.append(f"Rates measured on this CPU: {rt['ns_per_mac']:.3f} ns per gathered "
+                     f"multiply-add, {rt['ns_per_dense_mac']:.3f} ns per dense one, "
+                     f"{rt['ns_per_byte'] * 1e3:.1f} ps per byte from L2; a Python call of a "
+                     f"compiled kernel {rt['call_ns']:.0f} ns (in every engine's p50, not "
+                     "in the floor).")
     if "tf_unavailable" in results:
         lines.append(f"TensorFlow not measured: {results['tf_unavailable']}")
     for c in results["configs"]:
@@ -292,13 +330,23 @@ def render(results: dict[str, Any]) -> str:
             lines.append("")
         f = c["featurise"]
         lines.append(f"featurisation alone: p50 {f['p50_us']:.2f} µs, p99 {f['p99_us']:.2f} µs")
-        lines.append("")
-        lines.append("| engine | p50 µs | p99 µs | p50 µs incl. features | p99 µs incl. "
-                     f"features | decisions/s at batch {results['batch']} | formats |")
-        lines.append("|---|---:|---:|---:|---:|---:|---|")
-        for name, r in c["engines"].items():
+        fl = c.get("floor")
+        if fl:
             lines.append(
-                f"| {name} | {r['engine']['p50_us']:.2f} | {r['engine']['p99_us']:.2f} | "
+                f"floor on this CPU: {fl['nonzeros']:,} non-zeros, {fl['macs']:,.0f} "
+                f"multiply-adds after skipping zero activations ({fl['input_nonzero_share']:.1%}"
+                f" of inputs non-zero), {fl['bytes'] / 1e3:,.1f} KB read → "
+                f"**{fl['floor_us']:.2f} µs** (no call overhead)")
+        lines.append("")
+        lines.append("| engine | p50 µs | × floor | p99 µs | p50 µs incl. features | p99 µs incl. "
+                     f"features | decisions/s at batch {results['batch']} | formats |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---|")
+        for name, r in c["engines"].items():
+            ratio = (f"{r['engine']['p50_us'] / fl['floor_us']:.1f}×"
+                     if fl and fl["floor_us"] > 0 else "")
+            lines.append(
+                f"| {name} | {r['engine']['p50_us']:.2f} | {ratio} | "
+                f"{r['engine']['p99_us']:.2f} | "
                 f"{r['with_features']['p50_us']:.2f} | {r['with_features']['p99_us']:.2f} | "
                 f"{r['batch_per_s']:,.0f} | {', '.join(r.get('formats', ['numpy']))} |"
             )
@@ -307,7 +355,7 @@ def render(results: dict[str, Any]) -> str:
             for path in ("tf_eager", "tf_function", "tflite"):
                 if path in tf:
                     r = tf[path]
-                    lines.append(f"| {path} | {r['p50_us']:.2f} | {r['p99_us']:.2f} | | | "
+                    lines.append(f"| {path} | {r['p50_us']:.2f} | | {r['p99_us']:.2f} | | | "
                                  f"{r['batch_per_s']:,.0f} | TF {tf.get('tf_version', '')} |")
             if "tflite" in tf:
                 best = min(c["engines"].items(), key=lambda kv: kv[1]["engine"]["p50_us"])

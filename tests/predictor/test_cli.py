@@ -48,3 +48,7 @@ def test_bench_predictor_smoke(tmp_path: Path) -> None:
         row = cfg["engines"][name]
         assert 0 < row["engine"]["p50_us"] <= row["engine"]["p99_us"]
         assert row["batch_per_s"] > 0
+    fl = cfg["floor"]  # the floor on this CPU, and each engine's ratio to it
+    assert 0 < fl["macs"] <= fl["nonzeros"] and fl["floor_us"] > 0
+    assert "floor on this CPU" in r.stdout and "× floor" in r.stdout
+    assert set(res["rates"]) == {"ns_per_mac", "ns_per_byte", "call_ns", "ns_per_dense_mac"}
