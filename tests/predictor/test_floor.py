@@ -39,6 +39,9 @@ def test_floor_is_the_cheaper_way() -> None:
     dense_cheap = MachineRates(ns_per_mac=1.0, ns_per_byte=0.0, call_ns=0.0,
                                ns_per_dense_mac=0.01)
     assert floor_us(work, dense_cheap) == work.dense_weights * 0.01 / 1e3
+    stream_bound = MachineRates(ns_per_mac=1.0, ns_per_byte=10.0, call_ns=0.0,
+                                ns_per_dense_mac=100.0)  # loads and arithmetic overlap
+    assert floor_us(work, stream_bound) == work.bytes * 10.0 / 1e3
 
 
 def test_machine_rates_are_measured() -> None:
