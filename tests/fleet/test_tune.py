@@ -8,8 +8,6 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
 import pytest
 
 pytest.importorskip("ray")
@@ -19,21 +17,9 @@ pytest.importorskip("optuna")
 
 from mittd.daemon.cli import main
 from mittd.fleet.tune import pareto_front, suggest
-from mittd.traces.schema import build_metadata, make_batch, write_trace
+from tests.fleet import lba_trace as _trace
 
 FAST = ["--trials", "2", "--epochs", "1", "--prune-epochs", "1", "--no-progress"]
-
-
-def _trace(path: Path, n: int = 2000, seed: int = 0) -> Path:
-    """Slow IOs predictable from their LBAs (as tests/training)."""
-    rng = np.random.default_rng(seed)
-    ts = np.cumsum(rng.integers(20, 80, n))
-    offset = rng.integers(0, 1 << 18, n) * 4096
-    lat = np.where(offset < (1 << 28), 2500.0, 90.0) * rng.uniform(0.8, 1.2, n)
-    ops = (rng.random(n) < 0.2).astype(np.int8)
-    batch = make_batch(ts, lat, ops, offset, np.full(n, 4096), "synthetic")
-    write_trace(path, pa.Table.from_batches([batch]), build_metadata("test", None))
-    return path
 
 
 @pytest.fixture(scope="module")
