@@ -46,7 +46,7 @@ from mittd.predictor.graph import (
     GraphError,
     Params,
 )
-from mittd.predictor.plan import Plan, compact_nodes, compile_plan
+from mittd.predictor.plan import Plan, compact_nodes, compile_plan, relabel_units
 
 MIN_CHUNK, MAX_CHUNK = 64, 1024  # batched path: columns per kernel call
 BATCH_AS_CSR = (KIND_CSC, KIND_SELL)  # batch-1 layouts; the batched kernel reads them as CSR
@@ -261,7 +261,10 @@ def make_csc(graph: Graph, params: WeightMap, **_: Any) -> Engine:
 
 
 def make_sell(graph: Graph, params: WeightMap, **_: Any) -> Engine:
-    return _named(CompiledEngine(graph, params, _uniform(graph, KIND_SELL)), "sell")
+    """Node compaction, hidden units renumbered by their non-zeros (exact), SELL-8."""
+    g, p, removed = compact_nodes(graph, params)
+    return _named(CompiledEngine(g, relabel_units(g, p), _uniform(g, KIND_SELL),
+                                 removed=removed), "sell")
 
 
 def make_blocksparse(graph: Graph, params: WeightMap, group: int = 8, **_: Any) -> Engine:
@@ -280,13 +283,13 @@ CANDIDATES = (KIND_DENSE, KIND_CSR, KIND_BLOCK, KIND_CSC, KIND_SELL)
 
 
 def _time_once(engine: CompiledEngine, inputs: np.ndarray, repeats: int) -> float:
-    """Mean ns of one decision over ``repeats`` calls, cycling through ``inputs``."""
-    view = engine.input
-    ints, arena = engine.plan.ints, engine.plan.arena
+    """Mean ns of one decision over ``repeats`` runs in one compiled loop, cycling
+    through ``inputs``."""
+    plan = engine.plan
+    at = plan.act_base + plan.input_off
+    x = np.ascontiguousarray(inputs, np.float32)
     t0 = time.perf_counter_ns()
-    for r in range(repeats):
-        view[:] = inputs[r % len(inputs)]
-        K.run1(ints, arena)
+    K.run_many(plan.ints, plan.arena, at, x, repeats)
     return (time.perf_counter_ns() - t0) / repeats
 
 
@@ -355,6 +358,7 @@ def make_auto(graph: Graph, params: WeightMap, sample: np.ndarray | None = None,
     noisy), and the fastest plan wins. ``kinds`` (layer → format name) skips the
     measurement, e.g. when a bundle recorded the choice made on this machine."""
     g, p, removed = compact_nodes(graph, params)
+    p = relabel_units(g, p)  # exact; puts SELL rows in order for whichever layers choose it
     if kinds is not None:
         by_name = {v: k for k, v in KIND_NAMES.items()}
         chosen = {n: by_name[f] for n, f in kinds.items()}

@@ -12,7 +12,8 @@ over layers, no allocation, and the least dispatch overhead numba allows:
 
 Record fields: 0 opcode, 1 out offset, 2 out width, 3 in0 offset, 4 in0 width,
 5 in1 offset, 6 storage kind (dense) / slice count (sum_slices), 7 weight
-offset, 8 index offset, 9 bias offset, 10 fused ReLU, 11 group size.
+offset, 8 index offset, 9 bias offset, 10 fused ReLU, 11 group size (block) or
+rows in order (sell: 8 outputs per vector store).
 Activation offsets are relative to the activation base (``ints[1]``), so the same
 records drive the batched kernel, whose activations are a (features, batch)
 matrix with the batch contiguous (the inner loop of every kernel).
@@ -174,6 +175,43 @@ def _csc_cols(vals: np.ndarray, ptr: np.ndarray, rows: np.ndarray, bv: np.ndarra
                 yv[j] = 0.0
 
 
+def _sell_sums(context, builder, sig_args, args):  # type: ignore[no-untyped-def]
+    """IR of one SELL chunk's 8 row sums as a vector (the loop both intrinsics share)."""
+    va, ca, xa, st, cnt = args[:5]
+    st = context.cast(builder, st, sig_args[3], types.int64)
+    cnt = context.cast(builder, cnt, sig_args[4], types.int64)
+    f32, i32, i8, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(8), ir.IntType(64)
+    lanes = SELL_LANES
+    v8f, v8i = ir.VectorType(f32, lanes), ir.VectorType(i32, lanes)
+    vd = context.make_array(sig_args[0])(context, builder, va).data
+    cd = context.make_array(sig_args[1])(context, builder, ca).data
+    xd = context.make_array(sig_args[2])(context, builder, xa).data
+    fma = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(v8f, [v8f, v8f, v8f]), "llvm.fma.v8f32")
+    acc = cgutils.alloca_once_value(builder, ir.Constant(v8f, [0.0] * lanes))
+    base = builder.mul(st, ir.Constant(i64, lanes))
+    with cgutils.for_range(builder, cnt) as loop:
+        off = builder.add(base, builder.mul(loop.index, ir.Constant(i64, lanes)))
+        v = builder.load(builder.bitcast(builder.gep(vd, [off]), v8f.as_pointer()), align=4)
+        c = builder.load(builder.bitcast(builder.gep(cd, [off]), v8i.as_pointer()), align=4)
+        if HAVE_AVX2:
+            gather = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(v8f, [v8f, i8.as_pointer(), v8i, v8f, i8]),
+                "llvm.x86.avx2.gather.d.ps.256")
+            mask = builder.bitcast(ir.Constant(v8i, [-1] * lanes), v8f)
+            g = builder.call(gather, [ir.Constant(v8f, None),
+                                      builder.bitcast(xd, i8.as_pointer()), c, mask,
+                                      ir.Constant(i8, 4)])
+        else:
+            g = ir.Constant(v8f, None)
+            for lane in range(lanes):
+                ix = builder.extract_element(c, ir.Constant(i32, lane))
+                xv = builder.load(builder.gep(xd, [builder.sext(ix, i64)]))
+                g = builder.insert_element(g, xv, ir.Constant(i32, lane))
+        builder.store(builder.call(fma, [v, g, builder.load(acc)]), acc)
+    return builder.load(acc)
+
+
 @intrinsic
 def _sell_chunk(typingctx, vals, cols, x, start, count):  # pragma: no cover - compiled
     """The 8 row sums of one SELL chunk: ``sum_k vals[8(start+k) + l] * x[cols[...]]``.
@@ -186,52 +224,52 @@ def _sell_chunk(typingctx, vals, cols, x, start, count):  # pragma: no cover - c
     sig = types.UniTuple(types.float32, SELL_LANES)(vals, cols, x, start, count)
 
     def codegen(context, builder, signature, args):
-        va, ca, xa, st, cnt = args
-        st = context.cast(builder, st, signature.args[3], types.int64)
-        cnt = context.cast(builder, cnt, signature.args[4], types.int64)
-        f32, i32, i8, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(8), ir.IntType(64)
-        lanes = SELL_LANES
-        v8f, v8i = ir.VectorType(f32, lanes), ir.VectorType(i32, lanes)
-        vd = context.make_array(signature.args[0])(context, builder, va).data
-        cd = context.make_array(signature.args[1])(context, builder, ca).data
-        xd = context.make_array(signature.args[2])(context, builder, xa).data
-        fma = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(v8f, [v8f, v8f, v8f]), "llvm.fma.v8f32")
-        acc = cgutils.alloca_once_value(builder, ir.Constant(v8f, [0.0] * lanes))
-        base = builder.mul(st, ir.Constant(i64, lanes))
-        with cgutils.for_range(builder, cnt) as loop:
-            off = builder.add(base, builder.mul(loop.index, ir.Constant(i64, lanes)))
-            v = builder.load(builder.bitcast(builder.gep(vd, [off]), v8f.as_pointer()),
-                             align=4)
-            c = builder.load(builder.bitcast(builder.gep(cd, [off]), v8i.as_pointer()),
-                             align=4)
-            if HAVE_AVX2:
-                gather = cgutils.get_or_insert_function(
-                    builder.module, ir.FunctionType(v8f, [v8f, i8.as_pointer(), v8i, v8f, i8]),
-                    "llvm.x86.avx2.gather.d.ps.256")
-                mask = builder.bitcast(ir.Constant(v8i, [-1] * lanes), v8f)
-                g = builder.call(gather, [ir.Constant(v8f, None),
-                                          builder.bitcast(xd, i8.as_pointer()), c, mask,
-                                          ir.Constant(i8, 4)])
-            else:
-                g = ir.Constant(v8f, None)
-                for lane in range(lanes):
-                    ix = builder.extract_element(c, ir.Constant(i32, lane))
-                    xv = builder.load(builder.gep(xd, [builder.sext(ix, i64)]))
-                    g = builder.insert_element(g, xv, ir.Constant(i32, lane))
-            builder.store(builder.call(fma, [v, g, builder.load(acc)]), acc)
-        a = builder.load(acc)
+        a = _sell_sums(context, builder, signature.args, args)
+        i32 = ir.IntType(32)
         return context.make_tuple(builder, signature.return_type,
                                   [builder.extract_element(a, ir.Constant(i32, i))
-                                   for i in range(lanes)])
+                                   for i in range(SELL_LANES)])
+
+    return sig, codegen
+
+
+@intrinsic
+def _sell_chunk_store(typingctx, vals, cols, x, start, count, bias, y, row0,
+                      relu):  # pragma: no cover - compiled
+    """One SELL chunk whose rows are in order (``plan.relabel_units``): its 8 sums
+    plus ``bias[row0:row0+8]``, ReLU'd when ``relu``, stored to ``y[row0:row0+8]``
+    in one vector store (bias and ``y`` hold 8 floats there: the plan pads both)."""
+    sig = types.void(vals, cols, x, start, count, bias, y, row0, relu)
+
+    def codegen(context, builder, signature, args):
+        a = _sell_sums(context, builder, signature.args, args)
+        f32, i64 = ir.FloatType(), ir.IntType(64)
+        v8f = ir.VectorType(f32, SELL_LANES)
+        r0 = context.cast(builder, args[7], signature.args[7], types.int64)
+        bd = context.make_array(signature.args[5])(context, builder, args[5]).data
+        yd = context.make_array(signature.args[6])(context, builder, args[6]).data
+        bv = builder.load(builder.bitcast(builder.gep(bd, [r0]), v8f.as_pointer()), align=4)
+        a = builder.fadd(a, bv)
+        relu_on = builder.icmp_signed("!=", context.cast(
+            builder, args[8], signature.args[8], types.int64), ir.Constant(i64, 0))
+        zero = ir.Constant(v8f, [0.0] * SELL_LANES)
+        clipped = builder.select(builder.fcmp_ordered(">", a, zero), a, zero)
+        a = builder.select(relu_on, clipped, a)
+        builder.store(a, builder.bitcast(builder.gep(yd, [r0]), v8f.as_pointer()), align=4)
+        return context.get_dummy_value()
 
     return sig, codegen
 
 
 @numba.njit(**_JIT)
 def _sell_rows(vals: np.ndarray, ptr: np.ndarray, perm: np.ndarray, cols: np.ndarray,
-               bv: np.ndarray, xv: np.ndarray, yv: np.ndarray,
-               relu: int) -> None:  # pragma: no cover - compiled
+               bv: np.ndarray, xv: np.ndarray, yv: np.ndarray, relu: int,
+               in_order: int) -> None:  # pragma: no cover - compiled
+    if in_order:  # rows already sorted: 8 outputs per vector store (yv, bv padded to 8)
+        for c in range(ptr.size - 1):
+            s = ptr[c]
+            _sell_chunk_store(vals, cols, xv, s, ptr[c + 1] - s, bv, yv, c * SELL_LANES, relu)
+        return
     for c in range(ptr.size - 1):
         s = ptr[c]
         t = _sell_chunk(vals, cols, xv, s, ptr[c + 1] - s)
@@ -286,8 +324,10 @@ def run1(ints: np.ndarray, arena: np.ndarray) -> None:  # pragma: no cover - com
                 pm = ix + nch + 1
                 cv = pm + nch * SELL_LANES
                 ns = np.int64(ptr[nch]) * SELL_LANES
-                _sell_rows(arena[w:w + ns], ptr, ints[pm:cv], ints[cv:cv + ns], bv, xv, yv,
-                           relu)
+                rows8 = nch * SELL_LANES  # padded: the plan leaves room for 8 per chunk
+                _sell_rows(arena[w:w + ns], ptr, ints[pm:cv], ints[cv:cv + ns],
+                           arena[ints[p + 9]:ints[p + 9] + rows8], xv,
+                           arena[out:out + rows8], relu, ints[p + 11])
             else:  # KIND_CSC: skip zero input activations (EIE's broadcast of non-zeros)
                 ptr = ints[ix:ix + aw + 1]
                 nnz = ptr[aw]
@@ -316,6 +356,17 @@ def run1(ints: np.ndarray, arena: np.ndarray) -> None:  # pragma: no cover - com
                 sv = xv[s * ow:(s + 1) * ow]
                 for j in range(ow):
                     yv[j] += sv[j]
+
+
+@numba.njit(**_JIT)
+def run_many(ints: np.ndarray, arena: np.ndarray, input_at: int, inputs: np.ndarray,
+             n: int) -> None:  # pragma: no cover - compiled
+    """``run1`` ``n`` times, cycling through ``inputs`` (rows): timing without the
+    Python call per decision, whose noise would drown a plan's small lead."""
+    d = inputs.shape[1]
+    for r in range(n):
+        arena[input_at:input_at + d] = inputs[r % inputs.shape[0]]
+        run1(ints, arena)
 
 
 @numba.njit(**_JIT)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mittd.predictor import kernels as K
-from mittd.predictor.formats import KIND_BLOCK, KIND_NAMES, encode
+from mittd.predictor.formats import KIND_BLOCK, KIND_NAMES, KIND_SELL, SELL_LANES, encode
 from mittd.predictor.graph import Graph, Node, Params
 
 PAD = 16  # activation regions are padded to this many floats (>= any SIMD group)
@@ -49,6 +49,12 @@ class Plan:
     def output(self) -> np.ndarray:
         o = self.act_base + self.output_off
         return self.arena[o:o + self.output_dim]
+
+
+def _sell_perm(padded_rows: int) -> slice:
+    """Where a SELL encoding's ``perm`` lies in its indices (formats._encode_sell)."""
+    n_chunks = padded_rows // SELL_LANES
+    return slice(n_chunks + 1, n_chunks + 1 + padded_rows)
 
 
 def _consumers(graph: Graph) -> dict[str, list[Node]]:
@@ -87,6 +93,7 @@ def compile_plan(
     f_len = i_len = 0
     layer_at: dict[str, tuple[int, int, int, int]] = {}
     stored: dict[str, int] = {}
+    sell_in_order: dict[str, bool] = {}  # SELL rows already sorted: vector stores
     for n in graph.dense_nodes():
         kernel, bias = params[n.name]
         kind = kinds[n.name]
@@ -95,7 +102,13 @@ def compile_plan(
         f_chunks.append(enc.values)
         f_len += enc.values.size
         b_off = f_len
-        f_chunks.append(np.asarray(bias, np.float32))
+        bias = np.asarray(bias, np.float32)
+        if kind == KIND_SELL:  # the kernel adds 8 biases at once: zeros past the last row
+            rows = bias.size
+            bias = np.concatenate([bias, np.zeros(-rows % SELL_LANES, np.float32)])
+            perm = enc.indices[_sell_perm(bias.size)]
+            sell_in_order[n.name] = bool((perm[:rows] == np.arange(rows)).all())
+        f_chunks.append(bias)
         f_len += bias.size
         layer_at[n.name] = (kind, w_off, b_off, i_len)
         i_chunks.append(enc.indices)
@@ -139,7 +152,8 @@ def compile_plan(
             kind, w_off, b_off, i_off = layer_at[n.name]
             relu = int(any(u.name in fused for u in users[n.name]))
             recs.append([K.OP_DENSE, out, ow, ins[0], iws[0], 0, kind, w_off,
-                         0, b_off, relu, group])
+                         0, b_off, relu,
+                         int(sell_in_order[n.name]) if kind == KIND_SELL else group])
             recs[-1][8] = i_off  # made absolute below
         elif n.op in ("add", "subtract"):
             op = K.OP_ADD if n.op == "add" else K.OP_SUB
@@ -242,3 +256,40 @@ def compact_nodes(graph: Graph, params: Mapping[str, tuple[np.ndarray, np.ndarra
             nodes.append(n)
     new_graph = Graph(graph.name, graph.input_dim, tuple(nodes), graph.output, graph.head)
     return new_graph, new_params, removed
+
+
+def relabel_units(graph: Graph, params: Mapping[str, tuple[np.ndarray, np.ndarray]]
+                  ) -> Params:
+    """Renumber the hidden units of every index space only dense layers write and
+    read (through ReLUs, adds, subtracts) by their count of non-zero weights, most
+    first: an exact relabelling (the writers' output columns and the readers' input
+    rows move together), so a SELL layer's rows are already in order and its kernel
+    stores 8 outputs at once instead of one by one through ``perm``. Spaces read by
+    slices, concatenations or sums of slices, the input and the output keep their
+    order."""
+    space = _index_spaces(graph)
+    widths = graph.shapes()
+    members: dict[str, list[str]] = {}
+    for name, root in space.items():
+        members.setdefault(root, []).append(name)
+    order: dict[str, np.ndarray] = {}
+    for root, names in members.items():
+        nodes = [graph.node(x) for x in names]
+        free = all(n.op in ("dense", "add", "subtract", "relu") for n in nodes) and (
+            space[graph.output] != root) and all(
+            n.op in ("dense", "add", "subtract", "relu")
+            for n in graph.nodes if any(i in names for i in n.inputs))
+        if not free:
+            order[root] = np.arange(widths[root])
+            continue
+        nnz = np.zeros(widths[root], np.int64)
+        for n in nodes:
+            if n.op == "dense":
+                nnz += (np.asarray(params[n.name][0]) != 0).sum(axis=0)
+        order[root] = np.argsort(-nnz, kind="stable")
+    out: Params = {}
+    for n in graph.dense_nodes():
+        k, b = (np.asarray(a, np.float32) for a in params[n.name])
+        rows, cols = order[space[n.inputs[0]]], order[space[n.name]]
+        out[n.name] = (np.ascontiguousarray(k[rows][:, cols]), np.ascontiguousarray(b[cols]))
+    return out

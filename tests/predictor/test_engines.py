@@ -207,3 +207,32 @@ def test_compiled_engine_does_not_allocate_per_call() -> None:
     out2 = e.run1()
     assert out1.base is out2.base  # the same arena view every call
     assert np.shares_memory(e.input, e.plan.arena)
+
+
+def test_relabel_units_is_exact_and_puts_sell_rows_in_order() -> None:
+    """Hidden units renumbered by their non-zeros: the same network (outputs within
+    rounding), SELL layers then store 8 rows at once (record field 11); a space a
+    concatenation reads keeps its order."""
+    from mittd.predictor import kernels as K
+    from mittd.predictor.engines import CompiledEngine
+    from mittd.predictor.plan import relabel_units
+
+    g, p = _params("precise_linear", "magnitude", 0.95)
+    q = relabel_units(g, p)
+    x = inputs(g.input_dim, 32)
+    assert close(forward(g, q, x), forward(g, p, x))
+    nnz = (q["fc2"][0] != 0).sum(axis=0)
+    assert (np.diff(nnz) <= 0).all()  # most non-zeros first
+    assert not np.array_equal(q["fc2"][0], p["fc2"][0])
+    def in_order(params):  # type: ignore[no-untyped-def]
+        ints = CompiledEngine(g, params, {d.name: KIND_SELL for d in g.dense_nodes()}
+                              ).plan.ints
+        return [int(ints[K.HEADER + r * K.RECORD + 11]) for r in range(ints[0])]
+
+    assert in_order(q) == [1] * len(g.dense_nodes())
+    assert sum(in_order(p)[:-1]) == 0  # unsorted hidden rows go through perm
+    b = GraphBuilder("cat", 6)
+    h = b.dense("input", 5, name="h")
+    cat = b.build(b.dense(b.concat(h, "input"), 1, name="out"), head="sigmoid")
+    cp = init_params(cat, 1)
+    assert np.array_equal(relabel_units(cat, cp)["h"][0], cp["h"][0])
