@@ -238,9 +238,15 @@ def run(configs: Iterable[tuple[str, Iterable[float]]] = DEFAULT_CONFIGS,
                     "engines": bench_config(model, s, method, trace, x, engines, calls,
                                             batch, featuriser),
                 }
-                if tf_mod is not None and method == "magnitude":
+                if tf_mod is not None:
+                    # the peers get the shapes mittd runs: dead units compacted away
+                    # (node pruning's whole gain), never the padded original
+                    from mittd.predictor.plan import compact_nodes
+
                     b = synthetic_bundle(model, s, method, seed=0)
-                    tf = tf_mod.tf_latency(b.graph, b.params, x, batch=batch)
+                    g, p, removed = compact_nodes(b.graph, b.params)
+                    tf = tf_mod.tf_latency(g, p, x, batch=batch)
+                    tf["units_removed"] = int(sum(removed.values()))
                     for path in tf.values():
                         if isinstance(path, dict):
                             path.pop("samples_us", None)
@@ -356,7 +362,8 @@ def render(results: dict[str, Any]) -> str:
                 if path in tf:
                     r = tf[path]
                     lines.append(f"| {path} | {r['p50_us']:.2f} | | {r['p99_us']:.2f} | | | "
-                                 f"{r['batch_per_s']:,.0f} | TF {tf.get('tf_version', '')} |")
+                                 f"{r['batch_per_s']:,.0f} | TF {tf.get('tf_version', '')}, "
+                                 f"compacted ({tf.get('units_removed', 0):,} units removed) |")
             if "tflite" in tf:
                 best = min(c["engines"].items(), key=lambda kv: kv[1]["engine"]["p50_us"])
                 ratio = tf["tflite"]["p50_us"] / best[1]["engine"]["p50_us"]
