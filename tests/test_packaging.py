@@ -26,7 +26,8 @@ def test_runtime_imports_no_tensorflow() -> None:
         "import importlib, sys\n"
         f"for m in {RUNTIME_MODULES!r}: importlib.import_module(m)\n"
         "bad = [k for k in sys.modules if k.split('.')[0] in "
-        "('tensorflow', 'tf_keras', 'keras', 'tensorflow_model_optimization')]\n"
+        "('tensorflow', 'tf_keras', 'keras', 'tensorflow_model_optimization', 'onnx', "
+        "'onnxruntime')]\n"
         "print(','.join(bad))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

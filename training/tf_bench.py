@@ -34,9 +34,8 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -44,18 +43,18 @@ import tensorflow as tf
 
 from mittd.predictor.graph import Graph, forward
 from mittd.training.keras_graph import to_keras
+from mittd.training.peer_timing import TOLERANCE, Call, OutputMismatch
+from mittd.training.peer_timing import check as _check
+from mittd.training.peer_timing import latency_us as _latency_us
+from mittd.training.peer_timing import throughput as _throughput
+
+__all__ = ["PATHS", "TOLERANCE", "OutputMismatch", "tf_latency"]
 
 PATHS = ("tf_eager", "tf_function", "tflite")
-TOLERANCE = 1e-4  # relative, on a max(1, |reference|) scale
 # (TF intra-op, TF inter-op, TF Lite at batch 1, TF Lite at batch ``batch``); 0 = TF default
 DEFAULT_THREADS = (1, 1, 1, 2)
 
 Params = Mapping[str, tuple[np.ndarray, np.ndarray]]
-Call = Callable[[np.ndarray], np.ndarray]
-
-
-class OutputMismatch(RuntimeError):
-    """A TensorFlow path computes something other than ``predictor.graph.forward``."""
 
 
 def _set_tf_threads(intra: int, inter: int) -> tuple[int, int]:
@@ -94,51 +93,6 @@ def _interpreter(flat: bytes, threads: int, batch: int, d: int) -> Call:
         return interp.get_tensor(out)
 
     return call
-
-
-def _check(name: str, call: Call, xs: np.ndarray, ref: np.ndarray) -> float:
-    """Largest relative error of ``call`` over rows batched as ``xs``; raises past
-    TOLERANCE."""
-    got = np.concatenate([call(x) for x in xs]).astype(np.float64)
-    err = float(np.max(np.abs(got - ref) / np.maximum(1.0, np.abs(ref))))
-    if not err <= TOLERANCE:
-        raise OutputMismatch(f"{name}: outputs differ from predictor.graph.forward by {err:.3g} "
-                             f"(relative), more than {TOLERANCE:g}")
-    return err
-
-
-def _latency_us(call: Call, rows: np.ndarray, calls: int, warmup: int) -> np.ndarray:
-    """Each call timed on its own (perf_counter_ns), inputs cycling through ``rows``."""
-    n = len(rows)
-    for i in range(warmup):
-        call(rows[i % n])
-    out = np.empty(calls, np.int64)
-    clock = time.perf_counter_ns
-    for i in range(calls):
-        x = rows[i % n]
-        t0 = clock()
-        call(x)
-        out[i] = clock() - t0
-    return out / 1000.0
-
-
-def _throughput(call: Call, batches: np.ndarray, repeats: int, min_s: float) -> float:
-    """Decisions/s at the batch size of ``batches``: median over ``repeats`` runs of
-    at least ``min_s`` seconds each."""
-    call(batches[0])
-    n, b = len(batches), batches.shape[1]
-    rates = []
-    for _ in range(repeats):
-        k = 0
-        t0 = time.perf_counter()
-        while True:
-            call(batches[k % n])
-            k += 1
-            dt = time.perf_counter() - t0
-            if k >= 3 and dt >= min_s:
-                break
-        rates.append(k * b / dt)
-    return float(np.median(rates))
 
 
 def tf_latency(graph: Graph, params: Params, inputs: np.ndarray, batch: int = 256,

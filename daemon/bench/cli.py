@@ -309,7 +309,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--engines", nargs="+", choices=list(ENGINES), help="engines (default all)")
     p.add_argument("--calls", type=count, default=20_000, help="timed calls per cell")
     p.add_argument("--batch", type=count, default=256, help="batch size for throughput")
-    p.add_argument("--no-tf", action="store_true", help="skip the TensorFlow comparison")
+    p.add_argument("--no-peers", "--no-tf", dest="no_tf", action="store_true",
+                   help="skip the TensorFlow, TF Lite and ONNX Runtime comparison")
     p.add_argument("--json", type=output_file, metavar="FILE",
                    help="also write the raw results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines")

@@ -12,7 +12,8 @@ in ``traces/samples`` (so activation sparsity is realistic), it measures:
 
 and, side by side in the same run when TensorFlow is installed, the same
 network through TF eager, a ``tf.function`` and the TF Lite interpreter
-(``training.tf_bench``). Each configuration also gets its floor on this CPU
+(``training.tf_bench``), and ONNX Runtime (``training.onnx_bench``), each on the
+compacted network mittd runs. Each configuration also gets its floor on this CPU
 (``predictor.floor``: multiply-adds after zero-skipping and the bytes they read,
 at rates measured here) and every engine's ratio to it. BLAS is capped at one
 thread for the whole run (``limit_blas_threads``): on a busy machine OpenBLAS's
@@ -216,12 +217,16 @@ def run(configs: Iterable[tuple[str, Iterable[float]]] = DEFAULT_CONFIGS,
     results: dict[str, Any] = {"host": _host(), "calls": calls, "batch": batch,
                                "trace": str(trace_path), "rates": rates.as_dict(),
                                "configs": []}
-    tf_mod = None
+    tf_mod = onnx_mod = None
     if with_tf:
         try:
             from mittd.training import tf_bench as tf_mod  # type: ignore[no-redef]
         except ImportError as e:
             results["tf_unavailable"] = str(e)
+        try:
+            from mittd.training import onnx_bench as onnx_mod  # type: ignore[no-redef]
+        except ImportError as e:
+            results["onnx_unavailable"] = str(e)
     for model, sparsities in configs:
         featuriser = FEATURISERS[MODEL_FEATURISER[model]]()
         x = featuriser.encode_trace(table.slice(0, 4096))
@@ -238,23 +243,31 @@ def run(configs: Iterable[tuple[str, Iterable[float]]] = DEFAULT_CONFIGS,
                     "engines": bench_config(model, s, method, trace, x, engines, calls,
                                             batch, featuriser),
                 }
-                if tf_mod is not None:
+                if tf_mod is not None or onnx_mod is not None:
                     # the peers get the shapes mittd runs: dead units compacted away
                     # (node pruning's whole gain), never the padded original
                     from mittd.predictor.plan import compact_nodes
 
                     b = synthetic_bundle(model, s, method, seed=0)
                     g, p, removed = compact_nodes(b.graph, b.params)
-                    tf = tf_mod.tf_latency(g, p, x, batch=batch)
-                    tf["units_removed"] = int(sum(removed.values()))
-                    for path in tf.values():
-                        if isinstance(path, dict):
-                            path.pop("samples_us", None)
-                            if "decisions_per_s" in path:
-                                path["batch_per_s"] = path["decisions_per_s"]
-                    entry["tf"] = tf
+                    for key, mod, fn in (("tf", tf_mod, "tf_latency"),
+                                         ("onnx", onnx_mod, "onnx_latency")):
+                        if mod is not None:
+                            entry[key] = _peer(getattr(mod, fn)(g, p, x, batch=batch),
+                                               int(sum(removed.values())))
                 results["configs"].append(entry)
     return results
+
+
+def _peer(res: dict[str, Any], units_removed: int) -> dict[str, Any]:
+    """A peer's result as the report reads it: no samples, ``batch_per_s``."""
+    for path in res.values():
+        if isinstance(path, dict):
+            path.pop("samples_us", None)
+            if "decisions_per_s" in path:
+                path["batch_per_s"] = path["decisions_per_s"]
+    res["units_removed"] = units_removed
+    return res
 
 
 def _floor(model: str, sparsity: float, method: str, x: np.ndarray,
@@ -325,6 +338,8 @@ def render(results: dict[str, Any]) -> str:
                      "in the floor).")
     if "tf_unavailable" in results:
         lines.append(f"TensorFlow not measured: {results['tf_unavailable']}")
+    if "onnx_unavailable" in results:
+        lines.append(f"ONNX Runtime not measured: {results['onnx_unavailable']}")
     for c in results["configs"]:
         title = f"{c['model']} — {c['sparsity']:.0%} sparse"
         if c["sparsity"] > 0:
@@ -356,18 +371,25 @@ def render(results: dict[str, Any]) -> str:
                 f"{r['with_features']['p50_us']:.2f} | {r['with_features']['p99_us']:.2f} | "
                 f"{r['batch_per_s']:,.0f} | {', '.join(r.get('formats', ['numpy']))} |"
             )
-        tf = c.get("tf")
-        if tf:
-            for path in ("tf_eager", "tf_function", "tflite"):
-                if path in tf:
-                    r = tf[path]
+        peers = []
+        for key, paths, version in (("tf", ("tf_eager", "tf_function", "tflite"), "tf_version"),
+                                    ("onnx", ("onnxruntime",), "ort_version")):
+            res = c.get(key)
+            if not res:
+                continue
+            label = "TF" if key == "tf" else "ORT"
+            for path in paths:
+                if path in res:
+                    r = res[path]
+                    peers.append((path, r["p50_us"]))
                     lines.append(f"| {path} | {r['p50_us']:.2f} | | {r['p99_us']:.2f} | | | "
-                                 f"{r['batch_per_s']:,.0f} | TF {tf.get('tf_version', '')}, "
-                                 f"compacted ({tf.get('units_removed', 0):,} units removed) |")
-            if "tflite" in tf:
-                best = min(c["engines"].items(), key=lambda kv: kv[1]["engine"]["p50_us"])
-                ratio = tf["tflite"]["p50_us"] / best[1]["engine"]["p50_us"]
+                                 f"{r['batch_per_s']:,.0f} | {label} {res.get(version, '')}, "
+                                 f"compacted ({res.get('units_removed', 0):,} units removed) |")
+        best = min(c["engines"].items(), key=lambda kv: kv[1]["engine"]["p50_us"])
+        for path, p50 in peers:
+            if path in ("tflite", "onnxruntime"):
                 lines.append("")
-                lines.append(f"best engine: {best[0]}, {ratio:.1f}x faster than TF Lite at "
-                             "batch 1 (p50)")
+                lines.append(f"best engine: {best[0]}, {p50 / best[1]['engine']['p50_us']:.1f}x "
+                             f"faster than {'TF Lite' if path == 'tflite' else 'ONNX Runtime'} "
+                             "at batch 1 (p50)")
     return "\n".join(lines)

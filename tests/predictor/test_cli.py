@@ -70,4 +70,7 @@ def test_bench_predictor_gives_tf_the_compacted_shapes(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     (cfg,) = json.loads(out.read_text())["configs"]
     assert cfg["tf"]["units_removed"] > 1000 and cfg["tf"]["tflite"]["p50_us"] > 0
-    assert "compacted (" in r.stdout
+    assert cfg["onnx"]["units_removed"] == cfg["tf"]["units_removed"]
+    assert cfg["onnx"]["onnxruntime"]["p50_us"] > 0
+    assert "compacted (" in r.stdout and "| onnxruntime |" in r.stdout
+    assert "faster than ONNX Runtime" in r.stdout
