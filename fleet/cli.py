@@ -195,6 +195,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_report_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--report", metavar="DIR", type=output_dir,
+                   help="fleet report directory (default MODEL_DIR/fleet_report)")
+
+
 def _add_replay_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("replay")
     g.add_argument("--engine", choices=ENGINE_NAMES, default="auto",
@@ -243,8 +248,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                    help="retrain every device, even those whose bundle is up to date")
     t.add_argument("--no-replay", action="store_true",
                    help="train only: no p99 columns in the report")
-    t.add_argument("--report", metavar="DIR", type=output_dir,
-                   help="fleet report directory (default MODEL_DIR/fleet_report)")
+    _add_report_option(t)
     _add_replay_options(t)
     add_cluster_options(t)
     t.set_defaults(func=cmd_train)
@@ -257,8 +261,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     r.add_argument("spec", metavar="SPEC", help=SPEC_HELP)
     r.add_argument("--models", required=True, metavar="MODEL_DIR",
                    help="the directory 'mittd fleet train' wrote")
-    r.add_argument("--report", metavar="DIR", type=output_dir,
-                   help="fleet report directory (default MODEL_DIR/fleet_report)")
+    _add_report_option(r)
     _add_replay_options(r)
     add_cluster_options(r)
     r.set_defaults(func=cmd_replay)
