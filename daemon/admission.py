@@ -38,6 +38,7 @@ for each other's lock (they still share the GIL).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -191,9 +192,12 @@ class Counts:
     EBUSY without a prediction (``below_model = "reject"``; also in ``rejected``;
     in shadow mode they are shadow-rejects instead); ``cold_overruns`` the
     overruns whose IO came more than ``fastpath.COLD_GAP_US`` after the device's
-    previous decision (also in ``overruns``); ``warm_ticks`` the dummy
-    predictions :meth:`AdmissionCore.warm` ran to keep an idle device's caches
-    warm (no decision: nothing else counts them).
+    previous decision (also in ``overruns``) despite its warm-up; ``warm_ticks``
+    the untimed dummy predictions: those :meth:`AdmissionCore.warm` ran to keep an
+    idle device's caches warm, and the warm-up pass every decision (or burst) more
+    than ``COLD_GAP_US`` after the device's previous one runs before its timed
+    prediction, so the cold start is not charged to the IO's budget (no decision:
+    nothing else counts them).
     """
 
     admitted: int = 0
@@ -738,8 +742,13 @@ class AdmissionCore:
         failed = ""
         if k is not None:
             clock = self._clock
-            t0 = clock()
             try:
+                if now - prev > COLD_GAP_US:  # admit1's untimed pass after idle, in Python
+                    st.counters.warm_ticks += 1
+                    st.featuriser.encode_live(st.tracker, offset, length, op, st.input,
+                                              now_us=now)
+                    st.engine.run1()
+                t0 = clock()
                 st.featuriser.encode_live(st.tracker, offset, length, op, st.input,
                                           now_us=now)
                 m = float(st.engine.run1()[k]) if st.multi_head else st.engine.margin1()
@@ -878,6 +887,10 @@ class AdmissionCore:
             if not idset.isdisjoint(tracker.pending_ids()):
                 for rid in idset & tracker.pending_ids():
                     tracker.withdraw(rid)
+            if asked.any() and now - prev > COLD_GAP_US:  # after idle: the engine once, on
+                st.counters.warm_ticks += 1  # the last burst's rows, untimed (as admit1)
+                with contextlib.suppress(Exception):  # a fault is the timed pass's to count
+                    st.engine.logits(st.burst_rows(n))
             t0 = self._clock()
             issued = False
             try:

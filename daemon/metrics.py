@@ -130,8 +130,9 @@ class CoreCollector(Collector):
             "(over 100 ms since the device's previous decision; part of "
             "mittd_prediction_overruns)", labels=["device"])
         warm = CounterMetricFamily(
-            "mittd_warm_ticks", "Untimed dummy predictions run to keep an idle device's caches "
-            "warm (server.keep_warm_ms); no decision", labels=["device"])
+            "mittd_warm_ticks", "Untimed dummy predictions: keep-warm ticks of an idle device "
+            "(server.keep_warm_ms) and the warm-up pass before a decision after an idle "
+            "gap; no decision", labels=["device"])
         untracked = CounterMetricFamily(
             "mittd_tracker_errors", "Admitted requests the pending tracker could not track "
             "(e.g. a request id beyond int64)", labels=["device"])

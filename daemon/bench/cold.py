@@ -36,15 +36,23 @@ def _admission(bundle: Path, keep_warm_ms: int, engine: str, budget_us: float) -
                                  predict_budget_us=budget_us)
 
 
-def _decide(adm: Any, rng: np.random.Generator) -> float:
-    """One timed decision (µs of wall time of admit), completed at once if admitted."""
+def _predict_ns(adm: Any) -> float:
+    """The device's summed timed prediction ns (the budget's clock) so far."""
+    return float(adm.stats()["d"].predict_ns.sum)
+
+
+def _decide(adm: Any, rng: np.random.Generator) -> tuple[float, float]:
+    """One decision, completed at once if admitted: (µs of wall time of admit, µs of
+    its timed prediction, the part the budget judges)."""
     off = int(rng.integers(0, 1 << 28)) * 4096
+    p0 = _predict_ns(adm)
     t0 = time.perf_counter_ns()
     ticket = adm.admit("d", OP_READ, off, 4096, 0)
     dt = (time.perf_counter_ns() - t0) / 1000.0
+    pt = (_predict_ns(adm) - p0) / 1000.0
     if ticket:
         adm.complete("d", ticket, float(rng.lognormal(4.5, 0.5)))
-    return dt
+    return dt, pt
 
 
 def _one(bundle: Path, keep_warm_ms: int, idle_ms: float, ios: int, engine: str,
@@ -53,14 +61,16 @@ def _one(bundle: Path, keep_warm_ms: int, idle_ms: float, ios: int, engine: str,
     with _admission(bundle, keep_warm_ms, engine, budget_us) as adm:
         for _ in range(WARM_IOS):
             _decide(adm, rng)
-        warm = [_decide(adm, rng) for _ in range(WARM_IOS)]
+        warm = np.array([_decide(adm, rng) for _ in range(WARM_IOS)])
         before = adm.stats()["d"]
         cold = []
         for _ in range(ios):
             time.sleep(idle_ms / 1000.0)
             cold.append(_decide(adm, rng))
         after = adm.stats()["d"]
-    return {"warm_us": warm, "cold_us": cold,
+    cold_a = np.array(cold).reshape(-1, 2)
+    return {"warm_us": warm[:, 0], "warm_predict_us": warm[:, 1],
+            "cold_us": cold_a[:, 0], "cold_predict_us": cold_a[:, 1],
             "overruns": after.overruns - before.overruns,
             "cold_overruns": after.cold_overruns - before.cold_overruns,
             "warm_ticks": after.warm_ticks - before.warm_ticks}
@@ -83,15 +93,19 @@ def run_cold(bundles: Sequence[str | Path], *, idle_ms: float = 1000.0, ios: int
                     _one(Path(b), kw, idle_ms, ios, engine, budget_us, seed + r))
     rows = []
     for (b, kw), rs in runs.items():
-        warm = np.concatenate([x["warm_us"] for x in rs])
-        cold = np.concatenate([x["cold_us"] for x in rs])
+        warm, cold, warm_p, cold_p = (np.concatenate([x[key] for x in rs]) for key in (
+            "warm_us", "cold_us", "warm_predict_us", "cold_predict_us"))
         n = len(cold)
         over = sum(x["overruns"] for x in rs)
         w50, c90 = float(np.median(warm)), float(np.percentile(cold, 90))
+        pw50, pc90 = float(np.median(warm_p)), float(np.percentile(cold_p, 90))
         rows.append({
             "bundle": Path(b).name, "keep_warm_ms": kw, "cold_ios": n,
             "warm_p50_us": w50, "cold_p50_us": float(np.median(cold)), "cold_p90_us": c90,
             "cold_max_us": float(cold.max()), "cold_p90_over_warm_p50": c90 / w50,
+            "warm_predict_p50_us": pw50, "cold_predict_p50_us": float(np.median(cold_p)),
+            "cold_predict_p90_us": pc90, "cold_predict_max_us": float(cold_p.max()),
+            "cold_predict_p90_over_warm_p50": pc90 / pw50 if pw50 > 0 else float("inf"),
             "overruns": over, "overrun_share": over / n,
             "cold_overruns": sum(x["cold_overruns"] for x in rs),
             "warm_ticks": sum(x["warm_ticks"] for x in rs),
@@ -103,15 +117,19 @@ def run_cold(bundles: Sequence[str | Path], *, idle_ms: float = 1000.0, ios: int
 def render(r: dict[str, Any]) -> str:
     head = (f"decisions after {r['idle_ms']:g} ms idle ({r['ios']} per round, {r['rounds']} "
             f"round(s), engine {r['engine']}, budget {r['budget_us']:g} µs); wall time of "
-            "admit, µs")
-    cols = (f"{'bundle':<32}{'keep-warm':>10}{'warm p50':>10}{'cold p50':>10}{'p90':>9}"
-            f"{'max':>9}{'p90/warm':>10}{'overruns':>10}{'ticks':>7}")
+            "admit, and of its timed prediction (featurise + model: what the budget "
+            "judges), µs")
+    cols = (f"{'bundle':<28}{'keep-warm':>10} | {'admit: warm p50':>15}{'cold p50':>9}"
+            f"{'p90':>7}{'max':>7}{'p90/warm':>9} | {'predict: warm p50':>17}{'cold p50':>9}"
+            f"{'p90':>7}{'max':>7}{'p90/warm':>9} | {'overruns':>9}{'ticks':>7}")
     lines = [head, cols]
     for x in r["rows"]:
         kw = f"{x['keep_warm_ms']} ms" if x["keep_warm_ms"] else "off"
         lines.append(
-            f"{x['bundle']:<32}{kw:>10}{x['warm_p50_us']:>10.1f}{x['cold_p50_us']:>10.1f}"
-            f"{x['cold_p90_us']:>9.1f}{x['cold_max_us']:>9.0f}"
-            f"{x['cold_p90_over_warm_p50']:>9.1f}x"
-            f"{x['overruns']:>5}/{x['cold_ios']:<4}{x['warm_ticks']:>7}")
+            f"{x['bundle']:<28}{kw:>10} | {x['warm_p50_us']:>15.1f}{x['cold_p50_us']:>9.1f}"
+            f"{x['cold_p90_us']:>7.1f}{x['cold_max_us']:>7.0f}"
+            f"{x['cold_p90_over_warm_p50']:>8.1f}x | {x['warm_predict_p50_us']:>17.2f}"
+            f"{x['cold_predict_p50_us']:>9.2f}{x['cold_predict_p90_us']:>7.2f}"
+            f"{x['cold_predict_max_us']:>7.0f}{x['cold_predict_p90_over_warm_p50']:>8.1f}x | "
+            f"{x['overruns']:>4}/{x['cold_ios']:<4}{x['warm_ticks']:>7}")
     return "\n".join(lines)

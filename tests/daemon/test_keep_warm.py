@@ -63,8 +63,8 @@ def replay(c: AdmissionCore, warm: bool, n: int = 300) -> list:
 def test_a_warm_tick_changes_no_decision_tracker_counter_or_record(fuse: bool) -> None:
     a, b = core(fuse), core(fuse)
     assert replay(a, False) == replay(b, True)
-    assert a.stats()["d"].warm_ticks == 0
-    assert b.stats()["d"].warm_ticks >= 300
+    assert a.stats()["d"].warm_ticks == 1  # the first decision ever: warmed up
+    assert b.stats()["d"].warm_ticks >= 301
 
 
 def test_ticks_only_when_idle() -> None:
@@ -77,7 +77,8 @@ def test_ticks_only_when_idle() -> None:
     c2.admit("d", OP_READ, 0, 4096, 0, 1, fp.monotonic_ns() // 1000)
     assert not c2.warm("d", 10**9)  # a device that decides needs no tick
     assert c2.warm("d", 0)
-    assert (c.stats()["d"].warm_ticks, c2.stats()["d"].warm_ticks) == (1, 1)
+    # one tick each, and each first decision ever (an idle gap: never decided) warmed up
+    assert (c.stats()["d"].warm_ticks, c2.stats()["d"].warm_ticks) == (2, 2)
 
 
 @pytest.mark.parametrize("fuse", [True, False])
@@ -99,6 +100,54 @@ def test_a_cold_burst_counts_each_predicted_io() -> None:
     c.admit_burst("d", *args, np.arange(n) + 10, 1_001)  # right after: warm
     s = c.stats()["d"]
     assert (s.overruns, s.cold_overruns) == (6, 3)
+
+
+def _gapped(c: AdmissionCore, gaps: list[int]) -> list:
+    out, now = [], 1_000
+    for rid, gap in enumerate(gaps):
+        now += gap
+        d = c.admit("d", OP_READ, 4096 * (7 * rid % 13), 4096, 0, rid, now)
+        out.append((d.admit, round(d.p_slow, 6), d.reason))
+        if d.admit and rid % 2:
+            c.complete("d", rid, 90.0 + rid, now + 5)
+    return out
+
+
+def test_a_decision_after_an_idle_gap_is_warmed_up_first_and_decides_the_same() -> None:
+    """The warm-up pass (``warm_ticks``) runs only after a gap over COLD_GAP_US, in the
+    fused kernel and the Python path alike, and changes no decision."""
+    gap = fp.COLD_GAP_US
+    gaps = [gap + 1, 10, 20, gap + 5, 3, gap * 3, 1]  # the first ever counts as a gap too
+    fused, python = core(True), core(False)
+    assert _gapped(fused, gaps) == _gapped(python, gaps)
+    for c in (fused, python):
+        assert c.stats()["d"].warm_ticks == 3
+
+
+def test_the_warm_up_is_not_charged_to_the_budget() -> None:
+    """A clock that reads how many times the model ran: an IO after a gap runs it
+    twice (the warm-up, then the timed pass), but only one run is on the budget's
+    clock, so a budget of 1.5 runs holds: no overrun, judged."""
+    c = core(False, budget_us=1.5)  # 1.5 runs x 1000 ns
+    st = c.state("d")
+    runs = [0]
+    inner = st.engine.margin1, st.engine.run1
+
+    def margin1() -> float:
+        runs[0] += 1
+        return inner[0]()
+
+    def run1() -> np.ndarray:
+        runs[0] += 1
+        return inner[1]()
+
+    st.engine.margin1, st.engine.run1 = margin1, run1
+    c._clock = lambda: runs[0] * 1000
+    for rid, now in enumerate((1_000, 1_000 + 2 * fp.COLD_GAP_US, 1_000 + 2 * fp.COLD_GAP_US + 9)):
+        c.admit("d", OP_READ, 4096 * rid, 4096, 0, rid, now)
+    s = c.stats()["d"]
+    assert runs[0] == 5  # two cold decisions warmed up, the third right after: not
+    assert (s.warm_ticks, s.overruns, s.cold_overruns) == (2, 0, 0)
 
 
 def test_embedded_warm() -> None:
