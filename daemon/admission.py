@@ -368,6 +368,7 @@ class DeviceState:
         fdev[fp.F_SHARE_WEIGHT] = 1.0 / REJECT_WINDOW
         fdev[fp.F_BUDGET_NS] = math.inf
         fdev[fp.F_FAIL_OPEN_OVERRUN] = 1.0
+        fdev[fp.F_WARM_GAP_US] = COLD_GAP_US
         fdev[thresh:cut] = self.thresholds_us
         fdev[cut:lo_at] = self.cutoffs
         fdev[lo_at:hi_at] = lo
@@ -392,12 +393,13 @@ class DeviceState:
         return dev, fdev
 
     def configure(self, *, probe_after: int, fail_open_on_overrun: bool,
-                  budget_ns: float) -> None:
+                  budget_ns: float, warm_up_gap_us: float = COLD_GAP_US) -> None:
         """The core's rule settings, copied where the kernels read them."""
         f = self.fdev
         f[fp.F_PROBE_AFTER] = probe_after
         f[fp.F_FAIL_OPEN_OVERRUN] = 1.0 if fail_open_on_overrun else 0.0
         f[fp.F_BUDGET_NS] = budget_ns
+        f[fp.F_WARM_GAP_US] = warm_up_gap_us
 
     def bind(self) -> None:
         """(Re)bind the fused kernels' argument tuples to this state's tracker and
@@ -583,11 +585,16 @@ class AdmissionCore:
         fail_open_on_overrun: bool = True,
         probe_after: int = 0,
         fuse: bool = True,
+        warm_up_gap_us: float = COLD_GAP_US,
     ) -> None:
         """``fuse``: decide in the fused kernel where a device's engine has a compiled
         plan (it times itself on the kernel's clock, so an injected ``clock`` turns
         it off); False keeps the Python path (the reference the tests hold the
-        kernel to, and the bench's "before")."""
+        kernel to, and the bench's "before"). ``warm_up_gap_us``: a decision whose IO
+        comes more than this after the device's previous decision first runs one
+        untimed warm-up pass, so the cold start after idle is not charged to its
+        budget (``math.inf``: never; the offline replayer's clock is the trace's,
+        whose gaps leave no cache cold)."""
         if not isinstance(probe_after, int) or probe_after < 0:
             raise ValueError(f"probe_after must be an int >= 0, got {probe_after!r}")
         self.probe_after = probe_after
@@ -598,13 +605,17 @@ class AdmissionCore:
         self.fail_open_on_overrun = fail_open_on_overrun
         # the fused kernel times itself on CLOCK_MONOTONIC: only with the default clock
         self._fuse = bool(fuse) and clock is time.perf_counter_ns
+        if not (isinstance(warm_up_gap_us, int | float) and warm_up_gap_us >= 0):
+            raise ValueError(f"warm_up_gap_us must be a number >= 0, got {warm_up_gap_us!r}")
+        self.warm_up_gap_us = float(warm_up_gap_us)
         _load_kernels()
         for st in self._devices.values():
             self._configure(st)
 
     def _configure(self, st: DeviceState) -> None:
         st.configure(probe_after=self.probe_after,
-                     fail_open_on_overrun=self.fail_open_on_overrun, budget_ns=self._budget_ns)
+                     fail_open_on_overrun=self.fail_open_on_overrun, budget_ns=self._budget_ns,
+                     warm_up_gap_us=self.warm_up_gap_us)
 
     @property
     def devices(self) -> list[str]:
@@ -743,7 +754,7 @@ class AdmissionCore:
         if k is not None:
             clock = self._clock
             try:
-                if now - prev > COLD_GAP_US:  # admit1's untimed pass after idle, in Python
+                if now - prev > st.fdev[fp.F_WARM_GAP_US]:  # admit1's untimed pass after idle
                     st.counters.warm_ticks += 1
                     st.featuriser.encode_live(st.tracker, offset, length, op, st.input,
                                               now_us=now)
@@ -887,7 +898,7 @@ class AdmissionCore:
             if not idset.isdisjoint(tracker.pending_ids()):
                 for rid in idset & tracker.pending_ids():
                     tracker.withdraw(rid)
-            if asked.any() and now - prev > COLD_GAP_US:  # after idle: the engine once, on
+            if asked.any() and now - prev > st.fdev[fp.F_WARM_GAP_US]:  # the engine once, on
                 st.counters.warm_ticks += 1  # the last burst's rows, untimed (as admit1)
                 with contextlib.suppress(Exception):  # a fault is the timed pass's to count
                     st.engine.logits(st.burst_rows(n))

@@ -72,6 +72,8 @@ COUNT_NAMES = ("admitted", "rejected", "fail_open", "overruns", "probes", "cappe
 
 #: An overrun is "cold" (``cold_overruns``) when its IO came more than this long
 #: after the device's previous decision: caches went cold while the device idled.
+#: Such a decision first runs one untimed warm-up pass (``AdmissionCore``'s
+#: ``warm_up_gap_us``, this by default).
 COLD_GAP_US = 100_000
 
 #: Why an IO was decided as it was; ``BurstDecisions.reason`` holds indices into it.
@@ -113,8 +115,8 @@ NEVER_ISSUED_CODES = (O_REJECT, O_OVERRUN_REJECT, O_BELOW)
 
 # fdev: rule state and settings, then the variable parts at the offsets in dev
 (F_SHARE, F_RUN, F_MAX_SHARE, F_PROBE_AFTER, F_FAIL_OPEN_OVERRUN, F_BUDGET_NS, F_SHARE_WEIGHT,
- F_MARGIN, F_SHADOW, F_BELOW_US) = range(10)
-F_FIXED = 10
+ F_MARGIN, F_SHADOW, F_BELOW_US, F_WARM_GAP_US) = range(11)
+F_FIXED = 11
 # dev: constants, then the featuriser's int parameters at D_IPARAMS
 (D_KIND, D_IN, D_DIM, D_OUT, D_HEAD, D_TIMEOUT, D_HEADS, D_THRESH, D_CUTOFF, D_LO, D_HI,
  D_NBOUNDS, D_NIPARAMS, D_LAST_NOW, D_LAST_K, D_CAP) = range(16)
@@ -303,7 +305,7 @@ def admit1(tbuf, hist, dev, fdev, cnt, pred, ints, arena, rec, recf,
         i0 = dev[D_IN]
         n_ip = dev[D_NIPARAMS]
         nb = dev[D_NBOUNDS]
-        if now - prev > COLD_GAP_US:
+        if now - prev > fdev[F_WARM_GAP_US]:
             # after an idle spell: one untimed pass first (pure: it writes the input
             # row and activations the timed pass rewrites), so the timed one runs
             # on warm code and weights and the cold start is not charged to the IO

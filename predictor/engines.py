@@ -39,6 +39,7 @@ from mittd.predictor.formats import (
     KIND_DENSE,
     KIND_NAMES,
     KIND_SELL,
+    SELL_MAX_INPUTS,
 )
 from mittd.predictor.graph import (
     Graph,
@@ -344,10 +345,12 @@ def choose_kinds(graph: Graph, params: WeightMap, sample: np.ndarray | None = No
     timings: dict[str, dict[str, float]] = {}
     for d in graph.dense_nodes():
         kernel, bias = (np.asarray(a, np.float32) for a in params[d.name])
-        engines = [_layer_engine(kernel, bias, k, group) for k in CANDIDATES]
+        kinds = [k for k in CANDIDATES  # SELL's 16-bit column ids bound its width
+                 if k != KIND_SELL or kernel.shape[0] <= SELL_MAX_INPUTS]
+        engines = [_layer_engine(kernel, bias, k, group) for k in kinds]
         best, med = fastest(engines, inputs[d.name], repeats=repeats)
-        timings[d.name] = {KIND_NAMES[k]: t for k, t in zip(CANDIDATES, med, strict=True)}
-        choice[d.name] = CANDIDATES[best]
+        timings[d.name] = {KIND_NAMES[k]: t for k, t in zip(kinds, med, strict=True)}
+        choice[d.name] = kinds[best]
     return choice, timings
 
 
@@ -364,7 +367,8 @@ def make_auto(graph: Graph, params: WeightMap, sample: np.ndarray | None = None,
         chosen = {n: by_name[f] for n, f in kinds.items()}
         return _named(CompiledEngine(g, p, chosen, group, removed=removed), "auto")
     per_layer, timings = choose_kinds(g, p, sample, group)
-    plans = [per_layer] + [_uniform(g, k) for k in CANDIDATES]
+    wide = any(k.shape[0] > SELL_MAX_INPUTS for k, _ in p.values())
+    plans = [per_layer] + [_uniform(g, k) for k in CANDIDATES if not (wide and k == KIND_SELL)]
     if sample is None:
         rng = np.random.default_rng(0)
         sample = (rng.random((32, graph.input_dim)) < 0.3).astype(np.float32)

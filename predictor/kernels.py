@@ -159,16 +159,57 @@ def _block_rows(vals: np.ndarray, ptr: np.ndarray, starts: np.ndarray, bv: np.nd
         yv[j] = acc if (acc > 0.0 or not relu) else np.float32(0.0)
 
 
+@intrinsic
+def _nonzero8(typingctx, x, start):  # pragma: no cover - compiled
+    """Bit ``l`` set where ``x[start + l] != 0`` (NaN counts), for ``l < 8``: one vector
+    load, compare and ``movmskps``. Reads 8 floats from ``start`` whatever ``x``'s
+    length: the caller's region must hold them (the plan pads every region to 16)."""
+    sig = types.int64(x, start)
+
+    def codegen(context, builder, signature, args):
+        f32, i64 = ir.FloatType(), ir.IntType(64)
+        v8f = ir.VectorType(f32, SELL_LANES)
+        xd = context.make_array(signature.args[0])(context, builder, args[0]).data
+        st = context.cast(builder, args[1], signature.args[1], types.int64)
+        v = builder.load(builder.bitcast(builder.gep(xd, [st]), v8f.as_pointer()), align=4)
+        nz = builder.fcmp_unordered("!=", v, ir.Constant(v8f, [0.0] * SELL_LANES))
+        return builder.zext(builder.bitcast(nz, ir.IntType(SELL_LANES)), i64)
+
+    return sig, codegen
+
+
+@intrinsic
+def _lowest_bit(typingctx, m):  # pragma: no cover - compiled
+    """The index of the lowest set bit of ``m`` (``m != 0``): one ``tzcnt``."""
+    sig = types.int64(m)
+
+    def codegen(context, builder, signature, args):
+        i64, i1 = ir.IntType(64), ir.IntType(1)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i64, [i64, i1]),
+                                            "llvm.cttz.i64")
+        v = context.cast(builder, args[0], signature.args[0], types.int64)
+        return builder.call(fn, [v, ir.Constant(i1, 1)])
+
+    return sig, codegen
+
+
 @numba.njit(**_JIT)
 def _csc_cols(vals: np.ndarray, ptr: np.ndarray, rows: np.ndarray, bv: np.ndarray,
               xv: np.ndarray, yv: np.ndarray, relu: int) -> None:  # pragma: no cover
+    # The non-zero inputs are found 8 at a time (a vector compare's bit mask, then
+    # its set bits): a branch per input mispredicts on every other one of a ReLU'd
+    # layer and on most of the sparse LBA bits, and cost more than the scatter.
     for j in range(yv.size):
         yv[j] = bv[j]
-    for i in range(xv.size):
-        v = xv[i]
-        if v != 0.0:
-            for k in range(ptr[i], ptr[i + 1]):
-                yv[rows[k]] += vals[k] * v
+    for base in range(0, xv.size, SELL_LANES):
+        m = _nonzero8(xv, base)
+        while m != 0:
+            i = base + _lowest_bit(m)
+            m &= m - 1
+            if i < xv.size:  # the padding past the end is zero; this keeps it so anyway
+                v = xv[i]
+                for k in range(ptr[i], ptr[i + 1]):
+                    yv[rows[k]] += vals[k] * v
     if relu:
         for j in range(yv.size):
             if yv[j] < 0.0:
@@ -181,10 +222,14 @@ def _sell_sums(context, builder, sig_args, args):  # type: ignore[no-untyped-def
     st = context.cast(builder, st, sig_args[3], types.int64)
     cnt = context.cast(builder, cnt, sig_args[4], types.int64)
     f32, i32, i8, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(8), ir.IntType(64)
+    i16 = ir.IntType(16)
     lanes = SELL_LANES
-    v8f, v8i = ir.VectorType(f32, lanes), ir.VectorType(i32, lanes)
+    v8f, v8i, v8s = (ir.VectorType(f32, lanes), ir.VectorType(i32, lanes),
+                     ir.VectorType(i16, lanes))
     vd = context.make_array(sig_args[0])(context, builder, va).data
-    cd = context.make_array(sig_args[1])(context, builder, ca).data
+    # the column ids are uint16, two to an int32 of ``cols`` (formats._encode_sell)
+    cd = builder.bitcast(context.make_array(sig_args[1])(context, builder, ca).data,
+                         i16.as_pointer())
     xd = context.make_array(sig_args[2])(context, builder, xa).data
     fma = cgutils.get_or_insert_function(
         builder.module, ir.FunctionType(v8f, [v8f, v8f, v8f]), "llvm.fma.v8f32")
@@ -193,7 +238,8 @@ def _sell_sums(context, builder, sig_args, args):  # type: ignore[no-untyped-def
     with cgutils.for_range(builder, cnt) as loop:
         off = builder.add(base, builder.mul(loop.index, ir.Constant(i64, lanes)))
         v = builder.load(builder.bitcast(builder.gep(vd, [off]), v8f.as_pointer()), align=4)
-        c = builder.load(builder.bitcast(builder.gep(cd, [off]), v8i.as_pointer()), align=4)
+        c = builder.zext(builder.load(builder.bitcast(builder.gep(cd, [off]),
+                                                      v8s.as_pointer()), align=2), v8i)
         if HAVE_AVX2:
             gather = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(v8f, [v8f, i8.as_pointer(), v8i, v8f, i8]),
@@ -325,7 +371,7 @@ def run1(ints: np.ndarray, arena: np.ndarray) -> None:  # pragma: no cover - com
                 cv = pm + nch * SELL_LANES
                 ns = np.int64(ptr[nch]) * SELL_LANES
                 rows8 = nch * SELL_LANES  # padded: the plan leaves room for 8 per chunk
-                _sell_rows(arena[w:w + ns], ptr, ints[pm:cv], ints[cv:cv + ns],
+                _sell_rows(arena[w:w + ns], ptr, ints[pm:cv], ints[cv:cv + ns // 2],
                            arena[ints[p + 9]:ints[p + 9] + rows8], xv,
                            arena[out:out + rows8], relu, ints[p + 11])
             else:  # KIND_CSC: skip zero input activations (EIE's broadcast of non-zeros)

@@ -9,6 +9,9 @@ in ``traces/samples`` (so activation sparsity is realistic), it measures:
   writing into the engine's input, then ``margin1()`` — what the daemon does
   per request; and featurisation alone;
 - batched: decisions/s of ``engine.logits`` at batch 256;
+- fused (compiled engines): featurise + predict inside the fused decision kernel
+  on its own clock (:func:`time_fused`), beside the model alone in a compiled loop
+  (:func:`engine_kernel_ns`): what one call per decision adds to the model;
 
 and, side by side in the same run when TensorFlow is installed, the same
 network through TF eager, a ``tf.function`` and the TF Lite interpreter
@@ -165,6 +168,63 @@ def time_live(featuriser: Any, engine: Any, trace: TraceInputs, calls: int,
     return time_calls(step, calls, prepare=prepare)
 
 
+def time_fused(bundle: Any, engine: Any, trace: TraceInputs, calls: int,
+               warmup: int = 500) -> np.ndarray:
+    """Per-decision ns of featurise + predict inside the fused decision kernel, on
+    its own clock (``mittd.daemon.fastpath.admit1``: no Python dispatch in it),
+    replaying the trace's IOs through an ``AdmissionCore`` serving ``engine``, each
+    completed when its latency falls due. Beside :func:`engine_kernel_ns` (the model
+    alone in a compiled loop) it says what fusing the featuriser in costs."""
+    import heapq
+
+    from mittd.daemon.admission import AdmissionCore
+    from mittd.daemon.devices import build_state
+
+    st = build_state(bundle, engine, decision_threshold=0.5)
+    core = AdmissionCore({"d": st}, predict_budget_us=1e9)
+    if st.admit_args is None:
+        raise ValueError(f"engine {engine.name!r} has no compiled plan to fuse")
+    deadline = float(st.thresholds_us[0])  # head 0: the model is always asked
+    data = st.counters.predict_ns.data
+    n = len(trace.ts)
+    span = int(trace.ts[-1] - trace.ts[0]) + 20_000_000
+    ts, lat = trace.ts.tolist(), np.nan_to_num(trace.latency, nan=0.0).tolist()
+    off, size, op = trace.offset.tolist(), trace.size.tolist(), trace.op.tolist()
+    due: list[tuple[int, int, float]] = []
+    out = np.empty(calls, np.float64)
+    for i in range(warmup + calls):
+        k, lap = i % n, i // n
+        now = int(ts[k]) + lap * span
+        while due and due[0][0] <= now:
+            t, rid, latency = heapq.heappop(due)
+            core.complete("d", rid, latency, t)
+        before = data[-1]
+        d = core.admit("d", int(op[k]), int(off[k]), int(size[k]), deadline, i, now)
+        if i >= warmup:
+            out[i - warmup] = data[-1] - before
+        if d.admit:
+            heapq.heappush(due, (now + int(lat[k]), i, float(lat[k])))
+    return out
+
+
+def engine_kernel_ns(engine: Any, x: np.ndarray, repeats: int = 2000, rounds: int = 7
+                     ) -> float:
+    """The median over ``rounds`` of the mean ns per decision of the model alone in
+    one compiled loop (``kernels.run_many``: input copy + network, no Python call)."""
+    from mittd.predictor import kernels as K
+
+    plan = engine.plan
+    at = plan.act_base + plan.input_off
+    xs = np.ascontiguousarray(x, np.float32)
+    K.run_many(plan.ints, plan.arena, at, xs, repeats // 4)
+    got = []
+    for _ in range(rounds):
+        t0 = time.perf_counter_ns()
+        K.run_many(plan.ints, plan.arena, at, xs, repeats)
+        got.append((time.perf_counter_ns() - t0) / repeats)
+    return float(np.median(got))
+
+
 def bench_config(model: str, sparsity: float, method: str, trace: TraceInputs,
                  x: np.ndarray, engines: Iterable[str], calls: int, batch: int,
                  featuriser: Any) -> dict[str, Any]:
@@ -197,6 +257,8 @@ def bench_config(model: str, sparsity: float, method: str, trace: TraceInputs,
         }
         if hasattr(engine, "plan"):
             row["formats"] = sorted(set(engine.plan.kinds.values()))
+            row["engine_kernel_us"] = engine_kernel_ns(engine, x) / 1e3
+            row["fused"] = percentiles(time_fused(bundle, engine, trace, calls // 4))
         rows[name] = row
     return rows
 
@@ -360,15 +422,22 @@ def render(results: dict[str, Any]) -> str:
                 f"**{fl['floor_us']:.2f} µs** (no call overhead)")
         lines.append("")
         lines.append("| engine | p50 µs | × floor | p99 µs | p50 µs incl. features | p99 µs incl. "
-                     f"features | decisions/s at batch {results['batch']} | formats |")
-        lines.append("|---|---:|---:|---:|---:|---:|---:|---|")
+                     "features | kernel µs | fused p50 µs (+) | decisions/s at batch "
+                     f"{results['batch']} | formats |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for name, r in c["engines"].items():
             ratio = (f"{r['engine']['p50_us'] / fl['floor_us']:.1f}×"
                      if fl and fl["floor_us"] > 0 else "")
+            kern = fused = ""
+            if "fused" in r:
+                kern = f"{r['engine_kernel_us']:.2f}"
+                fz = r["fused"]["p50_us"]
+                fused = f"{fz:.2f} ({fz - r['engine_kernel_us']:+.2f})"
             lines.append(
                 f"| {name} | {r['engine']['p50_us']:.2f} | {ratio} | "
                 f"{r['engine']['p99_us']:.2f} | "
                 f"{r['with_features']['p50_us']:.2f} | {r['with_features']['p99_us']:.2f} | "
+                f"{kern} | {fused} | "
                 f"{r['batch_per_s']:,.0f} | {', '.join(r.get('formats', ['numpy']))} |"
             )
         peers = []

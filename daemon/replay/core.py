@@ -285,8 +285,9 @@ def replay_model(
     if mode != "reject" and not (delay is not None and delay > 0):
         raise ReplayError(f"{model.name}: policy {mode!r} needs a hedging delay > 0 µs")
     aliases = [PRIMARY] + [f"replica{j}" for j in range(1, k)]
+    # the trace's clock: its idle gaps cool no cache here, so no warm-up passes
     core = AdmissionCore(dict(zip(aliases, states, strict=True)), predict_budget_us=math.inf,
-                         probe_after=probe_after)
+                         probe_after=probe_after, warm_up_gap_us=math.inf)
     timeout = states[0].featuriser.timeout_us
     horizon = int(primary.cols.ts[-1]) - primary.t0
     feeds = [_ReplicaFeed(core, aliases[j], replicas[j - 1].stream(primary.t0, horizon), timeout)

@@ -150,6 +150,20 @@ def test_the_warm_up_is_not_charged_to_the_budget() -> None:
     assert (s.warm_ticks, s.overruns, s.cold_overruns) == (2, 0, 0)
 
 
+def test_no_warm_up_when_the_gap_is_off_and_a_bad_gap_is_named() -> None:
+    """The offline replayer's clock is the trace's: ``warm_up_gap_us=inf`` runs none."""
+    import math
+
+    b = read_bundle(shipped_bundle("heimdall"))
+    for fuse in (True, False):
+        c = AdmissionCore({"d": build_state(b, "csr", decision_threshold=0.5)},
+                          predict_budget_us=1e9, fuse=fuse, warm_up_gap_us=math.inf)
+        _gapped(c, [fp.COLD_GAP_US * 5] * 4)
+        assert c.stats()["d"].warm_ticks == 0
+    with pytest.raises(ValueError, match="warm_up_gap_us must be a number >= 0, got -1"):
+        AdmissionCore({"d": build_state(b, "csr", decision_threshold=0.5)}, warm_up_gap_us=-1)
+
+
 def test_embedded_warm() -> None:
     with Embedded.from_bundles({"a": shipped_bundle("heimdall")}, keep_warm_ms=0) as adm:
         assert adm._warmer is None

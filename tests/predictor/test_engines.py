@@ -131,7 +131,7 @@ def test_sell_format_sorts_rows_and_pads_chunks() -> None:
     w[3, 4] = 4.0
     enc = encode(KIND_SELL, w)
     ptr, perm = enc.indices[:3], enc.indices[3:19]
-    cols = enc.indices[19:].reshape(-1, 8)
+    cols = enc.indices[19:].view(np.uint16).reshape(-1, 8)  # 16-bit ids, two per int32
     vals = enc.values.reshape(-1, 8)
     assert ptr.tolist() == [0, 3, 3]  # chunk 0: 3 slices; chunk 1 (rows without weights): 0
     assert perm[:2].tolist() == [7, 3] and sorted(perm[:10].tolist()) == list(range(10))
@@ -139,6 +139,22 @@ def test_sell_format_sorts_rows_and_pads_chunks() -> None:
     assert cols[:, 0].tolist() == [0, 2, 5] and vals[:, 0].tolist() == [1, 2, 3]
     assert cols[:, 1].tolist() == [4, 4, 4] and vals[:, 1].tolist() == [4, 0, 0]
     assert enc.stored == 24
+
+
+def test_sell_refuses_layers_too_wide_for_16_bit_ids_and_auto_skips_it() -> None:
+    from mittd.predictor.engines import choose_kinds
+    from mittd.predictor.formats import SELL_MAX_INPUTS
+
+    n_in = SELL_MAX_INPUTS + 1
+    with pytest.raises(ValueError, match="65,537 inputs does not fit 16-bit column ids"):
+        encode(KIND_SELL, np.zeros((2, n_in), np.float32))
+    encode(KIND_SELL, np.zeros((2, SELL_MAX_INPUTS), np.float32))  # the widest that fits
+    b = GraphBuilder("wide", n_in)
+    g = b.build(b.dense("input", 2, name="l"), head="sigmoid")
+    w = np.zeros((n_in, 2), np.float32)
+    w[[0, n_in - 1], [0, 1]] = 1.0
+    kinds, timings = choose_kinds(g, {"l": (w, np.zeros(2, np.float32))}, repeats=2)
+    assert "sell" not in timings["l"] and kinds["l"] != KIND_SELL
 
 
 def test_sell_scalar_path_matches_the_gather(monkeypatch: pytest.MonkeyPatch) -> None:
