@@ -8,6 +8,8 @@ csr          compiled CSR sparse rows for every layer
 blocksparse  compiled Scalpel SIMD-aware groups (seed 003 §3.3) for every layer
 csc          compiled sparse columns skipping zero inputs (EIE's dataflow)
 nodepruned   dead nodes compacted away (Scalpel §3.4), then compiled dense
+dcol         dead nodes compacted away, then dense columns added for non-zero
+             inputs only (zero inputs skipped 8 at a time by a bit mask)
 auto         node compaction, then per layer the storage measured fastest on
              this machine (Scalpel's "optimised pruning": a layer not sparse
              enough to win stays dense)
@@ -36,6 +38,7 @@ from mittd.predictor.formats import (
     KIND_BLOCK,
     KIND_CSC,
     KIND_CSR,
+    KIND_DCOL,
     KIND_DENSE,
     KIND_NAMES,
     KIND_SELL,
@@ -50,7 +53,7 @@ from mittd.predictor.graph import (
 from mittd.predictor.plan import Plan, compact_nodes, compile_plan, relabel_units
 
 MIN_CHUNK, MAX_CHUNK = 64, 1024  # batched path: columns per kernel call
-BATCH_AS_CSR = (KIND_CSC, KIND_SELL)  # batch-1 layouts; the batched kernel reads them as CSR
+BATCH_AS_CSR = (KIND_CSC, KIND_SELL, KIND_DCOL)  # batch-1 layouts; batches read them as CSR
 
 
 class DenseNumpyEngine(Engine):
@@ -278,9 +281,14 @@ def make_nodepruned(graph: Graph, params: WeightMap, **_: Any) -> Engine:
     return _named(CompiledEngine(g, p, _uniform(g, KIND_DENSE), removed=removed), "nodepruned")
 
 
+def make_dcol(graph: Graph, params: WeightMap, **_: Any) -> Engine:
+    g, p, removed = compact_nodes(graph, params)
+    return _named(CompiledEngine(g, p, _uniform(g, KIND_DCOL), removed=removed), "dcol")
+
+
 # -- auto: per-layer choice by measured speed ---------------------------------------
 
-CANDIDATES = (KIND_DENSE, KIND_CSR, KIND_BLOCK, KIND_CSC, KIND_SELL)
+CANDIDATES = (KIND_DENSE, KIND_CSR, KIND_BLOCK, KIND_CSC, KIND_SELL, KIND_DCOL)
 
 
 def _time_once(engine: CompiledEngine, inputs: np.ndarray, repeats: int) -> float:
@@ -388,6 +396,7 @@ ENGINES: dict[str, Callable[..., Engine]] = {
     "csc": make_csc,
     "sell": make_sell,
     "nodepruned": make_nodepruned,
+    "dcol": make_dcol,
     "auto": make_auto,
 }
 

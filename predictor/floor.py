@@ -11,7 +11,8 @@ by small compiled loops (:func:`machine_rates`), and the floor is
 
 (the loads and the arithmetic overlap, so the slower of the two bounds it), or,
 where it is less, the same for the dense way (every weight of the compacted
-layers at the vectorised multiply-add rate, 4 bytes each),
+layers at the vectorised multiply-add rate, 4 bytes each) or for the dense way
+over the non-zero inputs only (their columns' weights, as ``dcol`` runs them),
 
 where the multiply-adds are counted on real inputs (activation sparsity matters:
 6.5 % of precise_linear's input bits are non-zero) and the bytes are the weights
@@ -50,6 +51,9 @@ class NetworkWork:
     bytes: float
     input_nonzero_share: float
     dense_weights: int  # every weight of the layers, zeros included (a dense kernel's work)
+    # the weights of the columns of non-zero inputs, zeros included (mean over the
+    # sample): the dense work left once zero inputs are skipped, as ``dcol`` does
+    active_dense_weights: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -75,7 +79,7 @@ def network_work(graph: Graph, params: Mapping[str, tuple[np.ndarray, np.ndarray
     sample = np.asarray(sample, np.float32)
     acts = forward_all(graph, params, sample)
     nonzeros = dense = 0
-    macs = 0.0
+    macs = active_dense = 0.0
     for d in graph.dense_nodes():
         kernel = np.asarray(params[d.name][0])
         dense += kernel.size
@@ -83,8 +87,9 @@ def network_work(graph: Graph, params: Mapping[str, tuple[np.ndarray, np.ndarray
         nonzeros += int(per_input.sum())
         active = np.asarray(acts[d.inputs[0]]) != 0
         macs += float((active * per_input).sum(axis=1).mean())
+        active_dense += float(active.sum(axis=1).mean()) * kernel.shape[1]
     return NetworkWork(nonzeros, macs, macs * (VALUE_BYTES + INDEX_BYTES),
-                       float((sample != 0).mean()), dense)
+                       float((sample != 0).mean()), dense, active_dense)
 
 
 @numba.njit(cache=True, fastmath=True)
@@ -159,10 +164,13 @@ def machine_rates(seed: int = 0) -> MachineRates:
 
 
 def floor_us(work: NetworkWork, rates: MachineRates) -> float:
-    """The floor, µs, no call overhead: the cheaper of the sparse way (gathered
+    """The floor, µs, no call overhead: the cheapest of the sparse way (gathered
     multiply-adds after zero-skipping, or the L2 streaming of their weights, whichever
-    is slower: the two overlap) and the dense way (every weight, vectorised, or
-    streamed at 4 bytes each) — a node-pruned network, compacted, is dense work."""
+    is slower: the two overlap), the dense way (every weight, vectorised, or
+    streamed at 4 bytes each) — a node-pruned network, compacted, is dense work —
+    and the dense way over the non-zero inputs only (``dcol``'s)."""
     sparse = max(work.macs * rates.ns_per_mac, work.bytes * rates.ns_per_byte)
-    dense = work.dense_weights * max(rates.ns_per_dense_mac, VALUE_BYTES * rates.ns_per_byte)
-    return min(sparse, dense) / 1e3
+    per_dense = max(rates.ns_per_dense_mac, VALUE_BYTES * rates.ns_per_byte)
+    dense = work.dense_weights * per_dense
+    active = work.active_dense_weights * per_dense
+    return min(sparse, dense, active) / 1e3

@@ -22,6 +22,13 @@ since the kernels compute one output at a time.
   :data:`SELL_MAX_INPUTS` inputs, wider ones cannot be stored so): a quarter less
   to read per weight than 32-bit ids.
 
+- ``dcol``: dense columns for skipping zero inputs: the (in, out) matrix input-major,
+  each input's column padded with zeros to a multiple of :data:`DCOL_LANES` outputs,
+  so one non-zero input adds its whole column to the outputs in a few vector
+  multiply-adds (4 AVX2 registers of sums), and a zero input costs nothing. What
+  node pruning leaves (small dense layers reading ReLU'd, half-zero activations,
+  and the LBA bits, 93.5 % zero) runs faster so than row by row.
+
 Every encoder returns (float values, int32 indices) ready to be appended to the
 plan's arenas, plus the count of stored weights.
 """
@@ -32,11 +39,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-KIND_DENSE, KIND_CSR, KIND_BLOCK, KIND_CSC, KIND_SELL = 0, 1, 2, 3, 4
+KIND_DENSE, KIND_CSR, KIND_BLOCK, KIND_CSC, KIND_SELL, KIND_DCOL = 0, 1, 2, 3, 4, 5
 KIND_NAMES = {KIND_DENSE: "dense", KIND_CSR: "csr", KIND_BLOCK: "block", KIND_CSC: "csc",
-              KIND_SELL: "sell"}
+              KIND_SELL: "sell", KIND_DCOL: "dcol"}
 SELL_LANES = 8  # rows per SELL chunk: one AVX2 register of float32
 SELL_MAX_INPUTS = 1 << 16  # SELL column ids are uint16
+DCOL_LANES = 32  # outputs per dcol pass: four AVX2 registers of float32 sums
+
+
+def dcol_width(n_out: int) -> int:
+    """A dcol layer's padded output width: its columns' length, its bias's and the
+    room its kernel stores into (whole passes of :data:`DCOL_LANES`)."""
+    return -(-n_out // DCOL_LANES) * DCOL_LANES
 KIND_BY_NAME = {v: k for k, v in KIND_NAMES.items()}
 
 
@@ -83,6 +97,10 @@ def encode(kind: int, w_out_in: np.ndarray, group: int = 8) -> Encoded:
                        int(values.size))
     if kind == KIND_SELL:
         return _encode_sell(w)
+    if kind == KIND_DCOL:
+        cols = np.zeros((n_in, dcol_width(n_out)), np.float32)
+        cols[:, :n_out] = w.T
+        return Encoded(kind, cols.ravel(), np.zeros(0, np.int32), w.size)
     raise ValueError(f"unknown storage kind {kind}")
 
 
@@ -136,6 +154,8 @@ def decode(enc: Encoded, n_out: int, n_in: int, group: int = 8) -> np.ndarray:
         for i in range(n_in):
             w[rows[ptr[i]:ptr[i + 1]], i] = enc.values[ptr[i]:ptr[i + 1]]
         return w
+    if enc.kind == KIND_DCOL:
+        return enc.values.reshape(n_in, dcol_width(n_out))[:, :n_out].T.copy()
     if enc.kind == KIND_SELL:
         c = SELL_LANES
         n_chunks = -(-n_out // c)

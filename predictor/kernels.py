@@ -30,9 +30,11 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from mittd.predictor.formats import (
+    DCOL_LANES,
     KIND_BLOCK,
     KIND_CSC,
     KIND_CSR,
+    KIND_DCOL,
     KIND_DENSE,
     KIND_SELL,
     SELL_LANES,
@@ -189,6 +191,89 @@ def _lowest_bit(typingctx, m):  # pragma: no cover - compiled
                                             "llvm.cttz.i64")
         v = context.cast(builder, args[0], signature.args[0], types.int64)
         return builder.call(fn, [v, ir.Constant(i1, 1)])
+
+    return sig, codegen
+
+
+@intrinsic
+def _dcol_layer(typingctx, w, x, n_in, bias, y, relu):  # pragma: no cover - compiled
+    """A dcol layer (``formats`` ``dcol``): ``y = bias + sum over non-zero x[i] of
+    x[i] * column i``, ReLU'd when ``relu``, 32 outputs per pass.
+
+    Why by hand: the sums of a pass stay in 4 vector registers while the non-zero
+    inputs stream by (found 8 at a time by a vector compare's bit mask); numba's
+    loops keep them in memory, and each input's store-then-load of the outputs
+    made the same loop ~10x slower. ``y``, ``bias`` and each column hold whole
+    passes (the plan pads them); only ``x[:n_in]`` is read for values, its bit
+    masks past ``n_in`` cleared (an input may be a slice of a wider region)."""
+    sig = types.void(w, x, n_in, bias, y, relu)
+
+    def codegen(context, builder, signature, args):
+        f32, i64, i8, i32 = ir.FloatType(), ir.IntType(64), ir.IntType(8), ir.IntType(32)
+        lanes = DCOL_LANES
+        vp, v8 = ir.VectorType(f32, lanes), ir.VectorType(f32, SELL_LANES)
+        arr = [context.make_array(signature.args[k])(context, builder, args[k]).data
+               for k in (0, 1, 3, 4)]
+        wd, xd, bd, yd = arr
+        n = context.cast(builder, args[2], signature.args[2], types.int64)
+        relu_on = builder.icmp_signed("!=", context.cast(
+            builder, args[5], signature.args[5], types.int64), ir.Constant(i64, 0))
+        out_w = builder.mul(builder.sdiv(builder.add(
+            context.cast(builder, context.make_array(signature.args[3])(
+                context, builder, args[3]).nitems, types.intp, types.int64),
+            ir.Constant(i64, lanes - 1)), ir.Constant(i64, lanes)), ir.Constant(i64, lanes))
+        passes = builder.sdiv(out_w, ir.Constant(i64, lanes))
+        groups = builder.sdiv(builder.add(n, ir.Constant(i64, SELL_LANES - 1)),
+                              ir.Constant(i64, SELL_LANES))
+        fmuladd = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vp, [vp, vp, vp]), f"llvm.fmuladd.v{lanes}f32")
+        cttz = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(i64, [i64, ir.IntType(1)]), "llvm.cttz.i64")
+        zero8 = ir.Constant(v8, [0.0] * SELL_LANES)
+        acc = cgutils.alloca_once(builder, vp)
+        mask = cgutils.alloca_once(builder, i64)
+        with cgutils.for_range(builder, passes) as pl:
+            p0 = builder.mul(pl.index, ir.Constant(i64, lanes))
+            builder.store(builder.load(builder.bitcast(builder.gep(bd, [p0]), vp.as_pointer()),
+                                       align=4), acc)
+            with cgutils.for_range(builder, groups) as gl:
+                g0 = builder.mul(gl.index, ir.Constant(i64, SELL_LANES))
+                xv = builder.load(builder.bitcast(builder.gep(xd, [g0]), v8.as_pointer()),
+                                  align=4)
+                nz = builder.fcmp_unordered("!=", xv, zero8)
+                m = builder.zext(builder.bitcast(nz, i8), i64)
+                left = builder.sub(n, g0)  # inputs left from g0: clear the bits past n_in
+                keep = builder.select(
+                    builder.icmp_signed("<", left, ir.Constant(i64, SELL_LANES)),
+                    builder.sub(builder.shl(ir.Constant(i64, 1), left), ir.Constant(i64, 1)),
+                    ir.Constant(i64, 0xFF))
+                builder.store(builder.and_(m, keep), mask)
+                head = builder.append_basic_block("dcol.bits")
+                body = builder.append_basic_block("dcol.bit")
+                done = builder.append_basic_block("dcol.bits.end")
+                builder.branch(head)
+                builder.position_at_end(head)
+                mv = builder.load(mask)
+                builder.cbranch(builder.icmp_unsigned("!=", mv, ir.Constant(i64, 0)), body, done)
+                builder.position_at_end(body)
+                i = builder.add(g0, builder.call(cttz, [mv, ir.Constant(ir.IntType(1), 1)]))
+                builder.store(builder.and_(mv, builder.sub(mv, ir.Constant(i64, 1))), mask)
+                xi = builder.load(builder.gep(xd, [i]))
+                splat = builder.insert_element(ir.Constant(vp, None), xi, ir.Constant(i32, 0))
+                splat = builder.shuffle_vector(splat, ir.Constant(vp, None),
+                                               ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
+                col = builder.add(builder.mul(i, out_w), p0)
+                wv = builder.load(builder.bitcast(builder.gep(wd, [col]), vp.as_pointer()),
+                                  align=4)
+                builder.store(builder.call(fmuladd, [wv, splat, builder.load(acc)]), acc)
+                builder.branch(head)
+                builder.position_at_end(done)
+            a = builder.load(acc)
+            zero = ir.Constant(vp, [0.0] * lanes)
+            clipped = builder.select(builder.fcmp_ordered(">", a, zero), a, zero)
+            a = builder.select(relu_on, clipped, a)
+            builder.store(a, builder.bitcast(builder.gep(yd, [p0]), vp.as_pointer()), align=4)
+        return context.get_dummy_value()
 
     return sig, codegen
 
@@ -374,6 +459,10 @@ def run1(ints: np.ndarray, arena: np.ndarray) -> None:  # pragma: no cover - com
                 _sell_rows(arena[w:w + ns], ptr, ints[pm:cv], ints[cv:cv + ns // 2],
                            arena[ints[p + 9]:ints[p + 9] + rows8], xv,
                            arena[out:out + rows8], relu, ints[p + 11])
+            elif kind == KIND_DCOL:
+                ow32 = (ow + DCOL_LANES - 1) // DCOL_LANES * DCOL_LANES  # formats.dcol_width
+                _dcol_layer(arena[w:w + aw * ow32], xv, aw, arena[ints[p + 9]:ints[p + 9] + ow32],
+                            arena[out:out + ow32], relu)
             else:  # KIND_CSC: skip zero input activations (EIE's broadcast of non-zeros)
                 ptr = ints[ix:ix + aw + 1]
                 nnz = ptr[aw]

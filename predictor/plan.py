@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mittd.predictor import kernels as K
-from mittd.predictor.formats import KIND_BLOCK, KIND_NAMES, KIND_SELL, SELL_LANES, encode
+from mittd.predictor.formats import (
+    KIND_BLOCK,
+    KIND_DCOL,
+    KIND_NAMES,
+    KIND_SELL,
+    SELL_LANES,
+    dcol_width,
+    encode,
+)
 from mittd.predictor.graph import Graph, Node, Params
 
 PAD = 16  # activation regions are padded to this many floats (>= any SIMD group)
@@ -108,6 +116,9 @@ def compile_plan(
             bias = np.concatenate([bias, np.zeros(-rows % SELL_LANES, np.float32)])
             perm = enc.indices[_sell_perm(bias.size)]
             sell_in_order[n.name] = bool((perm[:rows] == np.arange(rows)).all())
+        elif kind == KIND_DCOL:  # whole passes of sums: zeros past the last output
+            bias = np.concatenate([bias, np.zeros(dcol_width(bias.size) - bias.size,
+                                                  np.float32)])
         f_chunks.append(bias)
         f_len += bias.size
         layer_at[n.name] = (kind, w_off, b_off, i_len)
@@ -127,7 +138,9 @@ def compile_plan(
             act_off[n.name] = act_off[n.inputs[0]] + n.attrs["start"]
             continue
         act_off[n.name] = act_len
-        act_len += _ceil(widths[n.name])
+        w = widths[n.name]
+        # a dcol layer stores whole passes of 32 sums (zeros past its last output)
+        act_len += _ceil(dcol_width(w) if kinds.get(n.name) == KIND_DCOL else w)
 
     # a block-sparse layer may read up to a group past its input; only padded,
     # non-aliased regions guarantee zeros there

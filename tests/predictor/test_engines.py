@@ -13,6 +13,7 @@ from mittd.predictor.formats import (
     KIND_BLOCK,
     KIND_CSC,
     KIND_CSR,
+    KIND_DCOL,
     KIND_DENSE,
     KIND_SELL,
     decode,
@@ -101,7 +102,8 @@ def test_random_networks(n_in: int, hidden: int, n_out: int, density: float, see
     assert close(np.stack([e.logits1(v) for v in x]), ref)
 
 
-@pytest.mark.parametrize("kind", [KIND_DENSE, KIND_CSR, KIND_BLOCK, KIND_CSC, KIND_SELL])
+@pytest.mark.parametrize("kind", [KIND_DENSE, KIND_CSR, KIND_BLOCK, KIND_CSC, KIND_SELL,
+                                  KIND_DCOL])
 @pytest.mark.parametrize("group", [8, 16])
 def test_formats_are_lossless(kind: int, group: int) -> None:
     rng = np.random.default_rng(0)
@@ -212,8 +214,30 @@ def test_auto_keeps_dense_layers_dense_and_sparse_ones_sparse() -> None:
     dense_g, dense_p = _params("good_custom", "magnitude", 0.0)
     sparse = make_engine("auto", g, p)
     dense = make_engine("auto", dense_g, dense_p)
-    assert sparse.describe()["layers"]["fc1"]["format"] != "dense"
-    assert dense.describe()["layers"]["die_load"]["format"] == "dense"
+    assert sparse.describe()["layers"]["fc1"]["format"] not in ("dense", "dcol")
+    layer = dense.describe()["layers"]["die_load"]
+    assert layer["format"] in ("dense", "dcol")  # dense storage: every weight, rows or columns
+    assert layer["stored_weights"] == dense_g.kernel_shapes()["die_load"][0] * 128
+
+
+def test_dcol_skips_zero_inputs_and_keeps_its_padding_zero() -> None:
+    """A dcol layer of 13 outputs stores whole passes of 32 sums: the 19 past its
+    last output stay zero (whatever the inputs), so the next layer, reading 8 at a
+    time, sees none of them; an input slice narrower than its region reads no
+    neighbour's values."""
+    b = GraphBuilder("slices", 12)
+    a = b.dense(b.slice("input", 0, 5), 13, name="a")
+    c = b.dense(b.relu(a), 3, name="c")
+    g = b.build(c, head="sigmoid")
+    p = init_params(g, 4)
+    e = make_engine("dcol", g, p)
+    assert set(e.plan.kinds.values()) == {"dcol"}
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((20, 12)).astype(np.float32) * (rng.random((20, 12)) < 0.5)
+    assert close(np.stack([e.logits1(v) for v in x]), forward(g, p, x))
+    plan = e.plan
+    out_a = plan.act_base + int(plan.ints[4 + 1])  # record 0: layer a, its out offset
+    assert not plan.arena[out_a + 13:out_a + 32].any()
 
 
 def test_compiled_engine_does_not_allocate_per_call() -> None:

@@ -1,5 +1,5 @@
 """``predictor.floor``: the work of a decision is counted exactly, and the floor
-follows it (more work, a higher floor; the dense way for compacted networks)."""
+follows it (more work, a higher floor; the dense ways for compacted networks)."""
 
 from __future__ import annotations
 
@@ -25,9 +25,11 @@ def test_multiply_adds_skip_zero_activations_exactly() -> None:
     assert work.macs == 3 + 1  # layer h: inputs 0 and 3; layer out: only h0 is non-zero
     assert work.bytes == work.macs * 6
     assert work.input_nonzero_share == 0.5 and work.dense_weights == 12 + 3
+    # the columns of the non-zero inputs, zeros included: 2 of h's (3 each), 1 of out's
+    assert work.active_dense_weights == 2 * 3 + 1
     # the mean over the sample
     two = network_work(g, p, np.array([[1, 0, 0, 1], [0, 0, 0, 0]], np.float32))
-    assert two.macs == 2.0
+    assert two.macs == 2.0 and two.active_dense_weights == 3.5
 
 
 def test_floor_is_the_cheaper_way() -> None:
@@ -38,7 +40,9 @@ def test_floor_is_the_cheaper_way() -> None:
     assert floor_us(work, gather_bound) == work.macs / 1e3
     dense_cheap = MachineRates(ns_per_mac=1.0, ns_per_byte=0.0, call_ns=0.0,
                                ns_per_dense_mac=0.01)
-    assert floor_us(work, dense_cheap) == work.dense_weights * 0.01 / 1e3
+    # every input non-zero: h's 4 columns, and h0, h1 (h2 = -1 is ReLU'd) of out's 3
+    assert work.active_dense_weights == 4 * 3 + 2 < work.dense_weights
+    assert floor_us(work, dense_cheap) == work.active_dense_weights * 0.01 / 1e3
     stream_bound = MachineRates(ns_per_mac=1.0, ns_per_byte=10.0, call_ns=0.0,
                                 ns_per_dense_mac=100.0)  # loads and arithmetic overlap
     assert floor_us(work, stream_bound) == work.bytes * 10.0 / 1e3
