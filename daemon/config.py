@@ -84,7 +84,9 @@ class ServerConfig:
     to keep the first IO after a quiet spell from overrunning the prediction
     budget on cold caches. Off (0) by default: ``mittd bench cold`` measured no
     gain on our 2-vCPU VM (cold p50 64 µs either way, overruns 2-4 of 80 with it
-    or without; docs/FAULTS.md), the cold cost lying outside the model."""
+    or without; docs/FAULTS.md), the cold cost lying outside the model. Apart
+    from it, every decision after an idle gap runs one untimed warm-up pass
+    before its timed one (``AdmissionCore``'s ``warm_up_gap_us``)."""
 
     unix_socket: Path
     socket_mode: int = 0o660

@@ -14,7 +14,8 @@
   decided nothing that long gets one untimed dummy prediction (no decision,
   tracker, record or counter but ``warm_ticks``), meant to keep the first IO
   after a quiet spell off cold caches (``mittd bench cold`` measures whether it
-  does);
+  does). Whatever the setting, a decision over ``fastpath.COLD_GAP_US`` after the
+  device's previous one runs an untimed warm-up pass before its timed one;
 - TERM/INT: STOPPING=1, health NOT_SERVING, stop accepting, let in-flight
   calls finish (``grace_s``), write the last IO records, exit 0.
 
