@@ -296,9 +296,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "predictor", help="µs per decision and decisions/s of every engine (and TF)",
         description="Per-decision latency (p50/p99, batch 1, with and without "
         "featurisation) and batched throughput of every inference engine on the seed's "
-        "models at several sparsities and pruning methods, with TF eager, tf.function and "
-        "TF Lite side by side when TensorFlow is installed. Inputs are featurised from the "
-        "shipped real trace. Takes several minutes.")
+        "models at several sparsities and pruning methods; for compiled engines the "
+        "model alone in a compiled loop and featurise + predict inside the fused decision "
+        "kernel; each configuration's floor on this CPU (non-zeros, multiply-adds after "
+        "skipping zero activations, bytes read, at rates measured here) and every "
+        "engine's ratio to it; TF eager, tf.function, TF Lite and ONNX Runtime side by "
+        "side on the same compacted shapes when installed (the train extra). BLAS is "
+        "capped at one thread. Inputs are featurised from the shipped real trace. Takes "
+        "several minutes.")
     p.add_argument("--models", nargs="+", choices=["precise_linear", "good_custom"],
                    help="models to measure (default both)")
     p.add_argument("--sparsity", nargs="+", type=sparsity,

@@ -451,7 +451,7 @@ def render(results: dict[str, Any]) -> str:
                 if path in res:
                     r = res[path]
                     peers.append((path, r["p50_us"]))
-                    lines.append(f"| {path} | {r['p50_us']:.2f} | | {r['p99_us']:.2f} | | | "
+                    lines.append(f"| {path} | {r['p50_us']:.2f} | | {r['p99_us']:.2f} | | | | | "
                                  f"{r['batch_per_s']:,.0f} | {label} {res.get(version, '')}, "
                                  f"compacted ({res.get('units_removed', 0):,} units removed) |")
         best = min(c["engines"].items(), key=lambda kv: kv[1]["engine"]["p50_us"])
