@@ -6,6 +6,12 @@ all need the same answer to "which cluster, and how": ``--address`` or
 ``--workers`` CPUs is started in-process (no set-up on one machine) and shut down
 at the end; an already initialised Ray (a test's, a notebook's) is used as it is.
 
+A local start is tried up to :data:`LOCAL_START_ATTEMPTS` times: Ray gives a new
+raylet 30 s (hard-coded) to register with its GCS, and on a loaded 2-vCPU machine
+one start in a full test run missed that ("The current node timed out during
+startup", a bare ``Exception``); the next start succeeds. A connection to
+``--address`` is tried once (``check_reachable`` first).
+
 A local cluster is started quietly: Ray's start-up chatter ("Started a local Ray
 instance", the token-auth notice) is not the operator's business on every run, so
 the driver logs at WARNING, and the notice that token authentication is on (Ray's
@@ -34,6 +40,8 @@ __all__ = ["CLUSTER_EXTRA", "LOCAL_OBJECT_STORE", "check_reachable", "import_ray
 CLUSTER_EXTRA = "fleet needs the cluster extra: pip install 'mittd[cluster]' (missing module {})"
 LOCAL_OBJECT_STORE = 128 << 20  # rows are small: keep a local cluster's /dev/shm use small
 AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+LOCAL_START_ATTEMPTS = 3
+log = logging.getLogger("mittd.fleet")
 
 
 class _DropAuthNotice(logging.Filter):
@@ -87,6 +95,28 @@ def import_ray() -> Any:
     return ray
 
 
+def _init(ray: Any, opts: dict[str, Any], address: str | None) -> None:
+    """``ray.init(**opts)``; a failed local start is cleaned up and tried again, up to
+    :data:`LOCAL_START_ATTEMPTS` times; the last failure is one FleetError line."""
+    attempts = 1 if address else LOCAL_START_ATTEMPTS
+    where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(**opts)
+            return
+        except (TypeError, ValueError) as e:  # our arguments: the same every time
+            raise FleetError(f"cannot start or reach {where}: {one_line(e)}") from None
+        except Exception as e:  # Ray raises a bare Exception for a start-up timeout
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+            if attempt == attempts:
+                tries = f" ({attempts} attempts)" if attempts > 1 else ""
+                raise FleetError(f"cannot start or reach {where}{tries}: {one_line(e)}"
+                                 ) from None
+            log.warning("starting a local Ray cluster failed (%s); trying again (%d of %d)",
+                        one_line(e), attempt + 1, attempts)
+
+
 @contextlib.contextmanager
 def ray_session(workers: int | None = None, address: str | None = None, *,
                 object_store: int = LOCAL_OBJECT_STORE, fresh: bool = False
@@ -118,10 +148,7 @@ def ray_session(workers: int | None = None, address: str | None = None, *,
     quiet = _DropAuthNotice()
     notice.addFilter(quiet)
     try:
-        ray.init(**opts)
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
-        raise FleetError(f"cannot start or reach {where}: {one_line(e)}") from None
+        _init(ray, opts, address)
     finally:
         notice.removeFilter(quiet)
     try:

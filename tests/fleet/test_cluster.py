@@ -83,3 +83,37 @@ def test_local_session_is_quiet_reused_and_shut_down() -> None:
     assert "after: False" in done.stdout
     for chatter in ("Started a local Ray instance", "Token authentication is enabled"):
         assert chatter not in done.stderr
+
+
+class _FlakyRay:
+    """A stand-in for ``ray`` whose first ``fails`` starts time out as Ray's do."""
+
+    def __init__(self, fails: int) -> None:
+        self.fails, self.inits, self.shutdowns = fails, 0, 0
+
+    def is_initialized(self) -> bool:
+        return False
+
+    def init(self, **_: object) -> None:
+        self.inits += 1
+        if self.inits <= self.fails:
+            raise Exception("The current node timed out during startup. This could happen")
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+
+
+def test_a_local_start_that_times_out_is_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mittd.fleet import cluster
+
+    ray = _FlakyRay(fails=2)
+    monkeypatch.setattr(cluster, "import_ray", lambda: ray)
+    with ray_session(2) as got:
+        assert got is ray
+    assert ray.inits == 3 and ray.shutdowns == 3  # two cleaned-up failures, then the end
+    always = _FlakyRay(fails=99)
+    monkeypatch.setattr(cluster, "import_ray", lambda: always)
+    with pytest.raises(FleetError, match=r"cannot start or reach a local Ray cluster "
+                                         r"\(3 attempts\): The current node timed out"):
+        ray_session(2).__enter__()
+    assert always.inits == cluster.LOCAL_START_ATTEMPTS
