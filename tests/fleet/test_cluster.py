@@ -114,6 +114,6 @@ def test_a_local_start_that_times_out_is_tried_again(monkeypatch: pytest.MonkeyP
     always = _FlakyRay(fails=99)
     monkeypatch.setattr(cluster, "import_ray", lambda: always)
     with pytest.raises(FleetError, match=r"cannot start or reach a local Ray cluster "
-                                         r"\(3 attempts\): The current node timed out"):
+                                         r"\(3 attempts\): Exception: The current node timed out"):
         ray_session(2).__enter__()
     assert always.inits == cluster.LOCAL_START_ATTEMPTS
