@@ -195,6 +195,15 @@ def _lowest_bit(typingctx, m):  # pragma: no cover - compiled
     return sig, codegen
 
 
+def _relu_store(builder, a, relu_on, dst):  # type: ignore[no-untyped-def]
+    """IR: store vector ``a`` at ``dst``, ReLU'd (lane by lane) when ``relu_on`` (i1):
+    the end of a SELL chunk and of a dcol pass."""
+    zero = ir.Constant(a.type, [0.0] * a.type.count)
+    clipped = builder.select(builder.fcmp_ordered(">", a, zero), a, zero)
+    builder.store(builder.select(relu_on, clipped, a),
+                  builder.bitcast(dst, a.type.as_pointer()), align=4)
+
+
 @intrinsic
 def _dcol_layer(typingctx, w, x, n_in, bias, y, relu):  # pragma: no cover - compiled
     """A dcol layer (``formats`` ``dcol``): ``y = bias + sum over non-zero x[i] of
@@ -268,11 +277,7 @@ def _dcol_layer(typingctx, w, x, n_in, bias, y, relu):  # pragma: no cover - com
                 builder.store(builder.call(fmuladd, [wv, splat, builder.load(acc)]), acc)
                 builder.branch(head)
                 builder.position_at_end(done)
-            a = builder.load(acc)
-            zero = ir.Constant(vp, [0.0] * lanes)
-            clipped = builder.select(builder.fcmp_ordered(">", a, zero), a, zero)
-            a = builder.select(relu_on, clipped, a)
-            builder.store(a, builder.bitcast(builder.gep(yd, [p0]), vp.as_pointer()), align=4)
+            _relu_store(builder, builder.load(acc), relu_on, builder.gep(yd, [p0]))
         return context.get_dummy_value()
 
     return sig, codegen
@@ -383,10 +388,7 @@ def _sell_chunk_store(typingctx, vals, cols, x, start, count, bias, y, row0,
         a = builder.fadd(a, bv)
         relu_on = builder.icmp_signed("!=", context.cast(
             builder, args[8], signature.args[8], types.int64), ir.Constant(i64, 0))
-        zero = ir.Constant(v8f, [0.0] * SELL_LANES)
-        clipped = builder.select(builder.fcmp_ordered(">", a, zero), a, zero)
-        a = builder.select(relu_on, clipped, a)
-        builder.store(a, builder.bitcast(builder.gep(yd, [r0]), v8f.as_pointer()), align=4)
+        _relu_store(builder, a, relu_on, builder.gep(yd, [r0]))
         return context.get_dummy_value()
 
     return sig, codegen
