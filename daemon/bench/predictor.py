@@ -210,19 +210,11 @@ def time_fused(bundle: Any, engine: Any, trace: TraceInputs, calls: int,
 def engine_kernel_ns(engine: Any, x: np.ndarray, repeats: int = 2000, rounds: int = 7
                      ) -> float:
     """The median over ``rounds`` of the mean ns per decision of the model alone in
-    one compiled loop (``kernels.run_many``: input copy + network, no Python call)."""
-    from mittd.predictor import kernels as K
+    one compiled loop (``kernels.run_many``: input copy + network, no Python call),
+    timed as ``auto`` times its candidates (``engines.fastest``)."""
+    from mittd.predictor.engines import fastest
 
-    plan = engine.plan
-    at = plan.act_base + plan.input_off
-    xs = np.ascontiguousarray(x, np.float32)
-    K.run_many(plan.ints, plan.arena, at, xs, repeats // 4)
-    got = []
-    for _ in range(rounds):
-        t0 = time.perf_counter_ns()
-        K.run_many(plan.ints, plan.arena, at, xs, repeats)
-        got.append((time.perf_counter_ns() - t0) / repeats)
-    return float(np.median(got))
+    return fastest([engine], x, rounds=rounds, repeats=repeats)[1][0]
 
 
 def bench_config(model: str, sparsity: float, method: str, trace: TraceInputs,
