@@ -54,8 +54,8 @@ def _params(model: str, method: str, sparsity: float):  # type: ignore[no-untype
     g = build_model(model)
     p = init_params(g, seed=7)
     if sparsity:
-        p = {"magnitude": lambda: magnitude_prune(p, sparsity),
-             "simd": lambda: simd_prune(p, sparsity),
+        p = {"magnitude": lambda: magnitude_prune(g, p, sparsity),
+             "simd": lambda: simd_prune(g, p, sparsity),
              "node": lambda: node_prune_to(g, p, sparsity)}[method]()
     return g, p
 
@@ -207,6 +207,51 @@ def test_node_compaction_removes_dead_nodes_exactly() -> None:
     assert small_g.kernel_shapes()["fc2"][0] == 352 - removed["fc1"]
     x = inputs(352, 32)
     assert np.allclose(forward(small_g, small_p, x), forward(g, p, x), rtol=0, atol=1e-9)
+
+
+def _chain(kernels: list[np.ndarray]):  # type: ignore[no-untyped-def]
+    """A ReLU chain with these kernels (in, out) and random biases."""
+    b = GraphBuilder("chain", kernels[0].shape[0])
+    x = "input"
+    for i, k in enumerate(kernels[:-1]):
+        x = b.relu(b.dense(x, k.shape[1], name=f"h{i}"))
+    g = b.build(b.dense(x, kernels[-1].shape[1], name="out"), head="sigmoid")
+    rng = np.random.default_rng(3)
+    names = [d.name for d in g.dense_nodes()]
+    return g, {n: (k.astype(np.float32), rng.uniform(-0.5, 0.5, k.shape[1]).astype(np.float32))
+               for n, k in zip(names, kernels, strict=True)}
+
+
+def test_compaction_follows_dead_units_back_to_the_input() -> None:
+    """The output reads one unit of h1, which reads one unit of h0: every other unit
+    of both is dead, though h1's dead units read all of h0 (one pass keeps them)."""
+    rng = np.random.default_rng(0)
+    k0 = rng.normal(size=(6, 5))
+    k1 = rng.normal(size=(5, 4))
+    k1[:, 2] = 0.0
+    k1[3, 2] = 1.5  # h1 unit 2 reads h0 unit 3 only
+    k2 = np.zeros((4, 2))
+    k2[2] = [0.7, -0.4]  # the output reads h1 unit 2 only
+    g, p = _chain([k0, k1, k2])
+    small_g, small_p, removed = compact_nodes(g, p)
+    assert removed == {"h0": 4, "h1": 3, "out": 0}
+    assert small_g.kernel_shapes() == {"h0": (6, 1), "h1": (1, 1), "out": (1, 2)}
+    x = inputs(6, 64)
+    assert np.array_equal(forward(small_g, small_p, x), forward(g, p, x))
+
+
+def test_compaction_of_a_network_cut_in_two_leaves_its_constant() -> None:
+    """No weight of the output layer reads anything: the output is its bias whatever
+    the input, and compaction leaves one unit, weightless, in every layer."""
+    rng = np.random.default_rng(1)
+    g, p = _chain([rng.normal(size=(6, 5)), rng.normal(size=(5, 4)), np.zeros((4, 2))])
+    small_g, small_p, _ = compact_nodes(g, p)
+    assert small_g.kernel_shapes() == {"h0": (6, 1), "h1": (1, 1), "out": (1, 2)}
+    assert not any(k.any() for k, _ in small_p.values())
+    x = inputs(6, 64)
+    assert np.array_equal(forward(small_g, small_p, x), forward(g, p, x))
+    for name in ("csr", "sell", "dcol", "auto"):
+        assert close(make_engine(name, g, p).logits(x), forward(g, p, x))
 
 
 def test_auto_keeps_dense_layers_dense_and_sparse_ones_sparse() -> None:
