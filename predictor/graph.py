@@ -365,6 +365,38 @@ def forward_all(graph: Graph, params: Mapping[str, tuple[np.ndarray, np.ndarray]
     return v
 
 
+def input_reach(graph: Graph, params: Mapping[str, tuple[np.ndarray, np.ndarray]]
+                ) -> dict[str, np.ndarray]:
+    """For every node, which of its units a path of non-zero weights joins to the
+    input (booleans, one per unit): the others are the same for every input.
+
+    Why: pruning can cut a network in two without emptying any layer (at 98 % a
+    random layer-by-layer prune of precise_linear does); the output then answers the
+    same for every IO. A unit reached by no path is constant whatever the weights'
+    values, so this is the structural test, done once, not sampled."""
+    v: dict[str, np.ndarray] = {}
+    for n in graph.nodes:
+        a = [v[i] for i in n.inputs]
+        if n.op == "input":
+            v[n.name] = np.ones(graph.input_dim, bool)
+        elif n.op == "slice":
+            s, w = n.attrs["start"], n.attrs["width"]
+            v[n.name] = a[0][s:s + w]
+        elif n.op == "sum_slices":
+            s, w, c = n.attrs["start"], n.attrs["width"], n.attrs["count"]
+            v[n.name] = a[0][s:s + w * c].reshape(c, w).any(axis=0)
+        elif n.op == "dense":
+            k = np.asarray(params[n.name][0]) != 0
+            v[n.name] = (a[0].astype(np.float64) @ k) > 0
+        elif n.op in ("add", "subtract"):
+            v[n.name] = a[0] | a[1]
+        elif n.op == "relu":
+            v[n.name] = a[0]
+        elif n.op == "concat":
+            v[n.name] = np.concatenate(a)
+    return v
+
+
 def p_slow(graph: Graph, logits: np.ndarray) -> np.ndarray:
     """P(slow) from logits: (n,) for a softmax head, (n, k) for a sigmoid head."""
     logits = np.asarray(logits, dtype=np.float64)

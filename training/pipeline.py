@@ -14,7 +14,7 @@ import numpy as np
 
 from mittd.predictor.bundle import Bundle, load_bundle
 from mittd.predictor.engines import make_engine
-from mittd.predictor.graph import Params, p_slow
+from mittd.predictor.graph import Params, input_reach, p_slow
 from mittd.predictor.models import MODEL_FEATURISER
 from mittd.traces.atomic import write_text
 from mittd.training import evaluate as ev
@@ -98,17 +98,23 @@ def achieved_sparsity(params: Params) -> float:
 
 
 def refuse_empty_layers(graph: Any, params: Params, method: str, sparsity: float) -> None:
-    """A pruned network with a layer whose every kernel weight is zero answers the
-    same for every IO (Scalpel's node pruning can close every node of a space whose
-    masks all went to zero): refuse to export it (ValueError, one line) rather than
-    ship a constant model that looks like a 95 %-sparse one."""
+    """A pruned network no path of weights crosses answers the same for every IO:
+    refuse to export it (ValueError, one line) rather than ship a constant model that
+    looks like a 95 %-sparse one. Named apart is the plainest cut, a layer whose every
+    kernel weight is zero (Scalpel's node pruning can close every node of a space
+    whose masks all went to zero); magnitude pruning can cut without emptying any
+    layer (``graph.input_reach``)."""
     empty = [n.name for n in graph.dense_nodes() if not np.any(params[n.name][0])]
+    hint = (f"not written — try a lower --sparsity (e.g. {max(sparsity - 0.1, 0.5):.0%}) "
+            "or another --method")
     if empty:
         raise ValueError(
             f"{method} pruning to {sparsity:.0%} removed every weight of layer(s) "
-            f"{', '.join(empty)}: the network would answer the same for every IO; not "
-            f"written — try a lower --sparsity (e.g. {max(sparsity - 0.1, 0.5):.0%}) or "
-            "another --method")
+            f"{', '.join(empty)}: the network would answer the same for every IO; {hint}")
+    if not input_reach(graph, params)[graph.output].any():
+        raise ValueError(
+            f"{method} pruning to {sparsity:.0%} left no path of weights from the input "
+            f"to the output: the network would answer the same for every IO; {hint}")
 
 
 def _first_threshold(p: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mittd.predictor.graph import forward, init_params
+from mittd.predictor.graph import forward, init_params, input_reach
 from mittd.predictor.models import build_model
 from mittd.predictor.plan import compact_nodes
 from mittd.predictor.synthetic import magnitude_prune, simd_prune, synthetic_bundle
@@ -29,6 +29,7 @@ def test_pruned_networks_stay_connected(model: str, method: str, sparsity: float
     b = synthetic_bundle(model, sparsity, method)
     p = compact_nodes(b.graph, b.params)[1]
     assert _nonzeros(p) == _nonzeros(b.params)  # no kept weight is dead
+    assert input_reach(b.graph, b.params)[b.graph.output].any()
     out = forward(b.graph, b.params, _binary(b.graph.input_dim))
     assert len(np.unique(out.round(9), axis=0)) > 1  # not a constant
 
@@ -44,6 +45,8 @@ def test_layer_by_layer_pruning_would_time_a_constant() -> None:
         alone[name] = (np.where(np.abs(k) > cut, k, 0).astype(np.float32), bias)
     out = forward(g, alone, _binary(g.input_dim))
     assert len(np.unique(out.round(9), axis=0)) == 1
+    assert not input_reach(g, alone)[g.output].any()  # cut, though no layer is empty
+    assert all(np.any(k) for k, _ in alone.values())
     assert _nonzeros(compact_nodes(g, alone)[1]) <= 2
 
 

@@ -161,6 +161,24 @@ def test_a_pruned_layer_with_no_weight_left_is_not_written() -> None:
     pipeline.refuse_empty_layers(b.graph, b.params, "node", 0.9)  # a sound one passes
 
 
+def test_a_pruned_network_cut_in_two_is_not_written() -> None:
+    """Every layer keeps weights, but none of the logits' reads a unit the input
+    reaches: the network answers the same for every IO."""
+    b = synthetic_bundle("precise_linear", 0.9, "magnitude")
+    params = dict(b.params)
+    k, bias = params["fc7"]
+    k = k.copy()
+    k[:, :] = 0.0
+    k[0, 0] = 1.0  # fc7 keeps one weight, from fc6's unit 0 ...
+    k6, b6 = params["fc6"]
+    k6 = k6.copy()
+    k6[:, 0] = 0.0  # ... which no weight reaches
+    params["fc7"], params["fc6"] = (k, bias), (k6, b6)
+    with pytest.raises(ValueError, match=r"left no path of weights from the input to the "
+                                         r"output: .*lower --sparsity"):
+        pipeline.refuse_empty_layers(b.graph, params, "magnitude", 0.98)
+
+
 _FULL_REPORT = """
 import resource, signal, sys
 import numpy as np
