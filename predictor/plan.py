@@ -232,10 +232,11 @@ def compact_nodes(graph: Graph, params: Mapping[str, tuple[np.ndarray, np.ndarra
 
     Why repeated to a fixed point: removing a layer's unread units removes the
     weights they were read by, which can leave units of the layer before unread in
-    turn. Randomly pruned networks at 98 % lose two thirds of their weights this way
-    beyond a single pass (11,060 -> 3,919 non-zeros); a space no live weight reads at
-    all keeps one unit (no layer may shrink to width 0) whose writers' weights are
-    zeroed, since its value is never used, so the cut reaches the input."""
+    turn: precise_linear pruned layer by layer at random to 98 % keeps 3,919 of a
+    single pass's 11,060 non-zeros so. A space no live weight reads at all keeps one
+    unit (no layer may shrink to width 0) whose writers' weights are zeroed, since its
+    value is never used, so the cut reaches the input: that network, a constant,
+    keeps 1."""
     widths = {n.name: n.attrs["units"] for n in graph.nodes if n.op == "dense"}
     g, p = graph, dict(params)
     while True:
