@@ -11,7 +11,8 @@ median of the per-round ratios.
     .venv/bin/python benchmarks/engine_vs_tree.py /tmp/before --rounds 8
 
 The other tree must import as ``mittd`` from its root and offer
-``make_engine(name, graph, params, sample=)`` (every commit since issue 3 does).
+``make_engine(name, graph, params, sample=)``, ``limit_blas_threads`` and ``bench
+predictor``'s ``time_calls`` (5d51d90 and later do).
 Cell: p50 of ``--calls`` individually timed ``margin1()`` calls after 500 warm-up
 calls, the input copy (timed apart) taken off; BLAS capped at one thread.
 """
@@ -52,41 +53,28 @@ def dump(path: Path) -> None:
 
 
 def time_auto(path: Path, calls: int) -> dict[str, float]:
-    """p50 µs of ``auto``'s ``margin1()`` per config, with whichever mittd imports."""
-    import time
-
+    """p50 µs of ``auto``'s ``margin1()`` per config, with whichever mittd imports,
+    timed by that tree's ``bench predictor`` loop (``time_calls``)."""
     import numpy as np
 
-    from mittd.predictor.engines import make_engine
+    from mittd.daemon.bench.predictor import time_calls
+    from mittd.predictor.engines import limit_blas_threads, make_engine
     from mittd.predictor.models import build_model
 
-    try:
-        from mittd.predictor.engines import limit_blas_threads
-        limit_blas_threads(1)
-    except ImportError:  # older trees: the same cap by hand
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(1, user_api="blas")
+    limit_blas_threads(1)
     res = {}
     for key, (model, params, x) in pickle.loads(path.read_bytes()).items():
         e = make_engine("auto", build_model(model), params, sample=x[:64])
         inp, n = e.input, len(x)
 
-        def one(i: int, e=e, inp=inp, x=x, n=n) -> None:  # type: ignore[no-untyped-def]
+        def copy(i: int, inp=inp, x=x, n=n) -> None:  # type: ignore[no-untyped-def]
             inp[:] = x[i % n]
+
+        def one(i: int, e=e, copy=copy) -> None:  # type: ignore[no-untyped-def]
+            copy(i)
             e.margin1()
 
-        for i in range(500):
-            one(i)
-        t = np.empty(calls, np.int64)
-        for i in range(calls):
-            t0 = time.perf_counter_ns()
-            one(i)
-            t[i] = time.perf_counter_ns() - t0
-        c = np.empty(calls // 4, np.int64)
-        for i in range(calls // 4):
-            t0 = time.perf_counter_ns()
-            inp[:] = x[i % n]
-            c[i] = time.perf_counter_ns() - t0
+        t, c = time_calls(one, calls), time_calls(copy, calls // 4)
         res[key] = float(np.median(t) - np.median(c)) / 1e3
     return res
 

@@ -38,6 +38,7 @@ from mittd.predictor.formats import (
     KIND_DENSE,
     KIND_SELL,
     SELL_LANES,
+    dcol_width,
 )
 
 HEADER = 4  # n_ops, activation base, input offset, output offset
@@ -195,6 +196,9 @@ def _lowest_bit(typingctx, m):  # pragma: no cover - compiled
     return sig, codegen
 
 
+_dcol_width = numba.njit(cache=True)(dcol_width)  # the plan's padding, inside run1
+
+
 def _relu_store(builder, a, relu_on, dst):  # type: ignore[no-untyped-def]
     """IR: store vector ``a`` at ``dst``, ReLU'd (lane by lane) when ``relu_on`` (i1):
     the end of a SELL chunk and of a dcol pass."""
@@ -227,10 +231,8 @@ def _dcol_layer(typingctx, w, x, n_in, bias, y, relu):  # pragma: no cover - com
         n = context.cast(builder, args[2], signature.args[2], types.int64)
         relu_on = builder.icmp_signed("!=", context.cast(
             builder, args[5], signature.args[5], types.int64), ir.Constant(i64, 0))
-        out_w = builder.mul(builder.sdiv(builder.add(
-            context.cast(builder, context.make_array(signature.args[3])(
-                context, builder, args[3]).nitems, types.intp, types.int64),
-            ir.Constant(i64, lanes - 1)), ir.Constant(i64, lanes)), ir.Constant(i64, lanes))
+        out_w = context.cast(builder, context.make_array(signature.args[3])(
+            context, builder, args[3]).nitems, types.intp, types.int64)  # whole passes
         passes = builder.sdiv(out_w, ir.Constant(i64, lanes))
         groups = builder.sdiv(builder.add(n, ir.Constant(i64, SELL_LANES - 1)),
                               ir.Constant(i64, SELL_LANES))
@@ -462,7 +464,7 @@ def run1(ints: np.ndarray, arena: np.ndarray) -> None:  # pragma: no cover - com
                            arena[ints[p + 9]:ints[p + 9] + rows8], xv,
                            arena[out:out + rows8], relu, ints[p + 11])
             elif kind == KIND_DCOL:
-                ow32 = (ow + DCOL_LANES - 1) // DCOL_LANES * DCOL_LANES  # formats.dcol_width
+                ow32 = _dcol_width(ow)
                 _dcol_layer(arena[w:w + aw * ow32], xv, aw, arena[ints[p + 9]:ints[p + 9] + ow32],
                             arena[out:out + ow32], relu)
             else:  # KIND_CSC: skip zero input activations (EIE's broadcast of non-zeros)
