@@ -104,9 +104,13 @@ def _check_modes(res: dict[str, Any]) -> None:
     none, hedge, both = res["modes"]["none"], res["modes"]["hedge"], res["modes"]["both"]
     assert none["failovers"] == none["hedges"] == none["extra_device_ios"] == 0
     assert none["off_primary_fraction"] == 0.0
-    # hedging after 1 µs duplicates (nearly) every read: extra device IOs, counted (a
-    # duplicate still queued when a RAM primary answered is dropped before its IO)
-    assert hedge["hedges"] > 0.5 * hedge["reads"] and hedge["failovers"] == 0
+    # hedging after 1 µs duplicates (nearly) every read a disk primary serves: extra
+    # device IOs, counted (a duplicate still queued when a RAM primary answered is
+    # dropped before its IO). Primaries are drawn at random, and a RAM primary's read
+    # (a few µs) races the 1 µs timer, so only the disk primaries' share is certain:
+    # at one RAM replica of two it was 43-44 % of reads in three runs, not above half
+    disk_share = 1 - len(res.get("ram_replicas", [])) / len(res["busy"])
+    assert hedge["hedges"] > 0.5 * disk_share * hedge["reads"] and hedge["failovers"] == 0
     assert 0 < hedge["extra_device_ios"] <= hedge["hedges"]
     assert both["hedges"] > 0
     assert res["modes"]["mittd"]["hedges"] == 0
