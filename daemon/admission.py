@@ -123,6 +123,21 @@ def _bad_io(op: object, offset: object, length: object, deadline_us: object) -> 
     return ""
 
 
+_BURST_FIELDS = (("ops", "an op code: 0 read, 1 write, 2 other", lambda a: (a >= 0) & (a <= 2)),
+                 ("offsets", "an int >= 0", lambda a: a >= 0),
+                 ("lengths", "an int > 0", lambda a: a > 0))
+
+
+def _bad_burst(ops: np.ndarray, offsets: np.ndarray, lengths: np.ndarray) -> str:
+    """The one-line error for a burst's first bad IO, naming the column and the IO
+    (the fields of :data:`_IO_FIELDS`); "" when every IO is good."""
+    for (name, what, ok), col in zip(_BURST_FIELDS, (ops, offsets, lengths), strict=True):
+        bad = np.flatnonzero(~ok(col))
+        if len(bad):
+            return f"{name}[{bad[0]}] must be {what}, got {int(col[bad[0]])}"
+    return ""
+
+
 def _load_kernels() -> None:
     """Load the rule and completion kernels (numba's cache, else compiled), once."""
     global _RULE, _COMPLETE1, _PUT
@@ -413,6 +428,8 @@ class DeviceState:
         self.admit_args = (t.buf, t.hist, self.dev, self.fdev, c.cnt, c.predict_ns.data,
                            self.plan.ints, self.plan.arena, r.rec, r.recf)
         self.admit1 = fp.entry(fp.admit1, *self.admit_args, 0, 0, 0, 0.0, 0, 0)
+        self.admit_many = fp.entry(fp.admit_many, *self.admit_args, _I1, _I1, _I1, _F1, _I1,
+                                   _I1, 0, _I1, _F1, _I1, _I1, _I1)
 
     # the rule state, where the kernels keep it
     @property
@@ -853,22 +870,26 @@ class AdmissionCore:
                     now_us: int) -> BurstDecisions:
         """Decide a burst of IOs arriving together at ``now_us`` (the AdmitStream path).
 
-        The burst is featurised in order, each IO seeing the earlier IOs of the
-        burst as pending (they were submitted together), all rows go through the
-        engine in one batched call, the rules of :meth:`_rule` are applied in
-        order (as :meth:`admit` applies them one by one), and the rejected IOs are
-        then withdrawn from the tracker, so only admitted ones stay pending — the
-        same end state as :meth:`admit` one by one, while a rejected IO's presence
-        may have nudged the features of the IOs after it in its own burst.
-        Deadlines ``<= 0`` take the device default; beyond the model → admitted.
-        Any predictor fault admits the whole burst (fail open); an overrun is a
-        burst slower than ``n × predict_budget_us`` (each of its predicted IOs
-        counts).
+        Where the device's engine has a compiled plan (and ``fuse``), the whole
+        burst is one compiled call (:func:`mittd.daemon.fastpath.admit_many`):
+        each IO is decided in order exactly as :meth:`admit` would decide it alone
+        at ``now_us`` (it sees the admitted IOs before it pending), with its own
+        prediction budget. Otherwise (the Python path): the burst is featurised in
+        order, each IO seeing the earlier IOs of the burst as pending, all rows go
+        through the engine in one batched call, the rules of :meth:`_rule` are
+        applied in order, and the rejected IOs are then withdrawn, so only
+        admitted ones stay pending — the same end state as :meth:`admit` one by
+        one, while a rejected IO's presence may have nudged the features of the
+        IOs after it; any predictor fault admits the whole burst (fail open), and
+        an overrun is a burst slower than ``n × predict_budget_us`` (each of its
+        predicted IOs counts). Deadlines ``<= 0`` take the device default; beyond
+        the model → admitted.
 
         ``request_ids`` must be unique in the burst and fit in int64; an id that
-        is already pending is replaced, as in :meth:`admit`.
+        is already pending is replaced, as in :meth:`admit`. A bad column value is
+        a ``ValueError`` naming the column and the IO, before anything is decided.
         """
-        ids = np.asarray(request_ids, np.int64)
+        ids = np.ascontiguousarray(request_ids, np.int64)
         n = len(ids)
         dl = np.array(deadlines_us, np.float64)
         idset = set(ids.tolist())
@@ -876,13 +897,21 @@ class AdmissionCore:
             raise ValueError("request ids must be unique within a burst")
         if np.isnan(dl).any():
             raise ValueError("deadline_us must be a number, got NaN")
-        ops = np.asarray(ops, np.int64)
-        offsets = np.asarray(offsets, np.int64)
-        lengths = np.asarray(lengths, np.int64)
+        ops = np.ascontiguousarray(ops, np.int64)
+        offsets = np.ascontiguousarray(offsets, np.int64)
+        lengths = np.ascontiguousarray(lengths, np.int64)
         if not len(ops) == len(offsets) == len(lengths) == len(dl) == n:
             raise ValueError("burst columns must have the same length")
+        bad = _bad_burst(ops, offsets, lengths)
+        if bad:
+            raise ValueError(bad)
         with self._lock(device):
             st = self._devices[device]
+            if st.admit_args is not None and self._fuse:
+                dl[dl <= 0] = st.default_deadline_us
+                d = self._fused_burst(st, ops, offsets, lengths, dl, ids, idset, now_us)
+                if d is not None:
+                    return d
             prev = st.last_now
             now = st.clock_floor(now_us)
             dl[dl <= 0] = st.default_deadline_us
@@ -951,6 +980,58 @@ class AdmissionCore:
                 p = (1.0 / (1.0 + np.exp(-margins))).astype(np.float32)
             return BurstDecisions(admit, p, k.astype(np.int32), fail_open, reason,
                                   st.model_version)
+
+    def _fused_burst(self, st: DeviceState, ops: np.ndarray, offsets: np.ndarray,
+                     lengths: np.ndarray, dl: np.ndarray, ids: np.ndarray, idset: set[int],
+                     now_us: int) -> BurstDecisions | None:
+        """A burst through :func:`mittd.daemon.fastpath.admit_many` (the caller holds
+        the lock, the columns are checked): the burst's counterpart of :meth:`_fused`,
+        keeping the id -> slot and deadline maps in step with the kernel. None when
+        the kernel refused its arguments (then nothing was decided)."""
+        tracker = st.tracker
+        slots = tracker._slots
+        n = len(ids)
+        codes = np.empty(n, np.int64)
+        margins = np.empty(n, np.float64)
+        heads = np.empty(n, np.int64)
+        gone = np.empty(tracker.capacity + n, np.int64)
+        ends = np.empty(n, np.int64)
+        now = int(now_us) if now_us >= 0 else int(fp.monotonic_ns() // 1000)
+        olds = np.full(n, NIL, np.int64)
+        if not idset.isdisjoint(slots.keys()):  # ids issued again: replaced at their turn
+            olds[:] = [slots.get(rid, NIL) for rid in ids.tolist()]
+        try:
+            r = st.admit_many(*st.admit_args, offsets, lengths, ops, dl, ids, olds, now, codes,
+                              margins, heads, gone, ends)
+        except (TypeError, ValueError, OverflowError):  # refused before it ran: nothing decided
+            return None
+        slot = (codes >> 4) & 0xFFFFF
+        issued = slot != _SLOT_NIL
+        if not (olds != NIL).any():  # no burst id was pending: none leaves before its issue
+            slots.update(zip(ids[issued].tolist(), slot[issued].tolist(), strict=True))
+            for rid in gone[:r].tolist():
+                del slots[rid]
+        else:  # the kernel's order: IO j's leavers, its old request, then its issue
+            lo = 0
+            for j, rid in enumerate(ids.tolist()):
+                for g in gone[lo:ends[j]].tolist():
+                    del slots[g]
+                lo = int(ends[j])
+                slots.pop(rid, None)
+                if issued[j]:
+                    slots[rid] = int(slot[j])
+            for g in gone[lo:r].tolist():
+                del slots[g]
+        dls = st.deadlines
+        for rid, d in zip(ids[issued].tolist(), dl[issued].tolist(), strict=True):
+            dls.pop(rid, None)
+            dls[rid] = d
+        self._trim_deadlines(st)
+        out = codes & 15
+        with np.errstate(over="ignore"):
+            p = (1.0 / (1.0 + np.exp(-margins))).astype(np.float32)
+        return BurstDecisions(_ADMIT_OF[out], p, heads.astype(np.int32), _FAIL_OPEN_OF[out],
+                              _REASON_OF[out], st.model_version)
 
     def complete_burst(self, device: str, request_ids: np.ndarray, latencies_us: np.ndarray,
                        now_us: int) -> int:

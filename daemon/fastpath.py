@@ -1,4 +1,5 @@
-"""The admission rules and the fused decision kernel: one compiled call per IO.
+"""The admission rules and the fused decision kernel: one compiled call per IO, and
+one per burst (:func:`admit_many`).
 
 Why compiled: around a 1.5-7 µs model, the Python of a decision (expire,
 featurise, run, compare, the rules, issue, count) cost ~19 µs; a storage server
@@ -55,10 +56,17 @@ from mittd.daemon.histogram import IO_LATENCY_BUCKETS_US, PREDICT_BUCKETS_NS
 from mittd.daemon.ring import rec_done, rec_put
 from mittd.predictor.features_kernels import encode_row
 from mittd.predictor.kernels import run1
-from mittd.predictor.tracker import NIL, buffer_views, t_complete, t_expire, t_issue
+from mittd.predictor.tracker import (
+    NIL,
+    buffer_views,
+    t_complete,
+    t_discard,
+    t_expire,
+    t_issue,
+)
 
 __all__ = ["COLD_GAP_US", "COUNT_NAMES", "NEVER_ISSUED_CODES", "OUTCOMES", "REASONS", "admit1",
-           "complete1", "monotonic_ns", "rule", "rules"]
+           "admit_many", "complete1", "monotonic_ns", "rule", "rules"]
 
 #: A device's monotonic decision counters, in ``cnt`` order (``admission.Counts``
 #: documents each; it is checked against this list at import).
@@ -340,6 +348,52 @@ def admit1(tbuf, hist, dev, fdev, cnt, pred, ints, arena, rec, recf,
         nrem += m
     rec_put(rec, recf, now, offset, size, op, out, k, margin, deadline_us, slot)
     return out | ((slot & 0xFFFFF) << 4) | (nrem << 24)
+
+
+@numba.njit(cache=True)
+def admit_many(tbuf, hist, dev, fdev, cnt, pred, ints, arena, rec, recf, offsets, sizes,
+               ops, deadlines_us, rids, olds, now_us, codes, margins, heads, gone,
+               ends):  # pragma: no cover - compiled
+    """A burst of IOs arriving together at ``now_us``, in one call: :func:`admit1` for
+    each in order, so each IO is decided exactly as it would be alone at that time
+    (it sees the admitted IOs before it pending, not the rejected ones), with its
+    own prediction budget, and the first IO after an idle spell runs the warm-up.
+    ``olds[j]`` is the slot of ``rids[j]`` if it was pending before the burst (else
+    NIL): that request is replaced at IO ``j``'s turn, as ``admit`` replaces it,
+    unless the burst expired or dropped it first.
+
+    Per IO: ``codes`` gets ``outcome | slot << 4`` (or :data:`BAD_RANGE`, that IO
+    skipped), ``margins`` the margin (NaN: not asked), ``heads`` the head (-1: not
+    asked). The ids expired or dropped over the burst, in order, go to ``gone``
+    (room for the tracker's capacity plus the burst), ``gone[:ends[j]]`` by the end
+    of IO ``j`` (they leave before its issue); returns how many in all.
+    """
+    pend, free, meta, removed = buffer_views(tbuf, dev[D_CAP])
+    r = 0
+    for j in range(rids.shape[0]):
+        if olds[j] != NIL:
+            live = True
+            for q in range(r):
+                if gone[q] == rids[j]:
+                    live = False
+                    break
+            if live:
+                t_discard(pend, free, meta, olds[j])
+        code = admit1(tbuf, hist, dev, fdev, cnt, pred, ints, arena, rec, recf, offsets[j],
+                      sizes[j], ops[j], deadlines_us[j], rids[j], now_us)
+        if code < 0:
+            codes[j] = code
+            margins[j] = _NAN
+            heads[j] = -1
+        else:
+            m = code >> 24
+            gone[r:r + m] = removed[:m]
+            r += m
+            codes[j] = code & 0xFFFFFF
+            margins[j] = fdev[F_MARGIN]
+            heads[j] = dev[D_LAST_K]
+        ends[j] = r
+    return r
 
 
 @numba.njit(cache=True)

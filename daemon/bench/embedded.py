@@ -345,6 +345,39 @@ def fused_step(adm: Any, inputs: _Inputs) -> Step:
     return step
 
 
+BURST = 64  # IOs per burst of the burst rows (an AdmitStream column block)
+
+
+def burst_step(core: Any, inputs: _Inputs) -> Step:
+    """``AdmissionCore.admit_burst`` of :data:`BURST` reads + ``complete_burst`` of the
+    admitted ones, per IO (one sample per burst: its time / BURST): the daemon's
+    AdmitStream path without the RPC."""
+    rid = [0]
+    ops = np.full(BURST, OP_READ, np.int64)
+    lengths = np.full(BURST, READ_BYTES, np.int64)
+    deadlines = np.zeros(BURST)
+
+    def step(n: int) -> dict[str, list[int]]:
+        clock = time.perf_counter_ns
+        offs, lats, mask = inputs.offsets, inputs.latencies, inputs.mask
+        admit, complete = core.admit_burst, core.complete_burst
+        out = [0] * max(1, n // BURST)
+        for i in range(len(out)):
+            j = inputs.i
+            idx = [(j + t) & mask for t in range(BURST)]
+            off = np.array([offs[t] for t in idx], np.int64)
+            lat = np.array([lats[t] for t in idx])
+            ids = np.arange(rid[0] + 1, rid[0] + 1 + BURST, dtype=np.int64)
+            inputs.i, rid[0] = j + BURST, rid[0] + BURST
+            t0 = clock()
+            d = admit(DEVICE, ops, off, lengths, deadlines, ids, t0 // 1000)
+            complete(DEVICE, ids[d.admit], lat[d.admit], clock() // 1000)
+            out[i] = (clock() - t0) // BURST
+        return {"ns": out}
+
+    return step
+
+
 def _core_as_api(core: Any) -> tuple[Callable[..., int], Callable[..., bool]]:
     """The general core behind Embedded's admit/complete signatures (ticket = request
     id), so the read loop runs on it when ``mittd.daemon.embedded`` is missing."""
@@ -609,8 +642,10 @@ def run_embedded(models: Sequence[str | Path] | None = None, *, ops: int | None 
 def _build_steps(loaded: list[_Model], inputs: _Inputs, fd: int) -> None:
     for m in loaded:
         m.steps["general"] = general_step(m.core, inputs)
+        m.steps["burst"] = burst_step(m.core, inputs)
         if m.py_core is not None:
             m.steps["python"] = general_step(m.py_core, inputs)
+            m.steps["python_burst"] = burst_step(m.py_core, inputs)
         if m.adm is not None:
             m.steps["fused"] = fused_step(m.adm, inputs)
         if fd >= 0:
@@ -625,7 +660,7 @@ def _warm_up(loaded: list[_Model], ops: int | None, say: Callable[[str], None]) 
     say("… warming up")
     cpu = min(ops or 2000, 2000)
     for m in loaded:
-        for k in ("python", "general", "fused"):
+        for k in ("python", "general", "fused", "burst", "python_burst"):
             if k in m.steps:
                 m.steps[k](cpu)
         if m.engine.input.shape == m.state.input.shape:
@@ -648,7 +683,7 @@ def _rounds(loaded: list[_Model], ops: int | None, seconds: float, rounds: int,
         order = loaded[r % len(loaded):] + loaded[:r % len(loaded)]
         timer.append(_collect(timer_step, ops, seconds, _CPU_BATCH)["ns"])
         for m in order:
-            for k in ("engine", "python", "general", "fused"):
+            for k in ("engine", "python", "general", "fused", "burst", "python_burst"):
                 if k in m.steps:
                     got = _collect(m.steps[k], ops, seconds, _CPU_BATCH)
                     m.samples.setdefault(k, []).append(got["ns"])
@@ -779,6 +814,8 @@ _LABELS = (
     ("general_admitted", "  admitted ones"),
     ("fused", "fused: Embedded.admit + complete"),
     ("fused_admitted", "  admitted ones"),
+    ("burst", f"burst of {BURST} (AdmitStream path): admit_burst + complete_burst, per IO"),
+    ("python_burst", "  the same unfused: featurise kernel, batched model, rules"),
     ("device", "bare preadv 4 KiB O_DIRECT QD1"),
     ("bare", "  the same, with the loop's 4 clock stamps"),
     ("loop", "read loop: admit → preadv → complete"),

@@ -1,6 +1,7 @@
-"""The burst path (AdmitStream columns): featurise many IOs in one kernel call,
-decide them with one batched model run, withdraw the rejected; batched completions;
-the core's histograms and their Prometheus form."""
+"""The burst path (AdmitStream columns): with a compiled plan, the whole burst in one
+kernel call that decides each IO as ``admit`` would alone; otherwise featurise many
+IOs in one kernel call, decide them with one batched model run, withdraw the
+rejected; batched completions; the core's histograms and their Prometheus form."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from mittd.daemon.admission import AdmissionCore
+from mittd.daemon import ring
+from mittd.daemon.admission import COUNT_NAMES, REASONS, AdmissionCore
 from mittd.daemon.devices import build_state
 from mittd.daemon.histogram import Histogram
 from mittd.daemon.metrics import CoreCollector
@@ -31,10 +33,10 @@ def bundle():  # type: ignore[no-untyped-def]
     return synthetic_bundle("precise_linear", 0.95, "node")
 
 
-def core(bundle, p=None, budget=1e9) -> AdmissionCore:  # type: ignore[no-untyped-def]
+def core(bundle, p=None, budget=1e9, fuse=True, **kw) -> AdmissionCore:  # type: ignore[no-untyped-def]
     return AdmissionCore({"d": build_state(bundle, "auto", decision_threshold=p,
                                            max_reject_share=1.0)},
-                         predict_budget_us=budget)
+                         predict_budget_us=budget, fuse=fuse, **kw)
 
 
 def ios(n: int = N, seed: int = 0, base: int = 0) -> tuple[np.ndarray, ...]:
@@ -137,7 +139,7 @@ def test_deadline_beyond_the_model_admits_without_prediction(bundle) -> None:  #
 
 
 def test_a_predictor_fault_admits_the_whole_burst(bundle) -> None:  # type: ignore[no-untyped-def]
-    c = core(bundle, p=0.0)
+    c = core(bundle, p=0.0, fuse=False)  # the batched path: its engine call can fail
     def boom(x: np.ndarray) -> np.ndarray:
         raise RuntimeError("engine down")
     c.state("d").engine.logits = boom  # type: ignore[method-assign]
@@ -148,8 +150,9 @@ def test_a_predictor_fault_admits_the_whole_burst(bundle) -> None:  # type: igno
     assert st.fail_open == 16 and st.pending == 16
 
 
-def test_an_overrun_burst_fails_open(bundle) -> None:  # type: ignore[no-untyped-def]
-    c = core(bundle, p=0.0, budget=0.0)  # every burst overruns a zero budget
+@pytest.mark.parametrize("fuse", [True, False])
+def test_an_overrun_burst_fails_open(bundle, fuse) -> None:  # type: ignore[no-untyped-def]
+    c = core(bundle, p=0.0, budget=0.0, fuse=fuse)  # every burst (and IO) overruns a zero budget
     op, off, size, dl, ids = ios(16)
     d = c.admit_burst("d", op, off, size, dl, ids, 1)
     assert d.admit.all() and d.fail_open.all()
@@ -166,6 +169,107 @@ def test_bad_bursts_are_refused(bundle) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match="same length"):
         c.admit_burst("d", op[:3], off, size, dl, ids, 1)
     assert c.stats()["d"].pending == 0
+
+
+@pytest.mark.parametrize(("column", "value", "message"),
+                         [(0, 3, "ops[2] must be an op code: 0 read, 1 write, 2 other, got 3"),
+                          (1, -4096, "offsets[2] must be an int >= 0, got -4096"),
+                          (2, 0, "lengths[2] must be an int > 0, got 0")])
+@pytest.mark.parametrize("fuse", [True, False])
+def test_a_bad_column_value_is_named_and_nothing_is_decided(bundle, fuse, column, value,  # type: ignore[no-untyped-def]
+                                                            message) -> None:
+    c = core(bundle, fuse=fuse)
+    cols = list(ios(4))
+    cols[column] = cols[column].copy()
+    cols[column][2] = value
+    with pytest.raises(ValueError) as e:
+        c.admit_burst("d", *cols, 1)
+    assert str(e.value) == message
+    st = c.stats()["d"]
+    assert st.pending == 0 and st.admitted == st.rejected == 0
+
+
+def _mixed_traffic(c: AdmissionCore, rounds: int = 12) -> list[tuple]:
+    """Bursts of 1-300 IOs (up to the tracker's capacity and past it), ids reused while
+    pending, deadlines beyond and below the model, completions and expiries between;
+    the answers, as comparable tuples."""
+    rng = np.random.default_rng(5)
+    st = c.state("d")
+    th = st.thresholds_us
+    got: list[tuple] = []
+    now, rid = 1_000, 1
+    for r in range(rounds):
+        n = int(rng.choice([1, 3, 17, 64, 300]))
+        op, off, size, _, _ = ios(n, seed=r)
+        ids = np.arange(rid, rid + n)
+        rid += n
+        if r % 4 == 3:
+            ids[: n // 2] -= n  # half the ids are the last burst's: replaced where pending
+        dl = rng.choice([0.0, th[0] - 5.0, th[0], th[-1], 1e12], n)
+        got.append(c.admit_burst("d", op, off, size, dl, ids, now))
+        pend = sorted(c.state("d").tracker.pending_ids())
+        done = np.array(pend[: len(pend) // 3], np.int64)
+        c.complete_burst("d", done, rng.random(len(done)) * 900.0, now + 50)
+        now += int(rng.choice([100, 10_000, st.timeout_us + 1]))  # the last expires them all
+    return got
+
+
+def test_a_fused_burst_decides_each_io_as_admit_alone(bundle) -> None:  # type: ignore[no-untyped-def]
+    """The fused burst (one kernel call) against ``admit`` one by one at the burst's
+    time on the same fused kernel: the same answers, counters, pending set, deadline
+    map and record rows, through expiries, drops, reused ids and every head."""
+    fused = core(bundle, probe_after=2)
+    calls = []
+    st = fused.state("d")
+    many = st.admit_many
+    st.admit_many = lambda *a: calls.append(1) or many(*a)
+    single = core(bundle, probe_after=2)
+
+    class OneByOne:
+        """admit_burst as admit per IO (the reference)."""
+
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(single, name)
+
+        def admit_burst(self, device, ops, offs, sizes, dls, ids, now):  # type: ignore[no-untyped-def]
+            ds = [single.admit(device, int(o), int(f), int(s), float(d), int(i), now)
+                  for o, f, s, d, i in zip(ops, offs, sizes, dls, ids, strict=True)]
+            return ds
+
+    a, b = _mixed_traffic(fused), _mixed_traffic(OneByOne())  # type: ignore[arg-type]
+    assert len(calls) == len(a)  # one kernel call per burst
+    reasons = set()
+    for burst, ones in zip(a, b, strict=True):
+        for j, d in enumerate(ones):
+            assert bool(burst.admit[j]) == d.admit
+            assert REASONS[burst.reason[j]] == d.reason
+            assert bool(burst.fail_open[j]) == d.fail_open
+            assert (None if burst.threshold_index[j] < 0 else burst.threshold_index[j]) == \
+                d.threshold_index
+            assert (math.isnan(d.p_slow) and math.isnan(burst.p_slow[j])) or \
+                burst.p_slow[j] == np.float32(d.p_slow)
+            reasons.add(d.reason)
+    assert {"predicted", "deadline-beyond-model", "deadline-below-model"} <= reasons
+    sa, sb = fused.stats()["d"], single.stats()["d"]
+    for key in COUNT_NAMES:
+        assert getattr(sa, key) == getattr(sb, key), key
+    assert sa.pending == sb.pending > 0
+    ta, tb = fused.state("d").tracker, single.state("d").tracker
+    for x, y in ((ta.pend, tb.pend), (ta.free, tb.free), (ta.meta, tb.meta),
+                 (ta.hist, tb.hist)):  # the state, slot for slot (not the scratch)
+        np.testing.assert_array_equal(x, y)
+    assert ta.stats().dropped > 0 and ta.stats().expired > 0  # replaced, timed out
+    assert ta._slots == tb._slots
+    da, db = fused.state("d").deadlines, single.state("d").deadlines  # admit trims lazily
+    assert da == {rid: db[rid] for rid in ta._slots}
+    ra, rb = ring.columns(*_ring(fused)), ring.columns(*_ring(single))
+    for key in ra:
+        np.testing.assert_array_equal(ra[key], rb[key], err_msg=key)  # NaNs equal
+
+
+def _ring(c: AdmissionCore) -> tuple[np.ndarray, np.ndarray]:
+    r = c.state("d").ring
+    return r.rec, r.recf
 
 
 def test_a_pending_id_asked_again_is_replaced(bundle) -> None:  # type: ignore[no-untyped-def]
@@ -258,8 +362,6 @@ def test_a_late_lock_holder_with_an_earlier_clock_keeps_the_issue_order(bundle) 
 
 
 def test_every_counter_is_exported(bundle) -> None:  # type: ignore[no-untyped-def]
-    from mittd.daemon.admission import COUNT_NAMES
-
     c = core(bundle)
     counters = c.state("d").counters
     for j, name in enumerate(COUNT_NAMES):

@@ -69,11 +69,14 @@ def test_cpu_rows_without_io() -> None:
         _positive(m["rows"]["fused"])
     if m["core_fused"]:  # the unfused Python path beside it
         _positive(m["rows"]["python"])
+        _positive(m["rows"]["python_burst"])
+    _positive(m["rows"]["burst"])  # one per-IO sample per burst of BURST, 1 when ops < BURST
+    assert m["rows"]["burst"]["n"] == 2
     assert m["overhead"] is None
     assert [t["name"] for t in m["targets"]] == [n for n, *_ in eb.TARGETS]
     assert all(t["met"] in (True, False, None) for t in m["targets"])
     json.dumps(r)  # plain data
-    assert "bare engine" in eb.render(r)
+    assert "bare engine" in eb.render(r) and f"burst of {eb.BURST}" in eb.render(r)
 
 
 def test_read_rows_in_tmp_path_and_the_file_is_removed(tmp_path: Path) -> None:
