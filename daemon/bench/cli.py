@@ -539,8 +539,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--keep-warm-ms, interleaved round by round, beside its back-to-back (warm) "
         "decisions. A cold prediction slower than --budget-us is an overrun: admitted "
         "unjudged (fail_open_on_overrun), counted in cold_overruns. Prints warm p50, "
-        "cold p50/p90/max, cold p90 over warm p50 and the overruns.",
-        epilog="Takes about bundles x 2 x rounds x ios x idle-ms (80 s by default). "
+        "cold p50/p90/max, cold p90 over warm p50 and the overruns; beside them the "
+        "floors, a no-op Python call and a no-op compiled call after the same idle.",
+        epilog="Takes about (bundles x 2 + 2) x rounds x ios x idle-ms (120 s by default). "
         "Timings are per machine.")
     c.add_argument("--bundle", action="append", metavar="B.mittd|NAME",
                    help=f"a bundle or a shipped one's name ({', '.join(SHIPPED_BUNDLES)}); repeat "

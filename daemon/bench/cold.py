@@ -10,7 +10,11 @@ keep-warm setting, ``--ios`` decisions each after ``--idle-ms`` of nothing
 (the in-process ``Embedded`` path: ``admit`` + ``complete``), beside the same
 admission's back-to-back (warm) decisions. Reported: warm p50, cold p50 / p90 /
 max of the wall time of ``admit``, cold p90 / warm p50, and how many of the cold
-decisions overran the budget. Timings are per machine and never asserted.
+decisions overran the budget. Beside them, the floors: a no-op Python call and a
+no-op compiled (numba) call after the same idle spell, so a cold ``admit`` can be
+read against what any call costs after idle on this machine (on a shared VM the
+caches are cold again within a millisecond, busy or not). Timings are per machine
+and never asserted.
 """
 
 from __future__ import annotations
@@ -55,6 +59,39 @@ def _decide(adm: Any, rng: np.random.Generator) -> tuple[float, float]:
     return dt, pt
 
 
+def _noop() -> None:
+    """The Python floor: a call that does nothing."""
+
+
+def _floor_calls() -> dict[str, Callable[[], Any]]:
+    """The no-op calls timed after idle beside the decisions."""
+    from mittd.daemon.fastpath import monotonic_ns
+
+    monotonic_ns()  # compiled (or loaded) now, not in the first timed call
+    return {"python no-op call": _noop, "compiled no-op call (numba clock read)": monotonic_ns}
+
+
+def _time_call(f: Callable[[], Any]) -> float:
+    t0 = time.perf_counter_ns()
+    f()
+    return (time.perf_counter_ns() - t0) / 1000.0
+
+
+def _floors(idle_ms: float, ios: int) -> dict[str, dict[str, np.ndarray]]:
+    """Per no-op call: WARM_IOS back-to-back timings, and ``ios`` after ``idle_ms`` each."""
+    out = {}
+    for name, f in _floor_calls().items():
+        for _ in range(WARM_IOS):
+            f()
+        warm = np.array([_time_call(f) for _ in range(WARM_IOS)])
+        cold = []
+        for _ in range(ios):
+            time.sleep(idle_ms / 1000.0)
+            cold.append(_time_call(f))
+        out[name] = {"warm_us": warm, "cold_us": np.array(cold)}
+    return out
+
+
 def _one(bundle: Path, keep_warm_ms: int, idle_ms: float, ios: int, engine: str,
          budget_us: float, seed: int) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
@@ -83,7 +120,11 @@ def run_cold(bundles: Sequence[str | Path], *, idle_ms: float = 1000.0, ios: int
     """Per bundle, keep-warm off and on, interleaved over ``rounds``."""
     settings = (0, keep_warm_ms)
     runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    floors: dict[str, list[dict[str, np.ndarray]]] = {}
     for r in range(rounds):
+        say(f"round {r + 1}/{rounds}: no-op calls ({ios} each, {idle_ms:g} ms apart)")
+        for name, got in _floors(idle_ms, ios).items():
+            floors.setdefault(name, []).append(got)
         for b in bundles:
             order = settings if r % 2 == 0 else settings[::-1]
             for kw in order:
@@ -110,8 +151,16 @@ def run_cold(bundles: Sequence[str | Path], *, idle_ms: float = 1000.0, ios: int
             "cold_overruns": sum(x["cold_overruns"] for x in rs),
             "warm_ticks": sum(x["warm_ticks"] for x in rs),
         })
+    floor_rows = []
+    for name, rs in floors.items():
+        warm, cold = (np.concatenate([x[key] for x in rs]) for key in ("warm_us", "cold_us"))
+        w50, c90 = float(np.median(warm)), float(np.percentile(cold, 90))
+        floor_rows.append({"call": name, "cold_calls": len(cold), "warm_p50_us": w50,
+                           "cold_p50_us": float(np.median(cold)), "cold_p90_us": c90,
+                           "cold_max_us": float(cold.max()),
+                           "cold_p90_over_warm_p50": c90 / w50 if w50 > 0 else float("inf")})
     return {"idle_ms": idle_ms, "ios": ios, "rounds": rounds, "engine": engine,
-            "budget_us": budget_us, "rows": rows}
+            "budget_us": budget_us, "rows": rows, "floors": floor_rows}
 
 
 def render(r: dict[str, Any]) -> str:
@@ -132,4 +181,11 @@ def render(r: dict[str, Any]) -> str:
             f"{x['cold_predict_p50_us']:>9.2f}{x['cold_predict_p90_us']:>7.2f}"
             f"{x['cold_predict_max_us']:>7.0f}{x['cold_predict_p90_over_warm_p50']:>8.1f}x | "
             f"{x['overruns']:>4}/{x['cold_ios']:<4}{x['warm_ticks']:>7}")
+    lines += ["", "floors: the same idle before a call that does nothing, µs",
+              f"{'call':<40} | {'warm p50':>9}{'cold p50':>9}{'p90':>7}{'max':>7}"
+              f"{'p90/warm':>9}"]
+    for x in r.get("floors", []):
+        lines.append(f"{x['call']:<40} | {x['warm_p50_us']:>9.2f}{x['cold_p50_us']:>9.2f}"
+                     f"{x['cold_p90_us']:>7.1f}{x['cold_max_us']:>7.0f}"
+                     f"{x['cold_p90_over_warm_p50']:>8.1f}x")
     return "\n".join(lines)

@@ -23,8 +23,14 @@ def test_runs_both_settings_and_counts_ticks_only_when_on() -> None:
         assert 0 <= x["cold_overruns"] <= x["overruns"] <= x["cold_ios"]
     assert rows[0]["warm_ticks"] == 0
     assert rows[10]["warm_ticks"] > 0  # 40 ms idle, a tick after 10 ms of it
+    assert [f["call"] for f in r["floors"]] == ["python no-op call",
+                                                "compiled no-op call (numba clock read)"]
+    for f in r["floors"]:
+        assert f["cold_calls"] == 6
+        assert f["warm_p50_us"] > 0 and f["cold_p50_us"] <= f["cold_p90_us"] <= f["cold_max_us"]
     text = render(r)
     assert "heimdall.mittd" in text and "off" in text and "10 ms" in text
+    assert "python no-op call" in text
 
 
 def test_cli_writes_json_and_refuses_a_bad_bundle(tmp_path: Path,
