@@ -258,7 +258,8 @@ def cmd_bench_cold(args: argparse.Namespace) -> int:
         return _fail(msg)
     r = cold.run_cold(bundles, idle_ms=args.idle_ms, ios=args.ios, rounds=args.rounds,
                       keep_warm_ms=args.keep_warm_ms, engine=args.engine,
-                      budget_us=args.budget_us, seed=args.seed, say=_progress(args.quiet))
+                      budget_us=args.budget_us, seed=args.seed, busy=args.busy,
+                      say=_progress(args.quiet))
     print(cold.render(r))
     return _write_json(args.json, r)
 
@@ -559,6 +560,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     c.add_argument("--budget-us", type=positive_float, default=ServerConfig.predict_budget_us,
                    help=f"predict_budget_us ({ServerConfig.predict_budget_us:g})")
     c.add_argument("--seed", type=non_negative_int, default=0, help="seed of offsets (0)")
+    c.add_argument("--busy", action="store_true",
+                   help="spin on the clock through each idle spell instead of sleeping: "
+                   "the thread keeps its CPU, so what goes cold is what the rest of the "
+                   "machine evicts (a shared VM's neighbours)")
     c.add_argument("--json", type=output_file, metavar="FILE",
                    help="also write the results as JSON")
     c.add_argument("--quiet", action="store_true", help="no progress")

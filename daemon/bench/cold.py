@@ -77,7 +77,18 @@ def _time_call(f: Callable[[], Any]) -> float:
     return (time.perf_counter_ns() - t0) / 1000.0
 
 
-def _floors(idle_ms: float, ios: int) -> dict[str, dict[str, np.ndarray]]:
+def _idle(idle_ms: float, busy: bool) -> None:
+    """Sleep ``idle_ms``, or spin on the clock for it (``busy``: the thread keeps its
+    CPU, so what goes cold is what the rest of the machine evicts)."""
+    if not busy:
+        time.sleep(idle_ms / 1000.0)
+        return
+    end = time.perf_counter_ns() + int(idle_ms * 1e6)
+    while time.perf_counter_ns() < end:
+        pass
+
+
+def _floors(idle_ms: float, ios: int, busy: bool) -> dict[str, dict[str, np.ndarray]]:
     """Per no-op call: WARM_IOS back-to-back timings, and ``ios`` after ``idle_ms`` each."""
     out = {}
     for name, f in _floor_calls().items():
@@ -86,14 +97,14 @@ def _floors(idle_ms: float, ios: int) -> dict[str, dict[str, np.ndarray]]:
         warm = np.array([_time_call(f) for _ in range(WARM_IOS)])
         cold = []
         for _ in range(ios):
-            time.sleep(idle_ms / 1000.0)
+            _idle(idle_ms, busy)
             cold.append(_time_call(f))
         out[name] = {"warm_us": warm, "cold_us": np.array(cold)}
     return out
 
 
 def _one(bundle: Path, keep_warm_ms: int, idle_ms: float, ios: int, engine: str,
-         budget_us: float, seed: int) -> dict[str, Any]:
+         budget_us: float, seed: int, busy: bool) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     with _admission(bundle, keep_warm_ms, engine, budget_us) as adm:
         for _ in range(WARM_IOS):
@@ -102,7 +113,7 @@ def _one(bundle: Path, keep_warm_ms: int, idle_ms: float, ios: int, engine: str,
         before = adm.stats()["d"]
         cold = []
         for _ in range(ios):
-            time.sleep(idle_ms / 1000.0)
+            _idle(idle_ms, busy)
             cold.append(_decide(adm, rng))
         after = adm.stats()["d"]
     cold_a = np.array(cold).reshape(-1, 2)
@@ -115,15 +126,16 @@ def _one(bundle: Path, keep_warm_ms: int, idle_ms: float, ios: int, engine: str,
 
 def run_cold(bundles: Sequence[str | Path], *, idle_ms: float = 1000.0, ios: int = 20,
              rounds: int = 1, keep_warm_ms: int = 100, engine: str = "auto",
-             budget_us: float = 50.0, seed: int = 0,
+             budget_us: float = 50.0, seed: int = 0, busy: bool = False,
              say: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
-    """Per bundle, keep-warm off and on, interleaved over ``rounds``."""
+    """Per bundle, keep-warm off and on, interleaved over ``rounds``; ``busy`` spins
+    through each idle spell instead of sleeping."""
     settings = (0, keep_warm_ms)
     runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
     floors: dict[str, list[dict[str, np.ndarray]]] = {}
     for r in range(rounds):
         say(f"round {r + 1}/{rounds}: no-op calls ({ios} each, {idle_ms:g} ms apart)")
-        for name, got in _floors(idle_ms, ios).items():
+        for name, got in _floors(idle_ms, ios, busy).items():
             floors.setdefault(name, []).append(got)
         for b in bundles:
             order = settings if r % 2 == 0 else settings[::-1]
@@ -131,7 +143,7 @@ def run_cold(bundles: Sequence[str | Path], *, idle_ms: float = 1000.0, ios: int
                 say(f"round {r + 1}/{rounds}: {Path(b).name} keep_warm_ms={kw} "
                     f"({ios} IOs, {idle_ms:g} ms apart)")
                 runs.setdefault((str(b), kw), []).append(
-                    _one(Path(b), kw, idle_ms, ios, engine, budget_us, seed + r))
+                    _one(Path(b), kw, idle_ms, ios, engine, budget_us, seed + r, busy))
     rows = []
     for (b, kw), rs in runs.items():
         warm, cold, warm_p, cold_p = (np.concatenate([x[key] for x in rs]) for key in (
@@ -159,12 +171,13 @@ def run_cold(bundles: Sequence[str | Path], *, idle_ms: float = 1000.0, ios: int
                            "cold_p50_us": float(np.median(cold)), "cold_p90_us": c90,
                            "cold_max_us": float(cold.max()),
                            "cold_p90_over_warm_p50": c90 / w50 if w50 > 0 else float("inf")})
-    return {"idle_ms": idle_ms, "ios": ios, "rounds": rounds, "engine": engine,
+    return {"idle_ms": idle_ms, "busy": busy, "ios": ios, "rounds": rounds, "engine": engine,
             "budget_us": budget_us, "rows": rows, "floors": floor_rows}
 
 
 def render(r: dict[str, Any]) -> str:
-    head = (f"decisions after {r['idle_ms']:g} ms idle ({r['ios']} per round, {r['rounds']} "
+    idle = "spinning" if r.get("busy") else "idle"
+    head = (f"decisions after {r['idle_ms']:g} ms {idle} ({r['ios']} per round, {r['rounds']} "
             f"round(s), engine {r['engine']}, budget {r['budget_us']:g} µs); wall time of "
             "admit, and of its timed prediction (featurise + model: what the budget "
             "judges), µs")

@@ -41,3 +41,21 @@ def test_cli_writes_json_and_refuses_a_bad_bundle(tmp_path: Path,
     assert len(json.loads(out.read_text())["rows"]) == 2
     assert main(["bench", "cold", "--bundle", str(tmp_path / "no.mittd")]) == 2
     assert "no.mittd: no such bundle file" in capsys.readouterr().err
+
+
+def test_busy_idle_spins_on_the_cpu_and_sleep_does_not() -> None:
+    import time
+
+    from mittd.daemon.bench.cold import _idle
+
+    c0 = time.process_time()
+    _idle(50, busy=True)
+    spun = time.process_time() - c0
+    c0 = time.process_time()
+    _idle(50, busy=False)
+    slept = time.process_time() - c0
+    assert spun >= 0.025 and slept < 0.02  # CPU seconds: half the spell at least, if preempted
+    r = run_cold([shipped_bundle("linnos")], idle_ms=5, ios=2, keep_warm_ms=5, engine="csr",
+                 busy=True)
+    assert r["busy"] is True and "ms spinning" in render(r)
+    assert all(x["cold_ios"] == 2 for x in r["rows"])
