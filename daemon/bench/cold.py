@@ -12,9 +12,10 @@ admission's back-to-back (warm) decisions. Reported: warm p50, cold p50 / p90 /
 max of the wall time of ``admit``, cold p90 / warm p50, and how many of the cold
 decisions overran the budget. Beside them, the floors: a no-op Python call and a
 no-op compiled (numba) call after the same idle spell, so a cold ``admit`` can be
-read against what any call costs after idle on this machine (on a shared VM the
-caches are cold again within a millisecond, busy or not). Timings are per machine
-and never asserted.
+read against what any call costs after idle on this machine (on our shared VM a
+thread asleep for half a millisecond already wakes to cold caches; ``--busy``
+spins instead, to tell sleeping from the neighbours' evictions). Timings are per
+machine and never asserted.
 """
 
 from __future__ import annotations
