@@ -11,7 +11,9 @@ in ``traces/samples`` (so activation sparsity is realistic), it measures:
 - batched: decisions/s of ``engine.logits`` at batch 256;
 - fused (compiled engines): featurise + predict inside the fused decision kernel
   on its own clock (:func:`time_fused`), beside the model alone in a compiled loop
-  (:func:`engine_kernel_ns`): what one call per decision adds to the model;
+  (:func:`engine_kernel_ns`) and the model alone one call at a time on the same
+  clock (:func:`time_model_calls`): what fusing the featuriser in adds to the
+  model, measured alike (a call per decision, Python between calls);
 
 and, side by side in the same run when TensorFlow is installed, the same
 network through TF eager, a ``tf.function`` and the TF Lite interpreter
@@ -34,11 +36,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 import pyarrow as pa
 
+from mittd.daemon.fastpath import monotonic_ns
 from mittd.predictor.engines import ENGINES, make_engine
 from mittd.predictor.features import FEATURISERS
+from mittd.predictor.kernels import run1
 from mittd.predictor.models import MODEL_FEATURISER
 from mittd.predictor.synthetic import synthetic_bundle
 from mittd.traces.schema import read_trace
@@ -207,6 +212,29 @@ def time_fused(bundle: Any, engine: Any, trace: TraceInputs, calls: int,
     return out
 
 
+@numba.njit(cache=True)
+def _timed_run1(ints: np.ndarray, arena: np.ndarray) -> int:  # pragma: no cover - compiled
+    """The model once, timed on the fused kernel's clock around ``run1`` alone."""
+    t0 = monotonic_ns()
+    run1(ints, arena)
+    return monotonic_ns() - t0
+
+
+def time_model_calls(engine: Any, x: np.ndarray, calls: int, warmup: int = 500) -> np.ndarray:
+    """Per-decision ns of the model alone, one compiled call per decision with Python
+    between calls (the input row copied in first, untimed), on the clock
+    :func:`time_fused` reads inside the fused kernel: its baseline measured alike,
+    so the difference is what featurising inside the call costs."""
+    ints, arena, inp = engine.plan.ints, engine.plan.arena, engine.input
+    out = np.empty(calls, np.float64)
+    for i in range(warmup + calls):
+        inp[:] = x[i % len(x)]
+        t = _timed_run1(ints, arena)
+        if i >= warmup:
+            out[i - warmup] = t
+    return out
+
+
 def engine_kernel_ns(engine: Any, x: np.ndarray, repeats: int = 2000, rounds: int = 7
                      ) -> float:
     """The median over ``rounds`` of the mean ns per decision of the model alone in
@@ -250,6 +278,7 @@ def bench_config(model: str, sparsity: float, method: str, trace: TraceInputs,
         if hasattr(engine, "plan"):
             row["formats"] = sorted(set(engine.plan.kinds.values()))
             row["engine_kernel_us"] = engine_kernel_ns(engine, x) / 1e3
+            row["model_call"] = percentiles(time_model_calls(engine, x, calls // 4))
             row["fused"] = percentiles(time_fused(bundle, engine, trace, calls // 4))
         rows[name] = row
     return rows
@@ -414,22 +443,24 @@ def render(results: dict[str, Any]) -> str:
                 f"**{fl['floor_us']:.2f} µs** (no call overhead)")
         lines.append("")
         lines.append("| engine | p50 µs | × floor | p99 µs | p50 µs incl. features | p99 µs incl. "
-                     "features | kernel µs | fused p50 µs (+) | decisions/s at batch "
-                     f"{results['batch']} | formats |")
-        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+                     "features | kernel µs | model per call p50 µs | fused p50 µs (+) | "
+                     f"decisions/s at batch {results['batch']} | formats |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for name, r in c["engines"].items():
             ratio = (f"{r['engine']['p50_us'] / fl['floor_us']:.1f}×"
                      if fl and fl["floor_us"] > 0 else "")
-            kern = fused = ""
+            kern = call = fused = ""
             if "fused" in r:
                 kern = f"{r['engine_kernel_us']:.2f}"
+                mc = r["model_call"]["p50_us"]
+                call = f"{mc:.2f}"
                 fz = r["fused"]["p50_us"]
-                fused = f"{fz:.2f} ({fz - r['engine_kernel_us']:+.2f})"
+                fused = f"{fz:.2f} ({fz - mc:+.2f})"
             lines.append(
                 f"| {name} | {r['engine']['p50_us']:.2f} | {ratio} | "
                 f"{r['engine']['p99_us']:.2f} | "
                 f"{r['with_features']['p50_us']:.2f} | {r['with_features']['p99_us']:.2f} | "
-                f"{kern} | {fused} | "
+                f"{kern} | {call} | {fused} | "
                 f"{r['batch_per_s']:,.0f} | {', '.join(r.get('formats', ['numpy']))} |"
             )
         peers = []
@@ -443,7 +474,7 @@ def render(results: dict[str, Any]) -> str:
                 if path in res:
                     r = res[path]
                     peers.append((path, r["p50_us"]))
-                    lines.append(f"| {path} | {r['p50_us']:.2f} | | {r['p99_us']:.2f} | | | | | "
+                    lines.append(f"| {path} | {r['p50_us']:.2f} | | {r['p99_us']:.2f} | | | | | | "
                                  f"{r['batch_per_s']:,.0f} | {label} {res.get(version, '')}, "
                                  f"compacted ({res.get('units_removed', 0):,} units removed) |")
         best = min(c["engines"].items(), key=lambda kv: kv[1]["engine"]["p50_us"])

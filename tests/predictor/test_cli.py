@@ -76,6 +76,8 @@ def test_bench_predictor_gives_tf_the_compacted_shapes(tmp_path: Path) -> None:
     assert "faster than ONNX Runtime" in r.stdout
     table = [ln for ln in r.stdout.splitlines() if ln.startswith("|")]
     assert len({ln.count("|") for ln in table}) == 1  # the peers' rows fill every column
-    assert "fused p50" in table[0]
+    assert "fused p50" in table[0] and "model per call" in table[0]
     fused = cfg["engines"]["auto"]["fused"]  # featurise + predict in the fused kernel
     assert 0 < fused["p50_us"] <= fused["p99_us"] and cfg["engines"]["auto"]["engine_kernel_us"] > 0
+    call = cfg["engines"]["auto"]["model_call"]  # its baseline, the model alone, same clock
+    assert 0 < call["p50_us"] <= call["p99_us"]
