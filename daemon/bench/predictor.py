@@ -12,8 +12,8 @@ in ``traces/samples`` (so activation sparsity is realistic), it measures:
 - fused (compiled engines): featurise + predict inside the fused decision kernel
   on its own clock (:func:`time_fused`), beside the model alone in a compiled loop
   (:func:`engine_kernel_ns`) and the model alone one call at a time on the same
-  clock (:func:`time_model_calls`): what fusing the featuriser in adds to the
-  model, measured alike (a call per decision, Python between calls);
+  clock, interleaved in the same replay (every other decision): what fusing the
+  featuriser in adds to the model, measured alike;
 
 and, side by side in the same run when TensorFlow is installed, the same
 network through TF eager, a ``tf.function`` and the TF Lite interpreter
@@ -173,13 +173,24 @@ def time_live(featuriser: Any, engine: Any, trace: TraceInputs, calls: int,
     return time_calls(step, calls, prepare=prepare)
 
 
+@numba.njit(cache=True)
+def _timed_run1(ints: np.ndarray, arena: np.ndarray) -> int:  # pragma: no cover - compiled
+    """The model once, timed on the fused kernel's clock around ``run1`` alone."""
+    t0 = monotonic_ns()
+    run1(ints, arena)
+    return monotonic_ns() - t0
+
+
 def time_fused(bundle: Any, engine: Any, trace: TraceInputs, calls: int,
-               warmup: int = 500) -> np.ndarray:
+               warmup: int = 500) -> tuple[np.ndarray, np.ndarray]:
     """Per-decision ns of featurise + predict inside the fused decision kernel, on
     its own clock (``mittd.daemon.fastpath.admit1``: no Python dispatch in it),
     replaying the trace's IOs through an ``AdmissionCore`` serving ``engine``, each
-    completed when its latency falls due. Beside :func:`engine_kernel_ns` (the model
-    alone in a compiled loop) it says what fusing the featuriser in costs."""
+    completed when its latency falls due; and, interleaved in the same replay, the
+    model alone (``run1`` on the last decision's input row, one compiled call timed
+    on the same clock) before every other decision, so both see the same Python
+    between decisions. ``calls`` samples of each: their difference is what
+    featurising inside the call costs."""
     import heapq
 
     from mittd.daemon.admission import AdmissionCore
@@ -189,6 +200,7 @@ def time_fused(bundle: Any, engine: Any, trace: TraceInputs, calls: int,
     core = AdmissionCore({"d": st}, predict_budget_us=1e9)
     if st.admit_args is None:
         raise ValueError(f"engine {engine.name!r} has no compiled plan to fuse")
+    ints, arena = st.plan.ints, st.plan.arena
     deadline = float(st.thresholds_us[0])  # head 0: the model is always asked
     data = st.counters.predict_ns.data
     n = len(trace.ts)
@@ -196,43 +208,24 @@ def time_fused(bundle: Any, engine: Any, trace: TraceInputs, calls: int,
     ts, lat = trace.ts.tolist(), np.nan_to_num(trace.latency, nan=0.0).tolist()
     off, size, op = trace.offset.tolist(), trace.size.tolist(), trace.op.tolist()
     due: list[tuple[int, int, float]] = []
-    out = np.empty(calls, np.float64)
-    for i in range(warmup + calls):
+    fused = np.empty(calls, np.float64)
+    model = np.empty(calls, np.float64)
+    for i in range(warmup + 2 * calls):
         k, lap = i % n, i // n
         now = int(ts[k]) + lap * span
         while due and due[0][0] <= now:
             t, rid, latency = heapq.heappop(due)
             core.complete("d", rid, latency, t)
+        j, alone = divmod(i - warmup, 2)
+        if alone and i >= warmup:
+            model[j] = _timed_run1(ints, arena)
         before = data[-1]
         d = core.admit("d", int(op[k]), int(off[k]), int(size[k]), deadline, i, now)
-        if i >= warmup:
-            out[i - warmup] = data[-1] - before
+        if not alone and i >= warmup:
+            fused[j] = data[-1] - before
         if d.admit:
             heapq.heappush(due, (now + int(lat[k]), i, float(lat[k])))
-    return out
-
-
-@numba.njit(cache=True)
-def _timed_run1(ints: np.ndarray, arena: np.ndarray) -> int:  # pragma: no cover - compiled
-    """The model once, timed on the fused kernel's clock around ``run1`` alone."""
-    t0 = monotonic_ns()
-    run1(ints, arena)
-    return monotonic_ns() - t0
-
-
-def time_model_calls(engine: Any, x: np.ndarray, calls: int, warmup: int = 500) -> np.ndarray:
-    """Per-decision ns of the model alone, one compiled call per decision with Python
-    between calls (the input row copied in first, untimed), on the clock
-    :func:`time_fused` reads inside the fused kernel: its baseline measured alike,
-    so the difference is what featurising inside the call costs."""
-    ints, arena, inp = engine.plan.ints, engine.plan.arena, engine.input
-    out = np.empty(calls, np.float64)
-    for i in range(warmup + calls):
-        inp[:] = x[i % len(x)]
-        t = _timed_run1(ints, arena)
-        if i >= warmup:
-            out[i - warmup] = t
-    return out
+    return fused, model
 
 
 def engine_kernel_ns(engine: Any, x: np.ndarray, repeats: int = 2000, rounds: int = 7
@@ -278,8 +271,8 @@ def bench_config(model: str, sparsity: float, method: str, trace: TraceInputs,
         if hasattr(engine, "plan"):
             row["formats"] = sorted(set(engine.plan.kinds.values()))
             row["engine_kernel_us"] = engine_kernel_ns(engine, x) / 1e3
-            row["model_call"] = percentiles(time_model_calls(engine, x, calls // 4))
-            row["fused"] = percentiles(time_fused(bundle, engine, trace, calls // 4))
+            fused, model = time_fused(bundle, engine, trace, calls // 4)
+            row["fused"], row["model_call"] = percentiles(fused), percentiles(model)
         rows[name] = row
     return rows
 
