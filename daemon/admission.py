@@ -107,9 +107,11 @@ _COMPLETE1: Callable[..., bool] = fp.complete1
 _PUT: Callable[..., None] = ring.put
 
 
-_IO_FIELDS = (("op", "an op code: 0 read, 1 write, 2 other", lambda x: 0 <= x <= 2),
-              ("offset", "an int >= 0", lambda x: 0 <= x < 1 << 63),
-              ("length", "an int > 0", lambda x: 0 < x < 1 << 63))
+# (field, what it must be, the check): written with & so that one check serves an IO's
+# value and a burst's column (numpy arrays) alike
+_IO_FIELDS = (("op", "an op code: 0 read, 1 write, 2 other", lambda x: (x >= 0) & (x <= 2)),
+              ("offset", "an int >= 0", lambda x: (x >= 0) & (x < 1 << 63)),
+              ("length", "an int > 0", lambda x: (x > 0) & (x < 1 << 63)))
 
 
 def _bad_io(op: object, offset: object, length: object, deadline_us: object) -> str:
@@ -123,18 +125,14 @@ def _bad_io(op: object, offset: object, length: object, deadline_us: object) -> 
     return ""
 
 
-_BURST_FIELDS = (("ops", "an op code: 0 read, 1 write, 2 other", lambda a: (a >= 0) & (a <= 2)),
-                 ("offsets", "an int >= 0", lambda a: a >= 0),
-                 ("lengths", "an int > 0", lambda a: a > 0))
-
-
 def _bad_burst(ops: np.ndarray, offsets: np.ndarray, lengths: np.ndarray) -> str:
-    """The one-line error for a burst's first bad IO, naming the column and the IO
-    (the fields of :data:`_IO_FIELDS`); "" when every IO is good."""
-    for (name, what, ok), col in zip(_BURST_FIELDS, (ops, offsets, lengths), strict=True):
+    """The one-line error for a burst's first bad IO, naming the column (``ops``,
+    ``offsets``, ``lengths``: :data:`_IO_FIELDS`'s fields) and the IO; "" when every
+    IO is good."""
+    for (name, what, ok), col in zip(_IO_FIELDS, (ops, offsets, lengths), strict=True):
         bad = np.flatnonzero(~ok(col))
         if len(bad):
-            return f"{name}[{bad[0]}] must be {what}, got {int(col[bad[0]])}"
+            return f"{name}s[{bad[0]}] must be {what}, got {int(col[bad[0]])}"
     return ""
 
 
