@@ -905,14 +905,13 @@ class AdmissionCore:
             raise ValueError(bad)
         with self._lock(device):
             st = self._devices[device]
+            dl[dl <= 0] = st.default_deadline_us
             if st.admit_args is not None and self._fuse:
-                dl[dl <= 0] = st.default_deadline_us
                 d = self._fused_burst(st, ops, offsets, lengths, dl, ids, idset, now_us)
                 if d is not None:
                     return d
             prev = st.last_now
             now = st.clock_floor(now_us)
-            dl[dl <= 0] = st.default_deadline_us
             th = st.thresholds_us
             k = np.searchsorted(np.asarray(th), dl, side="left")  # head_for, vectorised
             beyond = k >= len(th)
