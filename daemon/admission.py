@@ -188,6 +188,16 @@ class BurstDecisions(NamedTuple):
     model_version: str
 
 
+def _burst_decisions(out: np.ndarray, margins: np.ndarray, heads: np.ndarray,
+                     model_version: str) -> BurstDecisions:
+    """A burst's answers from its outcome codes, margins (NaN: not asked) and heads:
+    the one place both burst paths build them."""
+    with np.errstate(over="ignore"):
+        p = (1.0 / (1.0 + np.exp(-margins))).astype(np.float32)
+    return BurstDecisions(_ADMIT_OF[out], p, heads.astype(np.int32), _FAIL_OPEN_OF[out],
+                          _REASON_OF[out], model_version)
+
+
 @dataclass(frozen=True, slots=True)
 class Counts:
     """A device's monotonic decision counters: the one list of their names (the live
@@ -959,7 +969,7 @@ class AdmissionCore:
             reject = margins > np.asarray(st.cutoffs)[np.maximum(k, 0)]  # NaN: False
             out = np.empty(n, np.intp)
             fp.rules(st.counters.cnt, st.fdev, status.astype(np.int64), reject, overrun, out)
-            admit, reason, fail_open = _ADMIT_OF[out], _REASON_OF[out], _FAIL_OPEN_OF[out]
+            admit = _ADMIT_OF[out]
             for rid in ids[~admit].tolist():
                 tracker.withdraw(rid)
             got = tracker._slots.get
@@ -973,10 +983,7 @@ class AdmissionCore:
             for rid, d in zip(ids[admit].tolist(), dl[admit].tolist(), strict=True):
                 dls[rid] = d
             self._trim_deadlines(st)
-            with np.errstate(over="ignore"):
-                p = (1.0 / (1.0 + np.exp(-margins))).astype(np.float32)
-            return BurstDecisions(admit, p, k.astype(np.int32), fail_open, reason,
-                                  st.model_version)
+            return _burst_decisions(out, margins, k, st.model_version)
 
     def _fused_burst(self, st: DeviceState, ops: np.ndarray, offsets: np.ndarray,
                      lengths: np.ndarray, dl: np.ndarray, ids: np.ndarray, idset: set[int],
@@ -1024,11 +1031,7 @@ class AdmissionCore:
             dls.pop(rid, None)
             dls[rid] = d
         self._trim_deadlines(st)
-        out = codes & 15
-        with np.errstate(over="ignore"):
-            p = (1.0 / (1.0 + np.exp(-margins))).astype(np.float32)
-        return BurstDecisions(_ADMIT_OF[out], p, heads.astype(np.int32), _FAIL_OPEN_OF[out],
-                              _REASON_OF[out], st.model_version)
+        return _burst_decisions(codes & 15, margins, heads, st.model_version)
 
     def complete_burst(self, device: str, request_ids: np.ndarray, latencies_us: np.ndarray,
                        now_us: int) -> int:
