@@ -89,18 +89,30 @@ def _idle(idle_ms: float, busy: bool) -> None:
         pass
 
 
+def _warm(call: Callable[[], Any]) -> np.ndarray:
+    """``call``'s results back to back, WARM_IOS of them after as many unkept."""
+    for _ in range(WARM_IOS):
+        call()
+    return np.array([call() for _ in range(WARM_IOS)])
+
+
+def _cold(call: Callable[[], Any], idle_ms: float, ios: int, busy: bool) -> np.ndarray:
+    """``call``'s results, ``ios`` of them, each after ``idle_ms`` of idling."""
+    out = []
+    for _ in range(ios):
+        _idle(idle_ms, busy)
+        out.append(call())
+    return np.array(out)
+
+
 def _floors(idle_ms: float, ios: int, busy: bool) -> dict[str, dict[str, np.ndarray]]:
     """Per no-op call: WARM_IOS back-to-back timings, and ``ios`` after ``idle_ms`` each."""
     out = {}
     for name, f in _floor_calls().items():
-        for _ in range(WARM_IOS):
-            f()
-        warm = np.array([_time_call(f) for _ in range(WARM_IOS)])
-        cold = []
-        for _ in range(ios):
-            _idle(idle_ms, busy)
-            cold.append(_time_call(f))
-        out[name] = {"warm_us": warm, "cold_us": np.array(cold)}
+        def timed(f: Callable[[], Any] = f) -> float:
+            return _time_call(f)
+
+        out[name] = {"warm_us": _warm(timed), "cold_us": _cold(timed, idle_ms, ios, busy)}
     return out
 
 
@@ -108,21 +120,24 @@ def _one(bundle: Path, keep_warm_ms: int, idle_ms: float, ios: int, engine: str,
          budget_us: float, seed: int, busy: bool) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     with _admission(bundle, keep_warm_ms, engine, budget_us) as adm:
-        for _ in range(WARM_IOS):
-            _decide(adm, rng)
-        warm = np.array([_decide(adm, rng) for _ in range(WARM_IOS)])
+        warm = _warm(lambda: _decide(adm, rng))
         before = adm.stats()["d"]
-        cold = []
-        for _ in range(ios):
-            _idle(idle_ms, busy)
-            cold.append(_decide(adm, rng))
+        cold_a = _cold(lambda: _decide(adm, rng), idle_ms, ios, busy).reshape(-1, 2)
         after = adm.stats()["d"]
-    cold_a = np.array(cold).reshape(-1, 2)
     return {"warm_us": warm[:, 0], "warm_predict_us": warm[:, 1],
             "cold_us": cold_a[:, 0], "cold_predict_us": cold_a[:, 1],
             "overruns": after.overruns - before.overruns,
             "cold_overruns": after.cold_overruns - before.cold_overruns,
             "warm_ticks": after.warm_ticks - before.warm_ticks}
+
+
+def _spread(warm: np.ndarray, cold: np.ndarray, part: str = "") -> dict[str, float]:
+    """Warm p50, cold p50 / p90 / max and cold p90 over warm p50 (µs), keyed with
+    ``part`` after warm/cold (``_predict``: the timed prediction's)."""
+    w50, c90 = float(np.median(warm)), float(np.percentile(cold, 90))
+    return {f"warm{part}_p50_us": w50, f"cold{part}_p50_us": float(np.median(cold)),
+            f"cold{part}_p90_us": c90, f"cold{part}_max_us": float(cold.max()),
+            f"cold{part}_p90_over_warm_p50": c90 / w50 if w50 > 0 else float("inf")}
 
 
 def run_cold(bundles: Sequence[str | Path], *, idle_ms: float = 1000.0, ios: int = 20,
@@ -151,15 +166,9 @@ def run_cold(bundles: Sequence[str | Path], *, idle_ms: float = 1000.0, ios: int
             "warm_us", "cold_us", "warm_predict_us", "cold_predict_us"))
         n = len(cold)
         over = sum(x["overruns"] for x in rs)
-        w50, c90 = float(np.median(warm)), float(np.percentile(cold, 90))
-        pw50, pc90 = float(np.median(warm_p)), float(np.percentile(cold_p, 90))
         rows.append({
             "bundle": Path(b).name, "keep_warm_ms": kw, "cold_ios": n,
-            "warm_p50_us": w50, "cold_p50_us": float(np.median(cold)), "cold_p90_us": c90,
-            "cold_max_us": float(cold.max()), "cold_p90_over_warm_p50": c90 / w50,
-            "warm_predict_p50_us": pw50, "cold_predict_p50_us": float(np.median(cold_p)),
-            "cold_predict_p90_us": pc90, "cold_predict_max_us": float(cold_p.max()),
-            "cold_predict_p90_over_warm_p50": pc90 / pw50 if pw50 > 0 else float("inf"),
+            **_spread(warm, cold), **_spread(warm_p, cold_p, "_predict"),
             "overruns": over, "overrun_share": over / n,
             "cold_overruns": sum(x["cold_overruns"] for x in rs),
             "warm_ticks": sum(x["warm_ticks"] for x in rs),
@@ -167,11 +176,7 @@ def run_cold(bundles: Sequence[str | Path], *, idle_ms: float = 1000.0, ios: int
     floor_rows = []
     for name, rs in floors.items():
         warm, cold = (np.concatenate([x[key] for x in rs]) for key in ("warm_us", "cold_us"))
-        w50, c90 = float(np.median(warm)), float(np.percentile(cold, 90))
-        floor_rows.append({"call": name, "cold_calls": len(cold), "warm_p50_us": w50,
-                           "cold_p50_us": float(np.median(cold)), "cold_p90_us": c90,
-                           "cold_max_us": float(cold.max()),
-                           "cold_p90_over_warm_p50": c90 / w50 if w50 > 0 else float("inf")})
+        floor_rows.append({"call": name, "cold_calls": len(cold), **_spread(warm, cold)})
     return {"idle_ms": idle_ms, "busy": busy, "ios": ios, "rounds": rounds, "engine": engine,
             "budget_us": budget_us, "rows": rows, "floors": floor_rows}
 
